@@ -19,7 +19,7 @@ same shape and every process yields the same number of batches (a jitted,
 sharded eval step needs both).
 
 The iterator is Grain's: `it.get_state()` / `it.set_state(state)` save and
-restore its position (Orbax saves it with `grain.PyGrainCheckpointSave`), so a
+restore its position (Orbax saves it with `grain.checkpoint.CheckpointSave`), so a
 resumed run sees exactly the batches an uninterrupted one would.
 
 Labels are mapped between degrees and [0, 1] (the models' sigmoid outputs) by
@@ -143,44 +143,55 @@ def get_dataset_info(dataset, *, data_dir=None, image_size=None):
                             image_size)
 
 
-class _PaddedSource(grain.RandomAccessDataSource):
-  """The records of a source plus masked copies of record 0 up to `length`.
+class _BatchReader:
+  """Reads the records with the given indices into one uint8 batch.
 
-  Each record gains 'mask': True for real records, False for padding.
+  Either straight from the array_record source (any size; each call reads and
+  decodes b records) or from a cache of the decoded records of [start, stop)
+  held in memory (loaded once; then a batch is a NumPy gather).
+
+  Indices past the end of the split are padding: they read record 0 and get
+  mask False.
   """
 
-  def __init__(self, source, length):
+  def __init__(self, source, image_size, start, stop, cache):
     self._source = source
-    self._length = length
-
-  def __len__(self):
-    return self._length
-
-  def __getitem__(self, index):
-    real = index < len(self._source)
-    record = dict(self._source[index if real else 0])
-    record['mask'] = np.bool_(real)
-    return record
-
-
-class _Decode(grain.MapTransform):
-  """Keeps the fields the models use and resizes the image if asked to."""
-
-  def __init__(self, image_size, keep_mask):
     self._image_size = image_size
-    self._keep_mask = keep_mask
+    self._num_records = len(source)
+    self._start = start
+    self._cached = None
+    if cache:
+      real = np.arange(start, min(stop, self._num_records))
+      self._cached = _read_records(source, real, image_size)
 
-  def map(self, element):
-    image = element['image']
-    if self._image_size is not None and image.shape[:2] != (
-        self._image_size, self._image_size):
-      image = _resize(image, self._image_size)
-    out = {'image': image,
-           'label': element['label'],
-           'equivalent_labels': element['equivalent_labels']}
-    if self._keep_mask:
-      out['mask'] = element['mask']
-    return out
+  def __call__(self, indices):
+    """indices [b] int -> dict of [b, ...] arrays (uint8 image, degrees)."""
+    indices = np.asarray(indices)
+    mask = indices < self._num_records
+    if self._cached is not None:
+      rows = np.where(mask, indices - self._start, 0)
+      batch = {key: value[rows] for key, value in self._cached.items()}
+    else:
+      batch = _read_records(self._source, np.where(mask, indices, 0),
+                            self._image_size)
+    batch['mask'] = mask
+    return batch
+
+
+def _read_records(source, indices, image_size):
+  """Decoded records [len(indices), ...] (images resized if asked to)."""
+  images, labels, equivalents = [], [], []
+  for start in range(0, len(indices), 1024):
+    for record in source.__getitems__(indices[start:start + 1024].tolist()):
+      image = record['image']
+      if image_size is not None and image.shape[:2] != (image_size,
+                                                        image_size):
+        image = _resize(image, image_size)
+      images.append(image)
+      labels.append(record['label'])
+      equivalents.append(record['equivalent_labels'])
+  return {'image': np.stack(images), 'label': np.stack(labels),
+          'equivalent_labels': np.stack(equivalents)}
 
 
 def _resize(image, size):
@@ -191,43 +202,57 @@ def _resize(image, size):
   return resized[..., None] if squeeze else resized
 
 
-class _RandomFlip(grain.RandomMapTransform):
-  """Mirrors the image left-right with probability 1/2 and fixes the labels.
+class _RandomFlip:
+  """Mirrors each image left-right with probability 1/2 and fixes its labels.
 
-  The rng comes from Grain (derived from the seed and the record's position),
-  so the flips are deterministic and resume with the iterator.
+  Grain seeds the rng from the pipeline seed and the batch's position, so the
+  flips are deterministic and resume with the iterator.
   """
 
   def __init__(self, flip_negates):
     self._sign = np.where(flip_negates, -1.0, 1.0).astype(np.float32)
 
-  def random_map(self, element, rng):
-    if rng.uniform() < 0.5:
-      return element
-    element = dict(element)
-    element['image'] = element['image'][:, ::-1]
-    element['label'] = element['label'] * self._sign
-    element['equivalent_labels'] = element['equivalent_labels'] * self._sign
-    return element
-
-
-class _ToModelInputs(grain.MapTransform):
-  """Batch-level (vectorised): uint8 images to [0, 1], labels to [0, 1]."""
-
-  def __init__(self, info):
-    self._info = info
-
-  def map(self, batch):
-    batch = dict(batch)
-    batch['image'] = batch['image'].astype(np.float32) / np.float32(255)
-    for key in ('label', 'equivalent_labels'):
-      batch[key] = normalize_labels(batch[key], self._info).astype(np.float32)
+  def __call__(self, batch, rng):
+    flip = rng.uniform(size=len(batch['label'])) < 0.5
+    batch['image'] = np.where(flip[:, None, None, None],
+                              batch['image'][:, :, ::-1], batch['image'])
+    sign = np.where(flip[:, None], self._sign, np.float32(1))
+    batch['label'] = batch['label'] * sign
+    batch['equivalent_labels'] = batch['equivalent_labels'] * sign[:, None]
     return batch
+
+
+class _ToModelInputs:
+  """uint8 images to [0, 1] float32, labels to [0, 1]; drops the train mask."""
+
+  def __init__(self, info, keep_mask):
+    self._info = info
+    self._keep_mask = keep_mask
+
+  def __call__(self, batch):
+    out = {'image': batch['image'].astype(np.float32) / np.float32(255)}
+    for key in ('label', 'equivalent_labels'):
+      out[key] = normalize_labels(batch[key].astype(np.float32), self._info)
+    if self._keep_mask:
+      out['mask'] = batch['mask']
+    return out
+
+
+# Batches prepared ahead by background threads of each process (or worker).
+# Grain's defaults (16 threads, 500 elements) are meant for single records;
+# 500 batches would hold gigabytes.
+_READ_THREADS = 2
+_PREFETCH_BATCHES = 4
+
+# Splits whose decoded images (this process's shard) fit in this many bytes are
+# held in memory by default.
+_CACHE_LIMIT_BYTES = 1 << 30
 
 
 def create_iterator(dataset, split, *, global_batch_size, seed, train,
                     data_dir=None, image_size=None, augment=None,
-                    worker_count=0, shard_index=None, shard_count=None):
+                    worker_count=0, cache=None, shard_index=None,
+                    shard_count=None):
   """Creates a checkpointable iterator over this process's batches.
 
   Args:
@@ -237,21 +262,22 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
     global_batch_size: rows per batch over all processes; must be divisible
       by the number of processes.
     seed: shuffling and augmentation seed (train); unused for evaluation.
-    train: True: shuffle, repeat forever, augment, drop nothing but incomplete
-      batches. False: one pass, in order, padded, with 'mask'.
+    train: True: shuffle, repeat forever, augment, whole batches only.
+      False: one pass in order, padded to whole batches, with 'mask'.
     data_dir: TFDS data directory (None: TFDS's default).
     image_size: resize images to image_size × image_size (None: as stored).
     augment: random left-right flips (labels fixed accordingly); None means
       on for training where the dataset defines how a flip changes its labels.
-    worker_count: Grain worker processes (0: read in this process). Each
-      worker batches its own records, so the batches depend on worker_count
-      (not only on the seed): resume with the worker_count you saved with.
+    worker_count: Grain worker processes that prepare batches (0: threads of
+      this process). The batches do not depend on it.
+    cache: hold this process's decoded share of the split in memory (read
+      once, then batches are gathers); None: when it takes at most 1 GiB.
     shard_index, shard_count: this process's shard; default
       jax.process_index() of jax.process_count().
 
   Returns:
-    A Grain `DataLoaderIterator` yielding dicts of NumPy arrays (see the
-    module docstring), with `get_state()` and `set_state()`.
+    A Grain `DatasetIterator` yielding dicts of NumPy arrays (see the module
+    docstring), with `get_state()` and `set_state()`.
   """
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
@@ -268,34 +294,35 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
     raise ValueError(f'{dataset} defines no label-preserving flip; use '
                      'augment=False.')
 
-  operations = [_Decode(image_size, keep_mask=not train)]
   if train:
-    if len(source) < shard_count:
+    # Equal contiguous shards; each is shuffled anew every epoch.
+    per_shard = len(source) // shard_count
+    if per_shard == 0:
       raise ValueError(f'{dataset} {split} has {len(source)} examples, fewer '
                        f'than the {shard_count} processes.')
-    sampler = grain.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.ShardOptions(shard_index, shard_count,
-                                         drop_remainder=True),
-        shuffle=True, num_epochs=None, seed=seed)
-    if augment:
-      operations.append(_RandomFlip(info.flip_negates))
   else:
-    # Pad to whole global batches: then the contiguous, equal shards of all
-    # processes hold the same number of whole batches.
+    # Pad the split to whole global batches: then the equal contiguous shards
+    # of all processes hold the same number of whole batches.
     num_batches = -(-len(source) // global_batch_size)
-    source = _PaddedSource(source, num_batches * global_batch_size)
-    sampler = grain.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.ShardOptions(shard_index, shard_count,
-                                         drop_remainder=True),
-        shuffle=False, num_epochs=1, seed=seed)
-  operations += [grain.Batch(batch_size, drop_remainder=True),
-                 _ToModelInputs(info)]
-  if worker_count and not flags.FLAGS.is_parsed():
-    # Grain's worker processes read absl flags; outside an absl app (a
-    # notebook, pytest) nothing parsed them, so take the defaults.
-    flags.FLAGS.mark_as_parsed()
-  loader = grain.DataLoader(data_source=source, sampler=sampler,
-                            operations=operations, worker_count=worker_count)
-  return iter(loader)
+    per_shard = num_batches * global_batch_size // shard_count
+  start, stop = shard_index * per_shard, (shard_index + 1) * per_shard
+  if cache is None:
+    cache = per_shard * np.prod(info.image_shape) <= _CACHE_LIMIT_BYTES
+  reader = _BatchReader(source, image_size, start, stop, cache)
+
+  ds = grain.MapDataset.range(start, stop)
+  if train:
+    ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds.batch(batch_size, drop_remainder=train).map(reader)
+  if augment:
+    ds = ds.random_map(_RandomFlip(info.flip_negates), seed=seed)
+  ds = ds.map(_ToModelInputs(info, keep_mask=not train)).to_iter_dataset(
+      grain.ReadOptions(num_threads=_READ_THREADS,
+                        prefetch_buffer_size=_PREFETCH_BATCHES))
+  if worker_count:
+    if not flags.FLAGS.is_parsed():
+      # Grain's worker processes read absl flags; outside an absl app (a
+      # notebook, pytest) nothing parsed them, so take the defaults.
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return iter(ds)
