@@ -365,7 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                  model.num_params, config.dataset)
   writer = reporting.MetricWriter(workdir, resume_step=start)
   progress = reporting.Progress(start, config.num_train_steps)
-  run_eval = functools.partial(evaluation.run, predict, state=None, mesh=mesh, info=info,
+  run_eval = functools.partial(evaluation.run, predict, mesh=mesh, info=info,
                                config=config)
   last_eval = None
   try:
@@ -390,7 +390,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           pending, pending_from = [], step + 1
         if step % config.eval_every_steps == 0 or is_last:
           last_eval = run_eval(state=state, split=config.eval_split)
-          writer.write(step, 'eval', last_eval.scalars)
+          writer.write(step, 'eval', last_eval.metrics)
           logging.info('eval on %s at step %d: %s', config.eval_split, step,
                        last_eval.summary())
         if save or stop:
