@@ -98,9 +98,10 @@ def run(predict: Callable[..., dict[str, jax.Array]], *, state: Any,
     outputs = dict(predict(state, batch))
     for key in ('label', 'equivalent_labels', 'mask'):
       outputs[key] = batch[key]
-    if images is None:
-      images = parallel.to_host(batch['image'][:config.num_plot_examples])
-    chunks.append(parallel.to_host(outputs))
+    host_outputs = parallel.to_host(outputs)
+    if images is None:  # The plots show the first few real examples.
+      images = parallel.to_host(batch['image'])[host_outputs['mask']][:config.num_plot_examples]
+    chunks.append(host_outputs)
   if not chunks:
     raise ValueError(f'Split {split!r} of {dataset} has no examples.')
   gathered = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}

@@ -352,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   schedule = learning_rate_schedule(config)
   train, predict = jit_steps(model, tx, schedule, mesh)
   train_iter = input_pipeline.create_iterator(
-      config.dataset, 'train', global_batch_size=config.batch_size, seed=config.seed,
+      config.dataset, config.train_split, global_batch_size=config.batch_size, seed=config.seed,
       train=True, data_dir=config.data_dir, image_size=config.image_size,
       augment=config.augment, worker_count=config.worker_count)
 

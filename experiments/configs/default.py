@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_size = ml_collections.config_dict.placeholder(int)
   config.augment = ml_collections.config_dict.placeholder(bool)  # None: the dataset's default.
   config.worker_count = 0  # Grain worker processes; 0 reads in the main process.
+  config.train_split = 'train'  # A TFDS split or slice, e.g. 'train[:90%]'.
   # Which split the periodic evaluation uses, and which the final one (written
   # to eval_metrics.json); test_dataset reads them from another dataset with
   # the same label space (e.g. train on 300W-LP, test on AFLW2000).
