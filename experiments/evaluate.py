@@ -12,6 +12,7 @@ from absl import logging
 
 from propel_jax import evaluation
 from propel_jax import parallel
+from propel_jax import reporting
 from propel_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
@@ -29,6 +30,7 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  reporting.quiet_library_logs()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   config = train.load_config(_WORKDIR.value)
   if _DATA_DIR.value:

@@ -14,6 +14,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from propel_jax import parallel
+from propel_jax import reporting
 from propel_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -30,6 +31,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  reporting.quiet_library_logs()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if results is not None and parallel.is_main_process():

@@ -104,7 +104,7 @@ def plot_density(outputs: dict[str, np.ndarray], image: np.ndarray, index: int, 
       ax.imshow(np.exp(log_density), origin='lower', extent=extent, aspect='auto',
                 cmap='viridis')
     else:
-      ax.set(xlim=extent_of(info, a), ylim=extent_of(info, b))
+      ax.set(xlim=_extent(info, a), ylim=_extent(info, b))
     ax.scatter(equivalents[:, a], equivalents[:, b], s=60, facecolors='none',
                edgecolors='red', label='equivalent labels')
     ax.scatter([label[a]], [label[b]], marker='x', s=60, color='red', label='label')
@@ -112,13 +112,15 @@ def plot_density(outputs: dict[str, np.ndarray], image: np.ndarray, index: int, 
       prediction = _degrees(outputs[f'prediction/{decoder}'][index], info)
       ax.scatter([prediction[a]], [prediction[b]], s=20, label=decoder)
     ax.set(xlabel=f'{names[a]} (°)', ylabel=f'{names[b]} (°)')
-  axes[-1].legend(fontsize=7, loc='upper right')
-  fig.tight_layout()
+  # Below the panels, where it hides no label.
+  handles, legend_names = axes[-1].get_legend_handles_labels()
+  fig.legend(handles, legend_names, loc='lower center', ncol=len(legend_names), fontsize=8)
+  fig.tight_layout(rect=(0, 0.08, 1, 1))
   fig.savefig(path, dpi=80)
   plt.close(fig)
 
 
-def extent_of(info, axis):
+def _extent(info, axis):
   return info.label_low[axis], info.label_high[axis]
 
 
@@ -135,7 +137,7 @@ def _plot_density_1d(ax, outputs, index, info):
     ax.plot(degrees, np.exp(np.asarray(log_density)))
   for value in _degrees(outputs['equivalent_labels'][index], info)[:, 0]:
     ax.axvline(value, color='red', ls='--')
-  ax.set(xlabel=f'{info.label_names[0]} (°)', xlim=extent_of(info, 0))
+  ax.set(xlabel=f'{info.label_names[0]} (°)', xlim=_extent(info, 0))
 
 
 def write_all(result: Any, directory: str, *, config: Any) -> None:

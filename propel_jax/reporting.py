@@ -14,6 +14,7 @@ read as if the run had never stopped.
 """
 
 import json
+import logging as std_logging
 import math
 import os
 import time
@@ -116,6 +117,10 @@ class Progress:
     self._last_step = first_step
     self._last_time = time.perf_counter()
 
+  def restart_clock(self) -> None:
+    """Excludes the time since the last update (an evaluation) from the next rate."""
+    self._last_time = time.perf_counter()
+
   def update(self, step: int) -> float:
     """Marks `step` as done; returns the steps/s since the previous update."""
     now = time.perf_counter()
@@ -132,3 +137,23 @@ class Progress:
   def log(self, step: int, loss: float, steps_per_sec: float) -> None:
     if jax.process_index() == 0:
       logging.info('%s', self.line(step, loss, steps_per_sec))
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops INFO and DEBUG records logged from inside the given packages."""
+
+  def __init__(self, packages):
+    super().__init__()
+    self._markers = tuple(f'{os.sep}{p}{os.sep}' for p in packages)
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        m in record.pathname for m in self._markers)
+
+
+def quiet_library_logs(packages=('orbax', 'grain')) -> None:
+  """Keeps the progress lines readable: Orbax logs dozens of INFO lines per checkpoint.
+
+  For the binaries; warnings and errors of those packages still show.
+  """
+  logging.get_absl_handler().addFilter(_LibraryInfoFilter(packages))

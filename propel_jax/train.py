@@ -210,15 +210,26 @@ def create_model_and_state(config: ml_collections.ConfigDict, info: Any,
                            tx: optax.GradientTransformation,
                            mesh: jax.sharding.Mesh) -> tuple[Model, TrainState]:
   """Builds the model from the config and its initial state, replicated on `mesh`."""
-  model = models.create_model(config, info, rngs=nnx.Rngs(config.seed))
-  model.eval()
-  eval_graph, _, _ = nnx.split(model, nnx.Param, ...)
-  model.train()
-  train_graph, params, model_state = nnx.split(model, nnx.Param, ...)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                     opt_state=tx.init(params))
-  return (Model(train_graph, eval_graph, models.count_params(model)),
-          parallel.replicate(state, mesh))
+
+  def build():
+    return models.create_model(config, info, rngs=nnx.Rngs(config.seed))
+
+  # The graph definitions come from an abstract model (no computation); the
+  # state is initialised in one jitted call, which is several times faster
+  # than running the initialisers op by op.
+  abstract_model = nnx.eval_shape(build)
+  abstract_model.eval()
+  eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+  abstract_model.train()
+  train_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+
+  @functools.partial(jax.jit, out_shardings=parallel.replicated(mesh))
+  def init():
+    _, params, model_state = nnx.split(build(), nnx.Param, ...)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params))
+
+  return Model(train_graph, eval_graph, models.count_params(abstract_model)), init()
 
 
 # ----------------------------------------------------------------------------
@@ -243,7 +254,9 @@ def train_step(graph: nnx.GraphDef, tx: optax.GradientTransformation,
   """
 
   def loss_fn(params):
-    model = nnx.merge(graph, params, state.model_state)
+    # copy: fresh Variables inside the differentiated function, which may
+    # then update them (BatchNorm's running statistics).
+    model = nnx.merge(graph, params, state.model_state, copy=True)
     loss = model.head.loss(model(batch['image']), batch).mean()
     _, _, model_state = nnx.split(model, nnx.Param, ...)
     return loss, model_state
@@ -393,6 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(step, 'eval', last_eval.metrics)
           logging.info('eval on %s at step %d: %s', config.eval_split, step,
                        last_eval.summary())
+          progress.restart_clock()
         if save or stop:
           checkpointer.save(step, state, train_iter)
         if stop:
