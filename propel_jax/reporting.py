@@ -6,7 +6,7 @@ training loop calls it unconditionally.
 `workdir/metrics.jsonl` holds one JSON object per logged step, e.g.
 
     {"split": "train", "step": 100, "loss": 0.41, "steps_per_sec": 31.2, ...}
-    {"split": "eval", "step": 500, "loss": 0.38, "cmae_deg/mode": 7.9, ...}
+    {"split": "eval", "step": 500, "loss": 0.38, "cmae/mode": 7.9, ...}
 
 When a run resumes from step s, lines and TensorBoard events after s (written
 by the interrupted run after its last checkpoint) are dropped, so both logs

@@ -92,8 +92,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail('warmup_steps', f'must be an integer in [0, num_train_steps={config.num_train_steps})')
   if config.optimizer not in OPTIMIZERS:
     fail('optimizer', f'must be one of {OPTIMIZERS}')
-  if config.grad_clip_norm is not None and not config.grad_clip_norm > 0:
-    fail('grad_clip_norm', 'must be positive, or None for no clipping')
+  if not config.grad_clip_norm >= 0:
+    fail('grad_clip_norm', 'must be >= 0 (0: no clipping)')
   if not config.weight_decay >= 0:
     fail('weight_decay', 'must be >= 0')
   if config.loss not in models.LOSSES:
@@ -161,7 +161,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Gradient clipping (global norm) then Adam, AdamW or SGD on the schedule."""
+  """Gradient clipping (global norm; off for 0) then Adam, AdamW or SGD on the schedule."""
   schedule = learning_rate_schedule(config)
   if config.optimizer == 'adam':
     optimizer = optax.adam(schedule)
@@ -169,7 +169,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
   else:
     optimizer = optax.sgd(schedule, momentum=0.9)
-  if config.grad_clip_norm is None:
+  if not config.grad_clip_norm:
     return optimizer
   return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
 
@@ -264,7 +264,7 @@ def train_step(graph: nnx.GraphDef, tx: optax.GradientTransformation,
   (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': schedule(state.step)}
   return TrainState(step=state.step + 1, params=params, model_state=model_state,
                     opt_state=opt_state), metrics

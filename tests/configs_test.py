@@ -18,10 +18,12 @@ CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments/confi
 
 def _parse(argv):
   """Parses command-line flags the way experiments/train.py does."""
+  argv = ['prog'] + argv
   flag_values = flags.FlagValues()
+  # sys_argv: config_flags finds the --config.KEY overrides there.
   config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
-                                  lock_config=True)
-  flag_values(['prog'] + argv)
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
   return flag_values.config
 
 

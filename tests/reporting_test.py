@@ -16,11 +16,11 @@ def _read_jsonl(path):
 def test_writes_jsonl_and_tensorboard(tmp_path):
   writer = reporting.MetricWriter(str(tmp_path))
   writer.write(10, 'train', {'loss': 0.5, 'steps_per_sec': 3.0})
-  writer.write(20, 'eval', {'loss': 0.25, 'cmae_deg/mode': 7.5})
+  writer.write(20, 'eval', {'loss': 0.25, 'cmae/mode': 7.5})
   writer.close()
   assert _read_jsonl(tmp_path / 'metrics.jsonl') == [
       {'split': 'train', 'step': 10, 'loss': 0.5, 'steps_per_sec': 3.0},
-      {'split': 'eval', 'step': 20, 'loss': 0.25, 'cmae_deg/mode': 7.5}]
+      {'split': 'eval', 'step': 20, 'loss': 0.25, 'cmae/mode': 7.5}]
   assert glob.glob(str(tmp_path / 'events.out.tfevents.*'))
 
 

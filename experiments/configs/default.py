@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_schedule = 'cosine'
   config.warmup_steps = 0
   config.weight_decay = 0.0  # Used by 'adamw' only.
-  config.grad_clip_norm = 10.0  # None: no clipping.
+  config.grad_clip_norm = 10.0  # 0: no clipping.
 
   # Model and loss (see propel_jax.models).
   config.loss = 'propel'
