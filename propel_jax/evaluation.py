@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -116,24 +115,38 @@ def run(predict: Callable[..., dict[str, jax.Array]], *, state: Any,
                     info=info, metrics=compute_metrics(gathered, info))
 
 
+@functools.partial(jax.jit, static_argnames=('level',))
+def _metric_sums(predictions, equivalent_labels, mixture, label_low, label_high, *, level):
+  """`metrics.batch_sums` in degrees, jitted: op by op it would compile for seconds."""
+
+  def to_degrees(values):
+    return label_low + (label_high - label_low) * values
+
+  predictions = {name: to_degrees(value) for name, value in predictions.items()}
+  modes = None
+  if mixture is not None:
+    means, scales, log_weights = mixture
+    mixture = metrics_lib.to_degrees(means, scales, label_low, label_high) + (log_weights,)
+    locations, _, valid = mixtures.modes(*mixture)
+    modes = (locations, valid)
+  return metrics_lib.batch_sums(predictions, to_degrees(equivalent_labels), mixture=mixture,
+                                modes=modes, level=level)
+
+
 def compute_metrics(outputs: dict[str, np.ndarray], info: Any) -> dict[str, float]:
   """Metrics in degrees from per-example outputs (see `EvalResult.outputs`).
 
   The metric definitions are `propel_jax.metrics`'s (batch_sums over the
   whole split, then summarize); this converts units and adds the loss.
   """
-  to_degrees = functools.partial(input_pipeline.denormalize_labels, info=info)
-  predictions = {key.split('/', 1)[1]: to_degrees(value)
+  predictions = {key.split('/', 1)[1]: value
                  for key, value in outputs.items() if key.startswith('prediction/')}
-  mixture = modes = None
+  mixture = None
   if 'means' in outputs:
-    means, scales = metrics_lib.to_degrees(outputs['means'], outputs['scales'],
-                                           info.label_low, info.label_high)
-    mixture = (means, scales, jnp.asarray(outputs['log_weights']))
-    locations, _, valid = mixtures.modes(*mixture)
-    modes = (locations, valid)
-  sums = metrics_lib.batch_sums(predictions, to_degrees(outputs['equivalent_labels']),
-                                mixture=mixture, modes=modes, level=COVERAGE_LEVEL)
+    mixture = (outputs['means'], outputs['scales'], outputs['log_weights'])
+  sums = _metric_sums(predictions, outputs['equivalent_labels'], mixture,
+                      np.asarray(info.label_low, np.float32),
+                      np.asarray(info.label_high, np.float32), level=COVERAGE_LEVEL)
   result = metrics_lib.summarize(sums, info.label_names, level=COVERAGE_LEVEL)
   result['loss'] = float(np.mean(outputs['loss']))
   result['num_examples'] = int(outputs['loss'].shape[0])
