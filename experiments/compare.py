@@ -2,8 +2,8 @@
 
     python -m experiments.compare \
         --config=experiments/configs/compare_synthetic.py:ambiguous_small --workdir=DIR \
-        [--config.methods=propel_i2,mse --config.seeds="(0, 1)" \
-         --config.train.num_train_steps=2000 --config.train.data_dir=...]
+        [--config.compare.methods=propel_i2,mse --config.compare.seeds="(0, 1)" \
+         --config.num_train_steps=2000 --config.data_dir=...]
 
 Writes DIR/results.md, DIR/results.json and DIR/plots/; every run lives in
 DIR/runs/<method>/seed_<k>/. Rerunning the same command skips finished runs

@@ -12,6 +12,12 @@ A comparison lives in a directory DIR:
     plots/                    error distributions, coverage curves, densities
                               (see `comparison_plots`)
 
+The comparison's config is a training config (every key `train` reads: the
+base every run starts from) plus a `compare` section: `methods` and `sweep`
+(comma-separated method names; the sweep's appear only in the sensitivity
+table), `seeds`, and `num_density_examples`
+(experiments/configs/compare_synthetic.py).
+
 A method is named by a string, so that it can be the directory name and a
 command-line value: `<loss>[_i<I>][_s<target_scale>]`, e.g. 'mse', 'heatmap',
 'propel_i2' (PROPEL with I = 2 Gaussians), 'mdn_i4', 'propel_i2_s0.05'
@@ -121,10 +127,12 @@ def parse_methods(methods: str | Sequence[str]) -> list[Method]:
   return [parse_method(n) for n in names]
 
 
-def run_config(base: ml_collections.ConfigDict, method: Method,
+def run_config(comparison_config: ml_collections.ConfigDict, method: Method,
                seed: int) -> ml_collections.ConfigDict:
-  """The base training config with the method's head and the seed."""
-  config = ml_collections.ConfigDict(base.to_dict())
+  """The training config of one run: the base (all but `compare`), the method's head, the seed."""
+  settings = comparison_config.to_dict()
+  settings.pop('compare', None)
+  config = ml_collections.ConfigDict(settings)
   config.loss = method.loss
   config.seed = int(seed)
   if method.num_gaussians is not None:
@@ -227,26 +235,26 @@ def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
     True when every run is complete; False if a preemption stopped one.
   """
   methods = all_methods(config)
-  todo = [(m, s) for m in methods for s in config.seeds]
+  todo = [(m, s) for m in methods for s in config.compare.seeds]
   for index, (method, seed) in enumerate(todo):
     directory = run_dir(workdir, method, seed)
-    run_cfg = run_config(config.train, method, seed)
+    run_cfg = run_config(config, method, seed)
     if _is_finished(run_cfg, directory):
       logging.info('[%d/%d] %s seed %d: finished, skipped.', index + 1, len(todo), method.name,
                    seed)
       continue
     logging.info('[%d/%d] %s seed %d: training in %s.', index + 1, len(todo), method.name,
                  seed, directory)
-    if not train_run(run_cfg, directory, config.num_density_examples):
+    if not train_run(run_cfg, directory, config.compare.num_density_examples):
       return False
   return True
 
 
 def all_methods(config: ml_collections.ConfigDict) -> list[Method]:
   """The main methods then the sensitivity sweep's, each name once."""
-  main = parse_methods(config.methods)
+  main = parse_methods(config.compare.methods)
   names = {m.name for m in main}
-  sweep = [m for m in parse_methods(config.get('sweep', '') or '') if m.name not in names]
+  sweep = [m for m in parse_methods(config.compare.get('sweep', '') or '') if m.name not in names]
   return main + sweep
 
 
@@ -372,15 +380,16 @@ def aggregate(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Loads every finished run and aggregates it: the content of results.json."""
-  info = input_pipeline.get_dataset_info(config.train.dataset, data_dir=config.train.data_dir,
-                                         image_size=config.train.image_size)
+  info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                         image_size=config.image_size)
   methods = all_methods(config)
+  num_main = len(parse_methods(config.compare.methods))
   runs, summary, missing = {}, {}, []
   for method in methods:
     per_seed = {}
-    for seed in config.seeds:
+    for seed in config.compare.seeds:
       directory = run_dir(workdir, method, seed)
-      if _is_finished(run_config(config.train, method, seed), directory):
+      if _is_finished(run_config(config, method, seed), directory):
         per_seed[str(seed)] = load_run(directory, info)
       else:
         missing.append(f'{method.name}/seed_{seed}')
@@ -388,13 +397,13 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if per_seed:
       summary[method.name] = aggregate(list(per_seed.values()))
   return {
-      'dataset': config.train.dataset,
+      'dataset': config.dataset,
       'label_names': list(info.label_names),
       'split_sizes': dict(info.split_sizes),
-      'methods': [m.name for m in parse_methods(config.methods)],
-      'sweep': [m.name for m in methods[len(parse_methods(config.methods)):]],
-      'method_settings': {m.name: _settings(config.train, m) for m in methods},
-      'seeds': list(config.seeds),
+      'methods': [m.name for m in methods[:num_main]],
+      'sweep': [m.name for m in methods[num_main:]],
+      'method_settings': {m.name: _settings(config, m) for m in methods},
+      'seeds': list(config.compare.seeds),
       'coverage_levels': list(COVERAGE_LEVELS),
       'mode_radius_deg': MODE_RADIUS_DEG,
       'config': config.to_dict(),
@@ -404,8 +413,8 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   }
 
 
-def _settings(base, method):
-  config = run_config(base, method, 0)
+def _settings(comparison_config, method):
+  config = run_config(comparison_config, method, 0)
   settings = {'loss': method.loss}
   if method.is_mixture:
     settings['num_gaussians'] = int(config.num_gaussians)
@@ -432,7 +441,7 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
   """results.md from the content of results.json."""
   axes = results['label_names']
   summary = results['summary']
-  train_cfg = results['config']['train']
+  train_cfg = results['config']
   lines = [f'# Comparison on `{results["dataset"]}`', '',
            f'Command: `{command}`', '',
            f'Dataset: {results["dataset"]} ({", ".join(f"{k} {v}" for k, v in sorted(results["split_sizes"].items()))} '
@@ -548,14 +557,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   Raises:
     ValueError: naming the offending key or method.
   """
-  if not config.get('seeds') or len(set(config.seeds)) != len(config.seeds):
-    raise ValueError(f'config.seeds={config.get("seeds")!r} must be a non-empty tuple of '
-                     f'distinct integers, e.g. --config.seeds="(0, 1, 2)".')
+  if 'compare' not in config:
+    raise ValueError('The config has no `compare` section: use a comparison config, e.g. '
+                     '--config=experiments/configs/compare_synthetic.py:ambiguous_small.')
+  seeds = config.compare.get('seeds')
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f'config.compare.seeds={seeds!r} must be a non-empty tuple of '
+                     f'distinct integers, e.g. --config.compare.seeds="(0, 1, 2)".')
   methods = all_methods(config)
   if not methods:
-    raise ValueError('config.methods lists no method.')
+    raise ValueError('config.compare.methods lists no method.')
   for method in methods:
-    train.validate_config(run_config(config.train, method, config.seeds[0]))
-  if not isinstance(config.num_density_examples, int) or config.num_density_examples < 0:
-    raise ValueError(f'config.num_density_examples={config.num_density_examples!r} must be an '
-                     f'integer >= 0.')
+    train.validate_config(run_config(config, method, seeds[0]))
+  count = config.compare.num_density_examples
+  if not isinstance(count, int) or count < 0:
+    raise ValueError(f'config.compare.num_density_examples={count!r} must be an integer >= 0.')

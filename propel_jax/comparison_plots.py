@@ -39,8 +39,8 @@ _SECONDARY_DECODERS = ('mean', 'argmax')
 
 
 def _info(config):
-  return input_pipeline.get_dataset_info(config.train.dataset, data_dir=config.train.data_dir,
-                                         image_size=config.train.image_size)
+  return input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                         image_size=config.image_size)
 
 
 def _finished_dirs(results, config, workdir, method_name):
@@ -125,7 +125,7 @@ def plot_densities(results: dict[str, Any], config: ml_collections.ConfigDict, w
       rows.append((name, *comparison.load_outputs(directories[0])))
   if not rows:
     return
-  count = min(config.num_density_examples, min(len(images) for _, _, images in rows))
+  count = min(config.compare.num_density_examples, min(len(images) for _, _, images in rows))
   names = info.label_names
   if count == 0 or len(names) < 2:  # A pair of axes to draw the density over.
     return
