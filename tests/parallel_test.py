@@ -16,7 +16,7 @@ from propel_jax import parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Three training steps of the real model on real batches of the small
+# Two training steps of the real model on real batches of the small
 # synthetic dataset, once on a mesh of all 8 devices (the batch split 2 per
 # device) and once on a mesh of device 0 alone. The sums run in another order,
 # so the results agree to rounding. With SGD: Adam divides each gradient by
@@ -36,7 +36,7 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
     iterator = input_pipeline.create_iterator(
         config.dataset, 'train', global_batch_size=16, seed=0, train=True,
         data_dir=config.data_dir, augment=False)
-    batches = [next(iterator) for _ in range(3)]
+    batches = [next(iterator) for _ in range(2)]
     tx = train.create_optimizer(config)
     schedule = train.learning_rate_schedule(config)
     results = {}
@@ -51,9 +51,10 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
       results[name] = [np.asarray(x) for x in jax.tree.leaves((state, metrics, outputs))]
     worst = 0.0
     for a, b in zip(results['eight'], results['one']):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
       worst = max(worst, float(np.max(np.abs(a.astype(float) - b.astype(float)), initial=0)))
     print('max abs difference', worst)
+    for a, b in zip(results['eight'], results['one']):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 ''')
 
 
@@ -64,6 +65,7 @@ def test_eight_device_step_equals_one_device_step(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-5000:]
   assert 'max abs difference' in result.stdout
+
 
 
 def test_shard_batch_keeps_rows_in_order():
