@@ -57,7 +57,6 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 ''')
 
-
 def test_eight_device_step_equals_one_device_step(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO,
              XLA_FLAGS='--xla_force_host_platform_device_count=8')
@@ -65,8 +64,6 @@ def test_eight_device_step_equals_one_device_step(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-5000:]
   assert 'max abs difference' in result.stdout
-
-
 
 def test_shard_batch_keeps_rows_in_order():
   mesh = parallel.create_mesh()
@@ -77,13 +74,11 @@ def test_shard_batch_keeps_rows_in_order():
     np.testing.assert_array_equal(np.asarray(sharded[key]), value)
     assert sharded[key].sharding == parallel.batch_sharded(mesh)
 
-
 @pytest.mark.parametrize('given', [dict(coordinator_address='127.0.0.1:1234'),
                                    dict(num_processes=2, process_id=0)])
 def test_partial_distributed_settings_fail(given):
   with pytest.raises(ValueError, match='missing'):
     parallel.initialize_distributed(**given)
-
 
 def test_process_id_out_of_range_fails():
   with pytest.raises(ValueError, match='process_id must be in'):
