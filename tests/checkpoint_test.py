@@ -1,11 +1,13 @@
 """Checkpoints: state and input position round-trip exactly; SIGTERM is caught.
 
-The end-to-end guarantees (a run killed with SIGKILL and resumed ends
-bitwise equal to an uninterrupted one; SIGTERM saves and exits; a
-non-finite loss keeps the last good checkpoint) are in tests/train_test.py,
-which runs the real binary.
+End to end, with the real binary in subprocesses: a run killed with SIGKILL
+and rerun with the same command ends bitwise equal (parameters, optimiser
+state, logged metrics) to an uninterrupted run; a SIGTERM saves a checkpoint
+and exits cleanly. (A non-finite loss keeping the last good checkpoint is in
+train_test.py.)
 """
 
+import json
 import os
 import signal
 
@@ -18,6 +20,7 @@ import optax
 import pytest
 
 from propel_jax import checkpointing
+import training_runs as runs
 
 
 def _state(seed):
@@ -122,3 +125,59 @@ def test_sigterm_sets_the_stop_flag_and_handler_is_restored(tmp_path):
     assert preemption.should_stop(2)
   assert signal.getsignal(signal.SIGTERM) is before
   checkpointer.close()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def jax_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('jax_cache'))
+
+
+def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, data_dir,
+                                                                    jax_cache):
+  overrides = ['--config.num_train_steps=60', '--config.checkpoint_every_steps=20',
+               '--config.log_every_steps=10', '--config.eval_every_steps=30']
+  reference = str(tmp_path / 'reference')
+  runs.run(runs.train_command(reference, data_dir, *overrides), jax_cache)
+
+  killed = str(tmp_path / 'killed')
+  command = runs.train_command(killed, data_dir, *overrides)
+  returncode, output = runs.start_and_signal_after_checkpoint(command, jax_cache, killed, 20,
+                                                              signal.SIGKILL)
+  assert returncode == -signal.SIGKILL, output[-3000:]
+  assert not os.path.exists(os.path.join(killed, 'eval_metrics.json'))
+  resumed = runs.run(command, jax_cache)
+  assert 'Resumed from the checkpoint at step' in resumed.stderr
+
+  step, state = runs.final_state(killed)
+  reference_step, reference_state = runs.final_state(reference)
+  assert step == reference_step == 60
+  assert state.keys() == reference_state.keys()
+  for key in state:
+    np.testing.assert_array_equal(state[key], reference_state[key], err_msg=key)
+  assert (runs.without_timing(runs.read_jsonl(os.path.join(killed, 'metrics.jsonl'))) ==
+          runs.without_timing(runs.read_jsonl(os.path.join(reference, 'metrics.jsonl'))))
+  with open(os.path.join(killed, 'eval_metrics.json')) as f, \
+      open(os.path.join(reference, 'eval_metrics.json')) as g:
+    assert json.load(f) == json.load(g)
+
+
+def test_sigterm_saves_and_exits(tmp_path, data_dir, jax_cache):
+  workdir = str(tmp_path / 'run')
+  command = runs.train_command(workdir, data_dir, '--config.num_train_steps=100000',
+                               '--config.checkpoint_every_steps=10',
+                               '--config.eval_every_steps=100000')
+  returncode, output = runs.start_and_signal_after_checkpoint(command, jax_cache, workdir, 10,
+                                                              signal.SIGTERM)
+  assert returncode == 0, output[-3000:]
+  assert 'Preemption notice (SIGTERM): saved the checkpoint at step' in output
+  step, _ = runs.final_state(workdir)
+  assert 10 < step < 100000
+  assert f'saved the checkpoint at step {step};' in output
+  assert not os.path.exists(os.path.join(workdir, 'eval_metrics.json'))
+  # The last train line is the stop step: nothing trained is unlogged.
+  assert runs.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))[-1]['step'] == step

@@ -59,13 +59,13 @@ def test_unknown_override_key_fails():
 
 
 def test_unknown_variant_fails():
-  with pytest.raises(ValueError, match='variant'):
+  with pytest.raises(Exception, match="Unknown variant 'huge'"):
     _parse([f'--config={REPO}/experiments/configs/synthetic.py:huge'])
 
 
 @pytest.mark.parametrize('key, value', [
-    ('loss', 'nonsense'), ('batch_size', 0), ('num_train_steps', -1), ('seed', 0.5),
-    ('eval_every_steps', 0), ('checkpoint_every_steps', 0), ('log_every_steps', 1.5),
+    ('loss', 'nonsense'), ('batch_size', 0), ('num_train_steps', -1),
+    ('eval_every_steps', 0), ('checkpoint_every_steps', 0), ('log_every_steps', 0),
     ('learning_rate', 0.0), ('lr_schedule', 'linear'), ('warmup_steps', 600),
     ('optimizer', 'rmsprop'), ('grad_clip_norm', -1.0), ('num_gaussians', 0),
     ('target_scale', -0.1), ('dataset', ''), ('max_checkpoints_to_keep', 0),
@@ -74,6 +74,12 @@ def test_invalid_value_names_the_key(key, value):
   config = _small_config(**{key: value})
   with pytest.raises(ValueError, match=f'config.{key}='):
     train.validate_config(config)
+
+
+def test_values_keep_their_types():
+  # ConfigDict itself refuses a float where the config has an int.
+  with pytest.raises(TypeError):
+    _small_config(seed=0.5)
 
 
 def test_batch_size_must_split_over_devices():
