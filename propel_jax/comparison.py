@@ -235,7 +235,8 @@ def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
     True when every run is complete; False if a preemption stopped one.
   """
   methods = all_methods(config)
-  todo = [(m, s) for m in methods for s in config.compare.seeds]
+  # Seed-major: a comparison stopped early has every method at least once.
+  todo = [(m, s) for s in config.compare.seeds for m in methods]
   for index, (method, seed) in enumerate(todo):
     directory = run_dir(workdir, method, seed)
     run_cfg = run_config(config, method, seed)
@@ -451,8 +452,10 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
            f'backbone channels {tuple(train_cfg["model"]["channels"])}, FC '
            f'{train_cfg["model"]["hidden_units"]}. Seeds {results["seeds"]} (initialisation and '
            f'data order). Mean ± std over seeds (std with ddof 1).', '']
-  if wall_seconds is not None:
-    lines += [f'Wall time of this invocation: {wall_seconds / 60:.1f} min.', '']
+  total = sum(run['train_seconds'] for runs in results['runs'].values() for run in runs.values())
+  lines += [f'Training wall time, all runs together: {total / 60:.1f} min'
+            + (f' (this invocation: {wall_seconds / 60:.1f} min).' if wall_seconds is not None
+               else '.'), '']
   if results['missing_runs']:
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
 
