@@ -1,0 +1,170 @@
+"""The paper's CNN and the regression model built from it and an output head.
+
+Asad et al. (ICPR 2020) use a small CNN: blocks of [3×3 conv, BatchNorm, ReLU,
+2×2 max-pool] with 16, 32, 32, 32 channels, flatten, a hidden dense layer
+(50 units for hand orientation, 20 for head orientation), ReLU, and an output
+layer. For a 128×128 input the four pools leave 8×8×32 = 2048 features.
+
+Parameter counts (trainable: conv kernels and biases, BatchNorm scale and
+bias, dense weights and biases; BatchNorm running statistics are not
+parameters):
+  backbone, 128×128×3 input, FC 50:  23,808 conv+BN + 102,450 FC = 126,258
+  + PROPEL head n = 2, I = 2 (8 outputs):      408  -> 126,666 ≈ 1.27·10⁵
+  + PROPEL head n = 2, I = 8 (32 outputs):   1,632  -> 127,890 ≈ 1.28·10⁵
+  The paper's hand figure reads ≈ 1.28·10⁵, reproduced for I ≈ 2–10 with
+  n = 2 (the count moves by 204 per component).
+  backbone, 128×128×3 input, FC 20:  23,808 + 40,980 = 64,788
+  + PROPEL head n = 3, I = 2 (12 outputs):     252  -> 65,040 ≈ 6.5·10⁴
+  The paper's head figure reads ≈ 5·10⁴ off a log scale; the stated network
+  (the 2048→20 layer alone is 40,980) gives 6.5·10⁴.
+  HEATMAP-MSE, n = 2, 100×100 grid, FC 50: 126,258 + 510,000 = 636,258
+  ≈ 6.4·10⁵; the paper's ≈ 1.25·10⁶ needs about 155×155 bins at FC 50.
+  tests/models_test.py recomputes all of these from the layer shapes.
+"""
+
+from typing import Any
+
+from flax import nnx
+import jax
+import ml_collections
+
+from propel_jax import heads
+
+LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn')
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """The `config.model` keys `create_model` reads, with the paper's defaults."""
+  return ml_collections.ConfigDict({
+      # Backbone.
+      'channels': (16, 32, 32, 32),  # One [conv, BN, ReLU, pool] block each.
+      'hidden_units': 50,  # The paper: 50 for hand (n = 2), 20 for head (n = 3).
+      'batch_norm_momentum': 0.9,  # Flax convention (PyTorch's 0.1).
+      # Mixture heads (propel, mdn).
+      'scale_activation': 'softplus',  # Or 'sigmoid', the paper's choice.
+      'min_scale': 1e-3,  # Floor on every σ, normalised units.
+      'learn_weights': False,  # propel only: the paper uses w_i = 1/I.
+      'propel_target': 'label',  # Or 'equivalents': a mixture over the label's symmetries.
+      # Heatmap head.
+      'heatmap_bins': 100,
+      'heatmap_layout': 'auto',  # 'joint' grid for n <= 2, 'marginal' 1-D maps above.
+      'heatmap_sigma': 0.02,  # Target bump width, normalised units.
+  })
+
+
+class PaperCNN(nnx.Module):
+  """Blocks of [3×3 conv (SAME), BatchNorm, ReLU, 2×2 max-pool], flatten, FC, ReLU.
+
+  Each pool halves the spatial size (rounding down), so an H×W input gives
+  (H // 2^k)·(W // 2^k)·channels[-1] features after k blocks.
+  """
+
+  def __init__(self, image_shape: tuple[int, int, int], *,
+               channels=(16, 32, 32, 32), hidden_units: int = 50,
+               batch_norm_momentum: float = 0.9, rngs: nnx.Rngs):
+    """Args:
+      image_shape: (H, W, C) of the input images.
+      channels: output channels of each block.
+      hidden_units: width of the hidden dense layer (the output features).
+      batch_norm_momentum: running-statistics decay of every BatchNorm.
+      rngs: parameter initialisation keys.
+    """
+    height, width, in_channels = (int(d) for d in image_shape)
+    if height >> len(channels) < 1 or width >> len(channels) < 1:
+      raise ValueError(f'image_shape {tuple(image_shape)} is too small for '
+                       f'{len(channels)} 2×2 max-pools (needs H, W >= {2 ** len(channels)}).')
+    self.image_shape = (height, width, in_channels)
+    self.convs = nnx.List()
+    self.norms = nnx.List()
+    for out_channels in channels:
+      self.convs.append(nnx.Conv(in_channels, out_channels, (3, 3), padding='SAME',
+                                 rngs=rngs))
+      self.norms.append(nnx.BatchNorm(out_channels, momentum=batch_norm_momentum,
+                                      rngs=rngs))
+      in_channels = out_channels
+      height, width = height // 2, width // 2
+    self.num_flat_features = height * width * in_channels
+    self.dense = nnx.Linear(self.num_flat_features, hidden_units, rngs=rngs)
+    self.num_features = hidden_units
+
+  def __call__(self, images):
+    """images [B, H, W, C] -> features [B, hidden_units]."""
+    if images.shape[-3:] != self.image_shape:
+      raise ValueError(f'images shape {images.shape} must be [B, H, W, C] with '
+                       f'(H, W, C) = {self.image_shape}.')
+    x = images
+    for conv, norm in zip(self.convs, self.norms):
+      x = nnx.max_pool(nnx.relu(norm(conv(x))), (2, 2), strides=(2, 2))
+    x = x.reshape(x.shape[:-3] + (-1,))
+    return nnx.relu(self.dense(x))
+
+
+class RegressionModel(nnx.Module):
+  """A backbone and an output head: images [B, H, W, C] -> the head's outputs dict."""
+
+  def __init__(self, backbone: PaperCNN, head: nnx.Module):
+    self.backbone = backbone
+    self.head = head
+
+  def __call__(self, images):
+    return self.head(self.backbone(images))
+
+
+def _model_config(config) -> ml_collections.ConfigDict:
+  """`config.model` over the defaults; unknown keys are errors."""
+  merged = default_model_config()
+  overrides = config.get('model', None) or {}
+  unknown = sorted(set(overrides.keys()) - set(merged.keys()))
+  if unknown:
+    raise ValueError(f'Unknown config.model keys {unknown}; known: {sorted(merged.keys())}.')
+  for key, value in overrides.items():
+    merged[key] = value
+  return merged
+
+
+def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
+  """Builds the model a config asks for.
+
+  Args:
+    config: reads `loss` (one of LOSSES), `num_gaussians` (I, mixture heads),
+      `target_scale` (propel: σ of the ground-truth Gaussian, normalised units,
+      a number or one per target) and the optional `model` sub-config (keys and
+      defaults in `default_model_config`).
+    info: the dataset's DatasetInfo; reads `image_shape` (H, W, C) and
+      `label_names` (n = their number).
+    rngs: parameter initialisation keys.
+
+  Returns:
+    A RegressionModel in training mode (call `.eval()` for inference).
+  """
+  loss = config.loss
+  if loss not in LOSSES:
+    raise ValueError(f'config.loss must be one of {LOSSES}; got {loss!r}.')
+  cfg = _model_config(config)
+  num_targets = len(info.label_names)
+  backbone = PaperCNN(tuple(info.image_shape), channels=tuple(cfg.channels),
+                      hidden_units=cfg.hidden_units,
+                      batch_norm_momentum=cfg.batch_norm_momentum, rngs=rngs)
+  features = backbone.num_features
+  if loss in ('propel', 'mdn'):
+    if config.num_gaussians < 1:
+      raise ValueError(f'config.num_gaussians must be >= 1; got {config.num_gaussians}.')
+    mixture_args = dict(scale_activation=cfg.scale_activation, min_scale=cfg.min_scale,
+                        rngs=rngs)
+    if loss == 'propel':
+      head = heads.PropelHead(features, num_targets, config.num_gaussians,
+                              target_scale=config.target_scale, target=cfg.propel_target,
+                              learn_weights=cfg.learn_weights, **mixture_args)
+    else:
+      head = heads.MDNHead(features, num_targets, config.num_gaussians, **mixture_args)
+  elif loss in ('mse', 'l1'):
+    head = heads.DirectHead(features, num_targets, loss=loss, rngs=rngs)
+  else:
+    head = heads.HeatmapHead(features, num_targets, bins=cfg.heatmap_bins,
+                             layout=cfg.heatmap_layout, sigma=cfg.heatmap_sigma, rngs=rngs)
+  return RegressionModel(backbone, head)
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of trainable scalars (nnx.Param); BatchNorm running stats excluded."""
+  return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

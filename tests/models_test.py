@@ -1,0 +1,149 @@
+"""The paper's CNN and create_model: parameter counts, shapes, BatchNorm modes, a tiny overfit."""
+
+import dataclasses
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from propel_jax import models
+
+
+@dataclasses.dataclass(frozen=True)
+class Info:
+  """The two DatasetInfo fields create_model reads."""
+  label_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]
+
+
+HAND = Info(('azimuth', 'elevation'), (128, 128, 3))
+HEAD = Info(('yaw', 'pitch', 'roll'), (128, 128, 3))
+
+
+def _config(loss, num_gaussians=2, **model):
+  return ml_collections.ConfigDict({'loss': loss, 'num_gaussians': num_gaussians,
+                                    'target_scale': 0.05, 'model': model})
+
+
+def _expected_params(image_shape, channels, hidden, outputs):
+  """The arithmetic, layer by layer: 3×3 conv k·k·cin·cout + cout, BatchNorm 2·cout, dense."""
+  height, width, cin = image_shape
+  total = 0
+  for cout in channels:
+    total += 3 * 3 * cin * cout + cout + 2 * cout
+    cin, height, width = cout, height // 2, width // 2
+  flat = height * width * cin
+  return total + flat * hidden + hidden + hidden * outputs + outputs
+
+
+@pytest.mark.parametrize('info,config,outputs,paper_value', [
+    # Hand: FC 50, n = 2, I = 2 -> 2·n·I = 8 outputs.
+    (HAND, _config('propel', 2), 8, 126_666),
+    # I = 8: the paper's ≈ 1.28·10⁵.
+    (HAND, _config('propel', 8), 32, 127_890),
+    # Head: FC 20, n = 3, I = 2 -> 12 outputs (the paper's figure).
+    (HEAD, _config('propel', 2, hidden_units=20), 12, 65_040),
+    # The MSE baseline on the same backbone.
+    (HAND, _config('mse'), 2, 126_258 + 102),
+    # Learned weights add I logits.
+    (HAND, _config('propel', 2, learn_weights=True), 10, 126_768),
+    (HEAD, _config('mdn', 2, hidden_units=20), 14, 65_082),
+    # HEATMAP-MSE on a 100×100 grid: the output layer dominates.
+    (HAND, _config('heatmap'), 100 * 100, 636_258),
+    # For n = 3 the default is three 1-D heatmaps.
+    (HEAD, _config('heatmap', hidden_units=20), 3 * 100, 64_788 + 20 * 300 + 300),
+])
+def test_param_counts_match_the_arithmetic(info, config, outputs, paper_value):
+  model = models.create_model(config, info, rngs=nnx.Rngs(0))
+  hidden = config.model.get('hidden_units', 50)
+  expected = _expected_params(info.image_shape, (16, 32, 32, 32), hidden, outputs)
+  assert expected == paper_value
+  assert models.count_params(model) == expected
+  assert model.backbone.num_flat_features == 8 * 8 * 32 == 2048
+
+
+def test_batch_norm_statistics_are_not_counted():
+  model = models.create_model(_config('mse'), HAND, rngs=nnx.Rngs(0))
+  stats = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+  assert stats == 2 * (16 + 32 + 32 + 32)
+  total = sum(x.size for x in jax.tree.leaves(nnx.state(model)) if hasattr(x, 'size'))
+  assert models.count_params(model) == total - stats
+
+
+SMALL = Info(('a', 'b', 'c'), (32, 24, 1))
+
+
+@pytest.mark.parametrize('loss,keys', [
+    ('propel', {'means': (5, 3, 3), 'scales': (5, 3, 3), 'log_weights': (5, 3)}),
+    ('mdn', {'means': (5, 3, 3), 'scales': (5, 3, 3), 'log_weights': (5, 3)}),
+    ('mse', {'prediction': (5, 3)}),
+    ('l1', {'prediction': (5, 3)}),
+    ('heatmap', {'heatmap': (5, 3, 100)}),
+])
+def test_output_shapes(loss, keys):
+  model = models.create_model(_config(loss, 3), SMALL, rngs=nnx.Rngs(0))
+  # 32×24 -> 2×1 after four pools.
+  assert model.backbone.num_flat_features == 2 * 1 * 32
+  outputs = model(jnp.zeros((5, 32, 24, 1)))
+  assert {k: v.shape for k, v in outputs.items()} == keys
+  for decoded in model.head.decode(outputs).values():
+    assert decoded.shape == (5, 3)
+
+
+def test_eval_mode_uses_running_statistics():
+  model = models.create_model(_config('mse'), SMALL, rngs=nnx.Rngs(0))
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(6, 32, 24, 1)), jnp.float32)
+  def batch_stats():
+    return [np.array(x) for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
+  before = batch_stats()
+  model(images)  # Train mode: batch statistics, running averages move.
+  after = batch_stats()
+  assert not any(np.array_equal(a, b) for a, b in zip(before, after))
+  model.eval()
+  alone = model(images[:1])['prediction']
+  in_batch = model(images)['prediction'][:1]
+  np.testing.assert_allclose(alone, in_batch, rtol=1e-5)  # No dependence on the batch.
+  assert all(np.array_equal(a, b) for a, b in zip(after, batch_stats()))
+
+
+def test_bad_inputs_name_the_problem():
+  with pytest.raises(ValueError, match='config.loss'):
+    models.create_model(_config('hinge'), SMALL, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='filters'):
+    models.create_model(_config('mse', filters=3), SMALL, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='num_gaussians'):
+    models.create_model(_config('propel', 0), SMALL, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match='too small'):
+    models.create_model(_config('mse'), Info(('a',), (8, 8, 1)), rngs=nnx.Rngs(0))
+  model = models.create_model(_config('mse'), SMALL, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r'\(2, 32, 32, 1\)'):
+    model(jnp.zeros((2, 32, 32, 1)))
+
+
+@pytest.mark.parametrize('loss', models.LOSSES)
+def test_every_head_overfits_a_tiny_batch(loss):
+  """A few Adam steps on six random images: the loss is finite and goes down."""
+  info = Info(('a', 'b'), (16, 16, 1))
+  config = _config(loss, 2, channels=(4, 8), hidden_units=16, heatmap_bins=20)
+  model = models.create_model(config, info, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(1)
+  labels = jnp.asarray(rng.uniform(0.1, 0.9, (6, 2)), jnp.float32)
+  batch = {'image': jnp.asarray(rng.uniform(size=(6, 16, 16, 1)), jnp.float32),
+           'label': labels, 'equivalent_labels': labels[:, None]}
+  optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, batch):
+    def loss_fn(model):
+      return model.head.loss(model(batch['image']), batch).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  history = [float(step(model, optimizer, batch)) for _ in range(40)]
+  assert np.all(np.isfinite(history))
+  assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5]), history
