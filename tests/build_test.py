@@ -18,3 +18,12 @@ def test_build_command(tmp_path):
                  f'--manual_dir={tmp_path / "nothing_here"}')
   assert missing.returncode != 0
   assert 'AFLW2000-3D.zip' in missing.stderr and 'nothing_here' in missing.stderr
+
+
+def test_show_writes_a_grid(tmp_path):
+  from propel_jax.datasets import show  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  show.save_grid('synthetic_hands/ambiguous_small', 'test', tmp_path / 'grid.png',
+                 data_dir=tmp_path, num=6)
+  with Image.open(tmp_path / 'grid.png') as image:
+    assert image.size[0] > 200 and image.size[1] > 200
