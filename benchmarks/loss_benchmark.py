@@ -9,6 +9,8 @@ and prints medians and their ratio, then how the time grows with B, I and n.
     python benchmarks/loss_benchmark.py --reps 20 --no-scaling
 
 On a shared machine the medians are still noisy: re-run when it is quiet.
+`taskset -c 0 python benchmarks/loss_benchmark.py` compares on one core (both
+libraries use the cores they are given).
 """
 
 import argparse
@@ -110,10 +112,10 @@ def main():
   with_torch = not args.no_torch
   if with_torch:
     import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
   device = jax.devices()[0]
   print(f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
-        f'{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}'
+        f'{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}'
         + (f'; torch {torch.__version__} with {torch.get_num_threads()} threads'
            if with_torch else ''))
   print('value + gradient of the mean loss w.r.t. means and scales, float32, '
