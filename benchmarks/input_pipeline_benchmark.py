@@ -3,7 +3,9 @@
 Measures, on this machine:
   1. the time to build the default synthetic datasets (64×64, 10k / 3k);
   2. the batches/s of `create_iterator` (training mode, flips on) for batch
-     sizes 64 and 128, read in this process and with Grain worker processes;
+     sizes 64 and 128: from the in-memory cache (the default for this size),
+     streamed from the array_record files, and streamed by Grain worker
+     processes;
   3. if `propel_jax.models` is available, the batches/s that a training step
      of the paper's CNN (forward, backward, SGD update; jitted) consumes at the
      same batch size, and the ratio pipeline / step (goal: >= 5).
@@ -32,7 +34,7 @@ _DATA_DIR = flags.DEFINE_string(
 _DATASET = flags.DEFINE_string('dataset', 'synthetic_hands/ambiguous',
                                'Dataset whose pipeline is timed.')
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Interleaved timing rounds.')
-_BATCHES = flags.DEFINE_integer('batches', 30, 'Batches per round.')
+_BATCHES = flags.DEFINE_integer('batches', 100, 'Batches per round.')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'Grain workers of the worker '
                                 'variant (0 to skip it).')
 
@@ -43,16 +45,18 @@ def _time_build(data_dir, config_name):
   return time.perf_counter() - start
 
 
-def _pipeline_runner(data_dir, batch_size, worker_count):
+def _pipeline_runner(data_dir, batch_size, cache, worker_count):
   it = input_pipeline.create_iterator(
       _DATASET.value, 'train', global_batch_size=batch_size, seed=0, train=True,
-      data_dir=data_dir, worker_count=worker_count, shard_index=0, shard_count=1)
+      data_dir=data_dir, cache=cache, worker_count=worker_count, shard_index=0,
+      shard_count=1)
   for _ in range(3):  # Start the workers, fill buffers.
     next(it)
 
   def run(num_batches):
     for _ in range(num_batches):
       next(it)
+  run.close = it.close
   return run
 
 
@@ -85,6 +89,8 @@ def _train_step_runner(info, batch_size):
     for _ in range(num_batches):
       loss = step(model, images)
     loss.block_until_ready()
+  # A step takes far longer than a batch of input: time fewer of them.
+  run.num_batches = max(2, _BATCHES.value // 20)
   return run
 
 
@@ -98,24 +104,30 @@ def main(argv):
     info = input_pipeline.get_dataset_info(_DATASET.value, data_dir=data_dir)
     print(f'{_DATASET.value}: image {info.image_shape}, splits {info.split_sizes}')
     for batch_size in (64, 128):
-      runners = {'pipeline, in process': _pipeline_runner(data_dir, batch_size, 0)}
+      runners = {
+          'pipeline, cached': _pipeline_runner(data_dir, batch_size, True, 0),
+          'pipeline, streamed': _pipeline_runner(data_dir, batch_size, False,
+                                                 0)}
       if _WORKERS.value:
-        runners[f'pipeline, {_WORKERS.value} workers'] = _pipeline_runner(
-            data_dir, batch_size, _WORKERS.value)
+        runners[f'pipeline, streamed, {_WORKERS.value} workers'] = (
+            _pipeline_runner(data_dir, batch_size, False, _WORKERS.value))
       step = _train_step_runner(info, batch_size)
       if step is not None:
         runners['training step (consumer)'] = step
       rates = {name: [] for name in runners}
       for _ in range(_ROUNDS.value):
         for name, run in runners.items():
+          num_batches = getattr(run, 'num_batches', _BATCHES.value)
           start = time.perf_counter()
-          run(_BATCHES.value)
-          rates[name].append(_BATCHES.value / (time.perf_counter() - start))
-      print(f'\nbatch {batch_size} (median of {_ROUNDS.value} rounds of '
-            f'{_BATCHES.value} batches):')
+          run(num_batches)
+          rates[name].append(num_batches / (time.perf_counter() - start))
+      print(f'\nbatch {batch_size} (median of {_ROUNDS.value} rounds):')
       medians = {name: statistics.median(r) for name, r in rates.items()}
       for name, rate in medians.items():
-        print(f'  {name:28s} {rate:8.1f} batches/s {rate * batch_size:10.0f} images/s')
+        print(f'  {name:34s} {rate:8.1f} batches/s {rate * batch_size:10.0f} images/s')
+      for run in runners.values():
+        if hasattr(run, 'close'):
+          run.close()  # Stops worker processes.
       if 'training step (consumer)' in medians:
         consumer = medians['training step (consumer)']
         for name, rate in medians.items():

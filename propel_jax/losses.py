@@ -25,8 +25,8 @@ per-dimension logarithms: with c_i = w_i √H_i (H_i = G(i, i)),
 diagonal one with ρ = 1; so after dividing by max_i c_i² the sum lies in
 [1, I²] and needs no log-sum-exp. ρ itself is a product over dimensions of
 factors ≤ 1 and an exponential, one `rsqrt` and one `exp` per component pair
-instead of one `log` per pair and dimension. Its gradient is written by hand
-from the closed-form partial derivatives (`_log_self_overlap`), which is what
+instead of one `log` per pair and dimension. Its derivatives are written by
+hand from the closed-form partials (`_self_overlap_gradients`), which is what
 makes the I×I term cheap; see benchmarks/loss_benchmark.py.
 
 Inputs in bfloat16/float16 are computed in float32 (float64 stays float64);
@@ -51,58 +51,82 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_4PI = math.log(4.0 * math.pi)
 
 
-def _log_overlap(mean_a, var_a, mean_b, var_b):
-  """log G(a, b) = log ∫ N(x; mean_a, diag var_a) N(x; mean_b, diag var_b) dx.
+# Most dimensions a scan step handles unrolled (see `_over_dims`).
+_MAX_UNROLL = 8
 
-  The sum over dimensions is unrolled (n is static): vmapped over component
-  pairs, it then accumulates [I, J] slabs instead of reducing a short last
-  axis, which XLA:CPU does an order of magnitude slower.
+
+def _over_dims(body, init, *per_dim):
+  """`lax.scan` over the target dimensions, the leading axis of per_dim.
+
+  Diagonal Gaussians factorise over dimensions, so every quantity here is
+  built one dimension at a time from [I, J] slabs of component pairs. That is
+  an order of magnitude faster on XLA:CPU than materialising [I, J, n] and
+  reducing its short last axis, and unrolling keeps small n loop-free while
+  large n (64) still compiles quickly.
 
   Args:
-    mean_a, var_a, mean_b, var_b: [n] arrays.
+    body: scan body (carry, per-dimension slices) -> (carry, output).
+    init: initial carry.
+    *per_dim: [n, ...] arrays.
+
+  Returns:
+    (final carry, stacked outputs [n, ...]).
+  """
+  num_dims = per_dim[0].shape[0]
+  return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
+
+
+# Every component against every component: [I] x [J] -> [I, J].
+def _all_pairs(fn):
+  return jax.vmap(jax.vmap(fn, in_axes=(None, None, 0, 0)),
+                  in_axes=(0, 0, None, None))
+
+
+def _log_overlap_1d(mean_a, var_a, mean_b, var_b):
+  """One dimension's term of log G(a, b), without its constant -½ log 2π.
+
+  log G(a, b) = Σ_d [-½ log 2π - ½ log(v_ad + v_bd) - ½ (μ_ad - μ_bd)² / (v_ad + v_bd)].
+
+  Args:
+    mean_a, var_a, mean_b, var_b: scalars.
 
   Returns:
     A scalar.
   """
-  total = 0.0
-  for d in range(mean_a.shape[-1]):
-    var = var_a[d] + var_b[d]
-    total += jnp.log(var) + jnp.square(mean_a[d] - mean_b[d]) / var
-  return -0.5 * (mean_a.shape[-1] * _LOG_2PI + total)
+  var = var_a + var_b
+  return -0.5 * (jnp.log(var) + jnp.square(mean_a - mean_b) / var)
 
 
-def _normalized_overlap(mean_a, var_a, mean_b, var_b):
-  """ρ(a, b) = G(a, b) / √(G(a, a) G(b, b)) ∈ (0, 1], the L² cosine of a and b.
+def _normalized_overlap_1d(mean_a, var_a, mean_b, var_b):
+  """One dimension's factors of ρ(a, b) = G(a, b) / √(G(a, a) G(b, b)).
 
-  Per dimension, ρ is (v_a + v_b) / (2√(v_a v_b)))^(-1/2) times a Gaussian
-  factor. The first factor's inverse is ≥ 1 (AM-GM), so its product over
-  dimensions can only overflow, to inf, giving ρ = 0: the correct limit, and
-  harmless because the self terms are dominated by their diagonal.
+  ρ ∈ (0, 1], the L² cosine of the two densities, is
+  Π_d spread_d^(-1/2) · exp(-½ Σ_d sq_dist_d) with
+  spread = (v_a + v_b) / (2√(v_a v_b)) ≥ 1 (AM-GM) and
+  sq_dist = (μ_a - μ_b)² / (v_a + v_b). The product of spreads can only
+  overflow, to inf, giving ρ = 0: the correct limit, and harmless because the
+  self terms are dominated by their diagonal (ρ = 1).
 
   Args:
-    mean_a, var_a, mean_b, var_b: [n] arrays.
+    mean_a, var_a, mean_b, var_b: scalars.
 
   Returns:
-    A scalar.
+    (spread, sq_dist), scalars.
   """
-  spread = 1.0
-  sq_dist = 0.0
-  for d in range(mean_a.shape[-1]):
-    var = var_a[d] + var_b[d]
-    spread *= var * lax.rsqrt(4.0 * var_a[d] * var_b[d])
-    sq_dist += jnp.square(mean_a[d] - mean_b[d]) / var
-  return lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
+  var = var_a + var_b
+  return (var * lax.rsqrt(4.0 * var_a * var_b),
+          jnp.square(mean_a - mean_b) / var)
 
 
-def _overlap_gradients(mean_a, var_a, mean_b, var_b):
-  """Partial derivatives of log G(a, b) with respect to mean_a and var_a.
+def _overlap_gradients_1d(mean_a, var_a, mean_b, var_b):
+  """Partial derivatives of log G(a, b) in one dimension, for the a side.
 
   ∂ log G / ∂μ_a = -(μ_a - μ_b) / (v_a + v_b) and
   ∂ log G / ∂v_a = ½ [(μ_a - μ_b)² / (v_a + v_b)² - 1 / (v_a + v_b)];
   by symmetry ∂/∂μ_b = -∂/∂μ_a and ∂/∂v_b = ∂/∂v_a.
 
   Args:
-    mean_a, var_a, mean_b, var_b: scalars (one dimension).
+    mean_a, var_a, mean_b, var_b: scalars.
 
   Returns:
     (∂ log G / ∂μ_a, 2 ∂ log G / ∂v_a), scalars.
@@ -112,82 +136,104 @@ def _overlap_gradients(mean_a, var_a, mean_b, var_b):
   return -scaled_diff, scaled_diff * scaled_diff - inv_var
 
 
-# Every component against every component: [I] x [J] -> [I, J].
-def _all_pairs(fn):
-  return jax.vmap(jax.vmap(fn, in_axes=(None, None, 0, 0)),
-                  in_axes=(0, 0, None, None))
-
-
-def _self_overlap_terms(means, variances, log_weights):
-  """Shift and normalised terms of log ∫p² for one mixture.
+def _self_overlap_terms(means_t, vars_t, log_weights):
+  """log ∫p² and its normalised terms for one mixture.
 
   Args:
-    means, variances: [I, n].
+    means_t, vars_t: [n, I] (dimension-major, see `_over_dims`).
     log_weights: [I].
 
   Returns:
     (log ∫p² [], terms [I, I]) with terms = w_i w_j G(i, j) / ∫p².
   """
-  num_dims = means.shape[-1]
+  num_dims, num = means_t.shape
   # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
   log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
-           - 0.25 * jnp.sum(jnp.log(variances), axis=-1))
+           - 0.25 * jnp.sum(jnp.log(vars_t), axis=0))
   shift = jnp.max(log_c)
   c = jnp.exp(log_c - shift)
-  rho = _all_pairs(_normalized_overlap)(means, variances, means, variances)
+
+  def accumulate(carry, dim):
+    spread, sq_dist = _all_pairs(_normalized_overlap_1d)(*dim, *dim)
+    return (carry[0] * spread, carry[1] + sq_dist), None
+
+  pairs = (jnp.ones((num, num), means_t.dtype), jnp.zeros((num, num), means_t.dtype))
+  (spread, sq_dist), _ = _over_dims(accumulate, pairs, means_t, vars_t)
+  rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
   terms = c[:, None] * c[None, :] * rho
   total = jnp.sum(terms)  # in [1, I²]: the largest term is diagonal and 1.
   return 2.0 * shift + jnp.log(total), terms / total
 
 
-@jax.custom_vjp
-def _log_self_overlap(means, variances, log_weights):
-  """log ∫p² = log Σ_ij w_i w_j G(i, j) for one mixture ([I, n], [I, n], [I])."""
-  return _self_overlap_terms(means, variances, log_weights)[0]
+def _self_overlap_gradients(means_t, vars_t, terms):
+  """Closed-form gradient of log ∫p² from its normalised terms.
 
-
-def _log_self_overlap_fwd(means, variances, log_weights):
-  value, terms = _self_overlap_terms(means, variances, log_weights)
-  return value, (means, variances, terms)
-
-
-def _log_self_overlap_bwd(residuals, cotangent):
-  """Closed-form VJP: with P_ij = w_i w_j G(i, j) / ∫p² (symmetric),
-
+  With P_ij = w_i w_j G(i, j) / ∫p² (symmetric, so μ_i's appearances in row i
+  and column i contribute equally):
   ∂/∂μ_id = 2 Σ_j P_ij ∂ log G(i, j)/∂μ_id, ∂/∂v_id = 2 Σ_j P_ij ∂ log G/∂v_id,
-  ∂/∂ log w_i = 2 Σ_j P_ij (the factor 2: μ_i appears in row i and column i).
+  ∂/∂ log w_i = 2 Σ_j P_ij.
+
+  Args:
+    means_t, vars_t: [n, I].
+    terms: [I, I], P above.
+
+  Returns:
+    Gradients with respect to means_t [n, I], vars_t [n, I], log weights [I].
   """
-  means, variances, terms = residuals
-  weights = 2.0 * cotangent * terms
-  grad_means, grad_vars = [], []
-  for d in range(means.shape[-1]):
+  weights = 2.0 * terms
+
+  def per_dim(carry, dim):
     # One [I, I] slab per dimension, reduced over j right away.
-    d_mean, d_var = _all_pairs(_overlap_gradients)(
-        means[:, d], variances[:, d], means[:, d], variances[:, d])
-    grad_means.append(jnp.sum(weights * d_mean, axis=-1))
-    grad_vars.append(0.5 * jnp.sum(weights * d_var, axis=-1))
-  return (jnp.stack(grad_means, axis=-1), jnp.stack(grad_vars, axis=-1),
-          jnp.sum(weights, axis=-1))
+    d_mean, d_var = _all_pairs(_overlap_gradients_1d)(*dim, *dim)
+    return carry, (jnp.sum(weights * d_mean, axis=-1),
+                   0.5 * jnp.sum(weights * d_var, axis=-1))
+
+  _, (grad_means, grad_vars) = _over_dims(per_dim, None, means_t, vars_t)
+  return grad_means, grad_vars, jnp.sum(weights, axis=-1)
 
 
-_log_self_overlap.defvjp(_log_self_overlap_fwd, _log_self_overlap_bwd)
+# A custom JVP (rather than VJP) so that forward mode and higher derivatives
+# work too; reverse mode transposes the linear map below.
+@jax.custom_jvp
+def _log_self_overlap(means_t, vars_t, log_weights):
+  """log ∫p² = log Σ_ij w_i w_j G(i, j) for one mixture ([n, I], [n, I], [I])."""
+  return _self_overlap_terms(means_t, vars_t, log_weights)[0]
 
 
-def _log_cross_overlap(p_means, p_vars, p_log_weights, q_means, q_vars,
+@_log_self_overlap.defjvp
+def _log_self_overlap_jvp(primals, tangents):
+  value, terms = _self_overlap_terms(*primals)
+  grads = _self_overlap_gradients(primals[0], primals[1], terms)
+  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+
+
+def _log_cross_overlap(p_means_t, p_vars_t, p_log_weights, q_means_t, q_vars_t,
                        q_log_weights):
-  """log ∫pq for one pair of mixtures ([I, n], [I, n], [I]; [J, n], [J, n], [J])."""
-  log_g = _all_pairs(_log_overlap)(p_means, p_vars, q_means, q_vars)
+  """log ∫pq for one pair of mixtures ([n, I], [n, I], [I]; [n, J], [n, J], [J])."""
+  num_dims = p_means_t.shape[0]
+
+  def accumulate(log_g, dim):
+    return log_g + _all_pairs(_log_overlap_1d)(*dim), None
+
+  init = jnp.full((p_means_t.shape[1], q_means_t.shape[1]),
+                  -0.5 * num_dims * _LOG_2PI, p_means_t.dtype)
+  log_g, _ = _over_dims(accumulate, init, p_means_t, p_vars_t, q_means_t, q_vars_t)
   return jax.nn.logsumexp(p_log_weights[:, None] + q_log_weights[None, :]
                           + log_g)
 
 
 def _distance(p_means, p_vars, p_log_weights, q_means, q_vars, q_log_weights):
-  """D(p, q) for one pair of mixtures, everything in the compute dtype."""
+  """D(p, q) for one pair of mixtures: [n, I] / [n, J] means and variances."""
   log_pp = _log_self_overlap(p_means, p_vars, p_log_weights)
   log_qq = _log_self_overlap(q_means, q_vars, q_log_weights)
   log_pq = _log_cross_overlap(p_means, p_vars, p_log_weights,
                               q_means, q_vars, q_log_weights)
   return jnp.logaddexp(log_pp, log_qq) - math.log(2.0) - log_pq
+
+
+# Jitted so that eager calls compile once per shape instead of dispatching the
+# unrolled per-dimension loops op by op; inside an outer jit it is inlined.
+_batched_distance = jax.jit(jax.vmap(_distance))
 
 
 def _compute_dtype(*arrays):
@@ -239,18 +285,18 @@ def mixture_distance(p_means, p_scales, q_means, q_scales, *,
   batch = _batch_shape(p_means=p_means.shape[:-2], q_means=q_means.shape[:-2])
 
   def flatten(means, scales, log_weights):
-    """[..., I, n] -> [B, I, n] means and variances, [B, I] log weights."""
+    """[..., I, n] -> [B, n, I] means and variances, [B, I] log weights."""
     shape = batch + means.shape[-2:]
     if log_weights is None:
       log_weights = jnp.full(shape[:-1], -math.log(shape[-2]), dtype)
     means = jnp.broadcast_to(means.astype(dtype), shape)
     variances = jnp.broadcast_to(jnp.square(scales.astype(dtype)), shape)
     log_weights = jnp.broadcast_to(jnp.asarray(log_weights, dtype), shape[:-1])
-    return (means.reshape(-1, *shape[-2:]), variances.reshape(-1, *shape[-2:]),
-            log_weights.reshape(-1, shape[-2]))
+    flat = lambda a: jnp.swapaxes(a.reshape(-1, *shape[-2:]), -1, -2)
+    return flat(means), flat(variances), log_weights.reshape(-1, shape[-2])
 
-  distance = jax.vmap(_distance)(*flatten(p_means, p_scales, p_log_weights),
-                                 *flatten(q_means, q_scales, q_log_weights))
+  distance = _batched_distance(*flatten(p_means, p_scales, p_log_weights),
+                               *flatten(q_means, q_scales, q_log_weights))
   return distance.reshape(batch)
 
 
