@@ -74,8 +74,8 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
   with open(os.path.join(multi, 'eval_metrics.json')) as f, \
       open(os.path.join(single, 'eval_metrics.json')) as g:
     multi_metrics, single_metrics = json.load(f), json.load(g)
-  assert multi_metrics['num_examples'] == single_metrics['num_examples'] == 256
+  assert multi_metrics['num_examples'] == single_metrics['num_examples'] == 64
   for key, value in single_metrics.items():
     if isinstance(value, float):
-      # abs: coverage and mode recall count examples (1/256 each).
-      assert multi_metrics[key] == pytest.approx(value, rel=1e-3, abs=1e-2), key
+      # abs: coverage and mode recall count examples (1/64 each).
+      assert multi_metrics[key] == pytest.approx(value, rel=1e-3, abs=2e-2), key

@@ -20,7 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = f'{REPO}/experiments/configs/synthetic.py:small'
 # A tiny network and batch: the tests are about the system, not the model.
 TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
-        '--config.batch_size=8', '--config.num_plot_examples=2']
+        '--config.batch_size=8', '--config.num_plot_examples=2',
+        '--config.eval_split=test[:64]', '--config.test_split=test[:64]']
 
 
 def config(data_dir, *overrides):
