@@ -1,4 +1,4 @@
-"""The build command prepares a dataset, and names the manual download it lacks."""
+"""The build command prepares a dataset; `show` draws its examples."""
 
 import subprocess
 import sys
@@ -14,10 +14,7 @@ def test_build_command(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert "{'train': 512, 'test': 256}" in done.stdout
   assert (tmp_path / 'synthetic_hands' / 'unambiguous_small' / '1.0.0').is_dir()
-  missing = _run('--dataset=aflw2000', f'--data_dir={tmp_path}',
-                 f'--manual_dir={tmp_path / "nothing_here"}')
-  assert missing.returncode != 0
-  assert 'AFLW2000-3D.zip' in missing.stderr and 'nothing_here' in missing.stderr
+  # (Missing manual downloads: tests/biwi_test.py, tests/threeddfa_test.py.)
 
 
 def test_show_writes_a_grid(tmp_path):
