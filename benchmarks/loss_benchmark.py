@@ -70,18 +70,25 @@ def torch_step(means, scales, targets):
 
 
 def time_interleaved(steps, reps):
-  """Median seconds per call of each step, alternating their order."""
+  """Median wall and CPU seconds per call of each step, alternating their order.
+
+  CPU time (of this process, all its threads) is robust to other processes
+  competing for the cores; wall time is what a user waits.
+  """
   for step in steps.values():  # compile / warm up
     step()
     step()
-  times = {name: [] for name in steps}
+  wall = {name: [] for name in steps}
+  cpu = {name: [] for name in steps}
   names = list(steps)
   for rep in range(reps):
     for name in (names if rep % 2 == 0 else names[::-1]):
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       steps[name]()
-      times[name].append(time.perf_counter() - start)
-  return {name: float(np.median(t)) for name, t in times.items()}
+      cpu[name].append(time.process_time() - start_cpu)
+      wall[name].append(time.perf_counter() - start)
+  return {name: (float(np.median(wall[name])), float(np.median(cpu[name])))
+          for name in steps}
 
 
 def measure(point, reps, with_torch):
@@ -95,11 +102,12 @@ def measure(point, reps, with_torch):
 
 
 def row(point, result):
-  cells = [f'{point[0]:5d} {point[1]:4d} {point[2]:3d}',
-           f'{result["jax"] * 1e3:10.3f}']
+  """Wall ms, then CPU ms, per library, and the torch / jax ratios."""
+  cells = [f'{point[0]:5d} {point[1]:4d} {point[2]:3d}']
+  cells += [f'{result[k][0] * 1e3:9.3f} {result[k][1] * 1e3:9.3f}' for k in result]
   if 'torch' in result:
-    cells += [f'{result["torch"] * 1e3:10.3f}',
-              f'{result["torch"] / result["jax"]:7.1f}x']
+    cells += [f'{result["torch"][0] / result["jax"][0]:6.1f}x '
+              f'{result["torch"][1] / result["jax"][1]:6.1f}x']
   return ' | '.join(cells)
 
 
@@ -119,8 +127,9 @@ def main():
         + (f'; torch {torch.__version__} with {torch.get_num_threads()} threads'
            if with_torch else ''))
   print('value + gradient of the mean loss w.r.t. means and scales, float32, '
-        'median ms')
-  header = '    B    I   n |    jax ms' + (' |   torch ms |   ratio' if with_torch else '')
+        'median ms of wall and CPU time')
+  header = ('    B    I   n | jax  wall       cpu'
+            + (' | torch wall       cpu | ratio wall    cpu' if with_torch else ''))
   print(header)
   for point in POINTS:
     print(row(point, measure(point, args.reps, with_torch)), flush=True)

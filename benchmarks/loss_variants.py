@@ -12,6 +12,10 @@ library before timing); they differ only in how the I×I self term is built:
   triangle  rho on the I(I+1)/2 pairs i ≤ j only (symmetry), autodiff
   library   propel_jax.propel_loss: rho + closed-form custom JVP
 
+`rho` and `triangle` pick their pairs by indexing (a gather, whose gradient
+is a scatter-add); that, not the maths, is what makes them slow on XLA:CPU,
+and why the library builds pairs with vmap instead.
+
 Timed interleaved in one process (order rotating), median CPU time per call
 (robust to other processes on a shared machine) and wall time:
 
