@@ -81,25 +81,25 @@ def torch_step_fn(batch):
 # --- JAX ---------------------------------------------------------------------
 
 
-def _jax_model(image_size):
+def _jax_model(image_size, **model_config):
   import ml_collections
   from flax import nnx
   from propel_jax import models
   config = ml_collections.ConfigDict({
       'loss': 'propel', 'num_gaussians': NUM_GAUSSIANS, 'target_scale': TARGET_SCALE,
       'model': {'hidden_units': HIDDEN, 'scale_activation': 'sigmoid',
-                'min_scale': MIN_SCALE}})
+                'min_scale': MIN_SCALE, **model_config}})
   info = ml_collections.ConfigDict({'label_names': ('yaw', 'pitch', 'roll'),
                                     'image_shape': (image_size, image_size, 1)})
   return models.create_model(config, info, rngs=nnx.Rngs(0))
 
 
-def nnx_jit_step_fn(batch):
+def nnx_jit_step_fn(batch, **model_config):
   """The plain NNX formulation: nnx.jit over (model, optimizer)."""
   import jax
   from flax import nnx
   import optax
-  model = _jax_model(batch['image'].shape[1])
+  model = _jax_model(batch['image'].shape[1], **model_config)
   optimizer = nnx.Optimizer(model, optax.adam(LEARNING_RATE), wrt=nnx.Param)
   batch = jax.device_put(batch)
 
@@ -114,12 +114,12 @@ def nnx_jit_step_fn(batch):
   return lambda: float(train_step(model, optimizer, batch))
 
 
-def pure_jit_step_fn(batch, donate=True):
+def pure_jit_step_fn(batch, donate=True, **model_config):
   """jax.jit of a pure function of (params, batch_stats, opt_state, batch)."""
   import jax
   from flax import nnx
   import optax
-  model = _jax_model(batch['image'].shape[1])
+  model = _jax_model(batch['image'].shape[1], **model_config)
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   tx = optax.adam(LEARNING_RATE)
   state = [params, batch_stats, tx.init(params)]
@@ -148,6 +148,8 @@ VARIANTS = {
     'nnx_jit': nnx_jit_step_fn,
     'pure_jit': pure_jit_step_fn,
     'pure_jit_nodonate': lambda b: pure_jit_step_fn(b, donate=False),
+    'nnx_jit_xla_conv_grad': lambda b: nnx_jit_step_fn(b, conv_weight_gradient='xla'),
+    'pure_jit_xla_conv_grad': lambda b: pure_jit_step_fn(b, conv_weight_gradient='xla'),
 }
 
 
@@ -155,9 +157,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--image_size', type=int, default=128)
-  parser.add_argument('--reps', type=int, default=30)
+  parser.add_argument('--reps', type=int, default=20)
   parser.add_argument('--warmup', type=int, default=3)
-  parser.add_argument('--variants', default=','.join(VARIANTS))
+  parser.add_argument('--variants', default='torch,nnx_jit,pure_jit,pure_jit_xla_conv_grad',
+                      help=f'comma-separated, from {",".join(VARIANTS)}')
   parser.add_argument('--threads', type=int, default=os.cpu_count())
   args = parser.parse_args()
 
