@@ -28,6 +28,7 @@ import math
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from propel_jax import losses
 from propel_jax import mixtures
@@ -111,7 +112,8 @@ class PropelHead(MixtureHead):
     super().__init__(in_features, num_targets, num_components, rngs=rngs, **kwargs)
     if target not in ('label', 'equivalents'):
       raise ValueError(f"target must be 'label' or 'equivalents'; got {target!r}.")
-    scale = tuple(float(s) for s in jnp.ravel(jnp.asarray(target_scale)))
+    # NumPy, not jnp: the head may be built under a trace (nnx.eval_shape, jit).
+    scale = tuple(float(s) for s in np.ravel(np.asarray(target_scale, np.float64)))
     if len(scale) not in (1, num_targets) or min(scale) <= 0:
       raise ValueError(f'target_scale must be one positive number or {num_targets} '
                        f'(one per target); got {target_scale!r}.')

@@ -1,0 +1,44 @@
+"""Evaluates the latest checkpoint of a training run, with the config saved in its workdir.
+
+    python -m experiments.evaluate --workdir=DIR [--split=test]
+
+Writes DIR/eval_metrics.json (DIR/eval_metrics_<split>.json for a split other
+than the config's test_split) and plots to DIR/plots/.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from propel_jax import evaluation
+from propel_jax import parallel
+from propel_jax import reporting
+from propel_jax import train
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
+_SPLIT = flags.DEFINE_string('split', None, "Split to evaluate (default: the config's "
+                             'test_split).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Override the data_dir of the saved config '
+                                '(e.g. the data moved).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (multi-process runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index.")
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  reporting.quiet_library_logs()
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  config = train.load_config(_WORKDIR.value)
+  if _DATA_DIR.value:
+    config.data_dir = _DATA_DIR.value
+  metrics = train.evaluate(config, _WORKDIR.value, _SPLIT.value)
+  if parallel.is_main_process():
+    logging.info('%s', evaluation.summarize(metrics))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,44 @@
+"""Trains (or resumes) a run, then evaluates it.
+
+    python -m experiments.train --config=experiments/configs/synthetic.py --workdir=DIR \
+        [--config.loss=mse --config.num_train_steps=2000 ...]
+
+Rerunning the same command resumes from the latest checkpoint in DIR. For a
+multi-process run, start one process per host with the same flags plus
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from propel_jax import parallel
+from propel_jax import reporting
+from propel_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (experiments/configs/*.py[:variant]).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (multi-process runs).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index.")
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  reporting.quiet_library_logs()
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if results is not None and parallel.is_main_process():
+    logging.info('Done. Metrics: %s/eval_metrics.json, plots: %s/plots/, '
+                 'TensorBoard: tensorboard --logdir=%s', _WORKDIR.value, _WORKDIR.value,
+                 _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

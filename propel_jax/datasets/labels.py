@@ -1,0 +1,52 @@
+"""What the labels of an orientation dataset mean, declared once per builder.
+
+Every builder in `propel_jax.datasets` exposes a `label_spec` (a `LabelSpec`):
+the names of the label dimensions, the range in degrees that the input
+pipeline maps to [0, 1] (the network's sigmoid outputs), and which dimensions
+change sign when the image is mirrored left-right (so that a flip augmentation
+keeps the labels right). Datasets that are compared with each other (train on
+300W-LP, test on AFLW2000 or Biwi) share one spec, so that a normalised output
+means the same angle on all of them.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+  """Meaning of the label vector of a dataset.
+
+  Attributes:
+    names: one name per label dimension, e.g. ('yaw', 'pitch', 'roll').
+    low: per-dimension value in degrees that maps to 0.
+    high: per-dimension value in degrees that maps to 1.
+    flip_negates: per dimension, whether a horizontal mirror of the image
+      negates it; None when mirroring does not map the label to a known label
+      (then the pipeline never flips).
+  """
+  names: tuple[str, ...]
+  low: tuple[float, ...]
+  high: tuple[float, ...]
+  flip_negates: tuple[bool, ...] | None = None
+
+  def __post_init__(self):
+    n = len(self.names)
+    if len(self.low) != n or len(self.high) != n:
+      raise ValueError(f'LabelSpec: {n} names {self.names} but low={self.low}, '
+                       f'high={self.high}.')
+    if any(h <= l for l, h in zip(self.low, self.high)):
+      raise ValueError(f'LabelSpec: need low < high, got low={self.low}, '
+                       f'high={self.high}.')
+    if self.flip_negates is not None and len(self.flip_negates) != n:
+      raise ValueError(f'LabelSpec: flip_negates={self.flip_negates} needs '
+                       f'{n} entries.')
+
+
+# Yaw, pitch, roll of a head. One range for every head-pose dataset: the
+# standard protocol keeps examples with all angles within ±99° (it drops the
+# few 300W-LP / AFLW2000 fits beyond). Mirroring a face negates yaw and roll.
+HEAD_POSE = LabelSpec(
+    names=('yaw', 'pitch', 'roll'),
+    low=(-99.0, -99.0, -99.0),
+    high=(99.0, 99.0, 99.0),
+    flip_negates=(True, False, True))

@@ -1,0 +1,74 @@
+"""Examples from the 3DDFA file format of 300W-LP and AFLW2000-3D.
+
+Both datasets (Zhu et al., CVPR 2016) store each face as `NAME.jpg` (450×450)
+and `NAME.mat`, a MATLAB file with `Pose_Para` (1×7: pitch, yaw, roll in
+radians, translation, scale) and 68 facial landmarks in pixels (`pt2d`, 2×68,
+in 300W-LP; `pt3d_68`, 3×68, in AFLW2000-3D). This module turns one such pair
+into a labelled face crop; the builders `the300w_lp` and `aflw2000` list the
+files. Faces with any angle beyond ±99° are dropped (the standard protocol;
+they are mostly failed fits).
+"""
+
+import io
+
+from etils import epath
+import numpy as np
+from PIL import Image
+import scipy.io
+import tensorflow_datasets as tfds
+
+from propel_jax.datasets import geometry
+from propel_jax.datasets import labels as labels_lib
+
+# Side of the face crop over the larger side of the landmarks' bounding box:
+# the landmarks stop at the eyebrows, the margin keeps forehead and chin.
+CROP_MARGIN = 1.5
+
+
+def features(image_size):
+  """TFDS features of a head-pose example (image, label, equivalents, name)."""
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(image_size, image_size, 3),
+                                   encoding_format='jpeg'),
+      'label': tfds.features.Tensor(shape=(3,), dtype=np.float32),
+      'equivalent_labels': tfds.features.Tensor(shape=(1, 3),
+                                                dtype=np.float32),
+      'name': tfds.features.Text(),
+  })
+
+
+def read_example(image_path, landmark_key, image_size):
+  """Reads NAME.jpg and NAME.mat into an example, or None if out of range.
+
+  Args:
+    image_path: path of NAME.jpg; NAME.mat lies next to it.
+    landmark_key: 'pt2d' (300W-LP) or 'pt3d_68' (AFLW2000-3D); its first two
+      rows are the landmarks' x and y in pixels.
+    image_size: side of the stored crop.
+
+  Returns:
+    A dict for `features(image_size)`, or None when an angle exceeds the
+    head-pose range.
+  """
+  image_path = epath.Path(image_path)
+  mat_path = image_path.with_suffix('.mat')
+  with mat_path.open('rb') as f:
+    mat = scipy.io.loadmat(f)
+  for key in ('Pose_Para', landmark_key):
+    if key not in mat:
+      raise ValueError(f'{mat_path} has no {key!r} (keys: '
+                       f'{sorted(k for k in mat if not k.startswith("__"))}).')
+  label = geometry.angles_from_pose_params(mat['Pose_Para'].reshape(-1))
+  if np.abs(label).max() > labels_lib.HEAD_POSE.high[0]:
+    return None
+  landmarks = np.asarray(mat[landmark_key], np.float64)[:2].T  # [68, 2]
+  with image_path.open('rb') as f, Image.open(f) as pil:
+    image = np.asarray(pil.convert('RGB'))
+  crop = geometry.crop_square(
+      image, geometry.square_around_points(landmarks, CROP_MARGIN), image_size)
+  buffer = io.BytesIO()
+  Image.fromarray(crop).save(buffer, format='JPEG', quality=95)
+  return {'image': buffer.getvalue(),
+          'label': label.astype(np.float32),
+          'equivalent_labels': label[None].astype(np.float32),
+          'name': image_path.stem}

@@ -1,0 +1,379 @@
+"""Input pipeline: TFDS array_record data sources read by Grain.
+
+`create_iterator` yields batches of NumPy arrays for this process:
+
+  'image'              float32 [b, H, W, C] in [0, 1]
+  'label'              float32 [b, n] normalised to [0, 1]
+  'equivalent_labels'  float32 [b, K, n] normalised; row 0 is the label itself
+  'mask'               bool [b] (evaluation only; False on padding rows)
+
+with b = global_batch_size // jax.process_count(); process
+jax.process_index() reads only its own shard of the split.
+
+Training (`train=True`) shuffles with the seed, repeats forever and, where the
+dataset declares how mirroring changes its labels, flips images left-right at
+random and negates the matching label dimensions. Evaluation passes over the
+split exactly once; the split is padded (with masked copies of record 0) to a
+multiple of the global batch size so that every batch of every process has the
+same shape and every process yields the same number of batches (a jitted,
+sharded eval step needs both).
+
+The iterator is Grain's: `it.get_state()` / `it.set_state(state)` save and
+restore its position (Orbax saves it with `grain.checkpoint.CheckpointSave`), so a
+resumed run sees exactly the batches an uninterrupted one would.
+
+Labels are mapped between degrees and [0, 1] (the models' sigmoid outputs) by
+`normalize_labels` / `denormalize_labels`, the one place that does it.
+"""
+
+import dataclasses
+
+from absl import flags
+import grain.python as grain
+import jax
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+import propel_jax.datasets  # pylint: disable=unused-import  (registers builders)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model and its evaluation need to know about a dataset.
+
+  Attributes:
+    name: TFDS name with config, e.g. 'synthetic_hands/ambiguous'.
+    label_names: one name per label dimension; n = len(label_names).
+    label_low: per-dimension value in degrees that normalises to 0.
+    label_high: per-dimension value in degrees that normalises to 1.
+    image_shape: (H, W, C) of the images the pipeline yields.
+    num_equivalents: K, equivalent labels per example (1: no symmetry).
+    split_sizes: number of examples per split.
+    flip_negates: per label dimension, whether a left-right mirror negates it;
+      None if the dataset is never flipped.
+  """
+  name: str
+  label_names: tuple[str, ...]
+  label_low: tuple[float, ...]
+  label_high: tuple[float, ...]
+  image_shape: tuple[int, int, int]
+  num_equivalents: int
+  split_sizes: dict[str, int]
+  flip_negates: tuple[bool, ...] | None = None
+
+
+def normalize_labels(labels_deg, info):
+  """Maps labels from degrees to [0, 1] (label_low -> 0, label_high -> 1).
+
+  Args:
+    labels_deg: [..., n] array (NumPy or JAX).
+    info: the dataset's `DatasetInfo`.
+
+  Returns:
+    [..., n] array of the same kind and float dtype.
+  """
+  low = np.asarray(info.label_low, np.float32)
+  high = np.asarray(info.label_high, np.float32)
+  return (labels_deg - low) / (high - low)
+
+
+def denormalize_labels(labels01, info):
+  """Inverse of `normalize_labels`: [..., n] in [0, 1] -> degrees."""
+  low = np.asarray(info.label_low, np.float32)
+  high = np.asarray(info.label_high, np.float32)
+  return labels01 * (high - low) + low
+
+
+def _prepared_builder(dataset, data_dir):
+  """Returns the TFDS builder of `dataset`, building it first if needed."""
+  try:
+    builder = tfds.builder(dataset, data_dir=data_dir,
+                           file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(
+        f'Unknown dataset {dataset!r}. The datasets of propel_jax are '
+        f'{propel_jax.datasets.DATASET_NAMES} (name/config, e.g. '
+        '"synthetic_hands/ambiguous"); see README.md "Datasets".') from e
+  if not hasattr(builder, 'label_spec'):
+    raise ValueError(f'{dataset} is not one of the orientation datasets of '
+                     f'propel_jax {propel_jax.datasets.DATASET_NAMES} (an '
+                     'image_folder/<name> must be registered with '
+                     'propel_jax.datasets.image_folder.register first).')
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+    raise ValueError(
+        f'{dataset} in {builder.data_dir} is stored as '
+        f'{builder.info.file_format}, but the pipeline reads array_record. '
+        'Rebuild it with file_format="array_record" in another data_dir.')
+  return builder
+
+
+def _info_from_builder(dataset, builder, image_size):
+  spec = builder.label_spec
+  features = builder.info.features
+  height, width, channels = features['image'].shape
+  if image_size is not None:
+    height = width = image_size
+  return DatasetInfo(
+      name=dataset,
+      label_names=spec.names,
+      label_low=spec.low,
+      label_high=spec.high,
+      image_shape=(height, width, channels),
+      num_equivalents=features['equivalent_labels'].shape[0],
+      split_sizes={name: split.num_examples
+                   for name, split in builder.info.splits.items()},
+      flip_negates=spec.flip_negates,
+  )
+
+
+def get_dataset_info(dataset, *, data_dir=None, image_size=None):
+  """Describes a dataset (building it first if it is not built yet).
+
+  Args:
+    dataset: TFDS name with config, e.g. 'synthetic_hands/ambiguous'.
+    data_dir: TFDS data directory (None: TFDS's default).
+    image_size: if set, the pipeline resizes images to image_size ×
+      image_size, and `image_shape` says so.
+
+  Returns:
+    A `DatasetInfo`.
+  """
+  return _info_from_builder(dataset, _prepared_builder(dataset, data_dir),
+                            image_size)
+
+
+class _BatchReader:
+  """Reads the records with the given indices into one uint8 batch.
+
+  Either straight from the array_record source (any size; each call reads and
+  decodes b records) or from a cache of the decoded records of [start, stop)
+  held in memory (loaded once; then a batch is a NumPy gather).
+
+  Indices past the end of the split are padding: they read record 0 and get
+  mask False.
+  """
+
+  def __init__(self, source, image_size, start, stop, cache):
+    self._source = source
+    self._image_size = image_size
+    self._num_records = len(source)
+    self._start = start
+    self._cached = None
+    if cache:
+      real = np.arange(start, min(stop, self._num_records))
+      self._cached = _read_records(source, real, image_size)
+
+  def __call__(self, indices):
+    """indices [b] int -> dict of [b, ...] arrays (uint8 image, degrees)."""
+    indices = np.asarray(indices)
+    mask = indices < self._num_records
+    if self._cached is not None:
+      rows = np.where(mask, indices - self._start, 0)
+      batch = {key: value[rows] for key, value in self._cached.items()}
+    else:
+      batch = _read_records(self._source, np.where(mask, indices, 0),
+                            self._image_size)
+    batch['mask'] = mask
+    return batch
+
+
+def _read_records(source, indices, image_size):
+  """Decoded records [len(indices), ...] (images resized if asked to)."""
+  images, labels, equivalents = [], [], []
+  for start in range(0, len(indices), 1024):
+    for record in source.__getitems__(indices[start:start + 1024].tolist()):
+      image = record['image']
+      if image_size is not None and image.shape[:2] != (image_size,
+                                                        image_size):
+        image = _resize(image, image_size)
+      images.append(image)
+      labels.append(record['label'])
+      equivalents.append(record['equivalent_labels'])
+  return {'image': np.stack(images), 'label': np.stack(labels),
+          'equivalent_labels': np.stack(equivalents)}
+
+
+def _resize(image, size):
+  """Bilinear (antialiased) resize of a uint8 [H, W, C] image to [size, size, C]."""
+  squeeze = image.shape[-1] == 1
+  pil = Image.fromarray(image[..., 0] if squeeze else image)
+  resized = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR))
+  return resized[..., None] if squeeze else resized
+
+
+class _EpochShuffledBatch:
+  """Indices of batch `position` of an epoch: a slice of its permutation.
+
+  Every epoch visits [start, stop) in a fresh order drawn from (seed, epoch);
+  the last incomplete batch of an epoch is dropped. One vectorised
+  permutation per epoch: Grain's per-record index shuffle costs about 17 µs
+  per record, which would be the slowest part of the pipeline.
+  """
+
+  def __init__(self, start, stop, batch_size, seed):
+    self._start = start
+    self._num_records = stop - start
+    self._batch_size = batch_size
+    self._batches_per_epoch = self._num_records // batch_size
+    self._seed = seed
+    # (epoch, order), replaced as one object: Grain's read threads may call
+    # this concurrently around an epoch boundary.
+    self._cached = (None, None)
+
+  def __call__(self, index, position):
+    epoch = index // self._batches_per_epoch
+    cached_epoch, order = self._cached
+    if cached_epoch != epoch:
+      rng = np.random.default_rng([self._seed, epoch])
+      order = self._start + rng.permutation(self._num_records)
+      self._cached = (epoch, order)
+    return order[position * self._batch_size:
+                 (position + 1) * self._batch_size]
+
+
+class _EvalBatch:
+  """Indices of batch `position` of an in-order pass over [start, ...)."""
+
+  def __init__(self, start, batch_size):
+    self._start = start
+    self._batch_size = batch_size
+
+  def __call__(self, position):
+    first = self._start + position * self._batch_size
+    return np.arange(first, first + self._batch_size)
+
+
+class _RandomFlip:
+  """Mirrors each image left-right with probability 1/2 and fixes its labels.
+
+  Grain seeds the rng from the pipeline seed and the batch's position, so the
+  flips are deterministic and resume with the iterator.
+  """
+
+  def __init__(self, flip_negates):
+    self._sign = np.where(flip_negates, -1.0, 1.0).astype(np.float32)
+
+  def __call__(self, batch, rng):
+    flip = rng.uniform(size=len(batch['label'])) < 0.5
+    # The reader returns fresh arrays: flip the chosen rows in place.
+    batch['image'][flip] = batch['image'][flip, :, ::-1]
+    sign = np.where(flip[:, None], self._sign, np.float32(1))
+    batch['label'] = batch['label'] * sign
+    batch['equivalent_labels'] = batch['equivalent_labels'] * sign[:, None]
+    return batch
+
+
+class _ToModelInputs:
+  """uint8 images to [0, 1] float32, labels to [0, 1]; drops the train mask."""
+
+  def __init__(self, info, keep_mask):
+    self._info = info
+    self._keep_mask = keep_mask
+
+  def __call__(self, batch):
+    out = {'image': batch['image'].astype(np.float32) / np.float32(255)}
+    for key in ('label', 'equivalent_labels'):
+      out[key] = normalize_labels(batch[key].astype(np.float32), self._info)
+    if self._keep_mask:
+      out['mask'] = batch['mask']
+    return out
+
+
+# Batches prepared ahead by background threads of each process (or worker).
+# Grain's defaults (16 threads, 500 elements) are meant for single records;
+# 500 batches would hold gigabytes.
+_READ_THREADS = 2
+_PREFETCH_BATCHES = 4
+
+# Splits whose decoded images (this process's shard) fit in this many bytes are
+# held in memory by default.
+_CACHE_LIMIT_BYTES = 1 << 30
+
+
+def create_iterator(dataset, split, *, global_batch_size, seed, train,
+                    data_dir=None, image_size=None, augment=None,
+                    worker_count=0, cache=None, shard_index=None,
+                    shard_count=None):
+  """Creates a checkpointable iterator over this process's batches.
+
+  Args:
+    dataset: TFDS name with config, e.g. 'synthetic_hands/ambiguous'; built
+      into data_dir on first use.
+    split: split name, e.g. 'train', 'test' or a TFDS slice like 'train[:80%]'.
+    global_batch_size: rows per batch over all processes; must be divisible
+      by the number of processes.
+    seed: shuffling and augmentation seed (train); unused for evaluation.
+    train: True: shuffle, repeat forever, augment, whole batches only.
+      False: one pass in order, padded to whole batches, with 'mask'.
+    data_dir: TFDS data directory (None: TFDS's default).
+    image_size: resize images to image_size × image_size (None: as stored).
+    augment: random left-right flips (labels fixed accordingly); None means
+      on for training where the dataset defines how a flip changes its labels.
+    worker_count: Grain worker processes that prepare batches (0: threads of
+      this process). The batches do not depend on it.
+    cache: hold this process's decoded share of the split in memory (read
+      once, then batches are gathers); None: when it takes at most 1 GiB.
+    shard_index, shard_count: this process's shard; default
+      jax.process_index() of jax.process_count().
+
+  Returns:
+    A Grain `DatasetIterator` yielding dicts of NumPy arrays (see the module
+    docstring), with `get_state()` and `set_state()`.
+  """
+  shard_index = jax.process_index() if shard_index is None else shard_index
+  shard_count = jax.process_count() if shard_count is None else shard_count
+  if global_batch_size % shard_count:
+    raise ValueError(f'global_batch_size={global_batch_size} is not divisible '
+                     f'by the number of processes ({shard_count}).')
+  batch_size = global_batch_size // shard_count
+  builder = _prepared_builder(dataset, data_dir)
+  info = _info_from_builder(dataset, builder, image_size)
+  source = builder.as_data_source(split)
+  if augment is None:
+    augment = train and info.flip_negates is not None
+  if augment and info.flip_negates is None:
+    raise ValueError(f'{dataset} defines no label-preserving flip; use '
+                     'augment=False.')
+
+  if train:
+    # Equal contiguous shards; each is shuffled anew every epoch.
+    per_shard = len(source) // shard_count
+    if per_shard == 0:
+      raise ValueError(f'{dataset} {split} has {len(source)} examples, fewer '
+                       f'than the {shard_count} processes.')
+  else:
+    # Pad the split to whole global batches: then the equal contiguous shards
+    # of all processes hold the same number of whole batches.
+    num_batches = -(-len(source) // global_batch_size)
+    per_shard = num_batches * global_batch_size // shard_count
+  start, stop = shard_index * per_shard, (shard_index + 1) * per_shard
+  if cache is None:
+    cache = per_shard * np.prod(info.image_shape) <= _CACHE_LIMIT_BYTES
+  reader = _BatchReader(source, image_size, start, stop, cache)
+
+  if train:
+    batches_per_epoch = per_shard // batch_size
+    if batches_per_epoch == 0:
+      raise ValueError(f'{dataset} {split}: this process\'s {per_shard} '
+                       f'examples are fewer than its batch of {batch_size}.')
+    ds = grain.MapDataset.range(batches_per_epoch).repeat(None)
+    ds = ds.map_with_index(_EpochShuffledBatch(start, stop, batch_size, seed))
+  else:
+    ds = grain.MapDataset.range(per_shard // batch_size).map(
+        _EvalBatch(start, batch_size))
+  ds = ds.map(reader)
+  if augment:
+    ds = ds.random_map(_RandomFlip(info.flip_negates), seed=seed)
+  ds = ds.map(_ToModelInputs(info, keep_mask=not train)).to_iter_dataset(
+      grain.ReadOptions(num_threads=_READ_THREADS,
+                        prefetch_buffer_size=_PREFETCH_BATCHES))
+  if worker_count:
+    if not flags.FLAGS.is_parsed():
+      # Grain's worker processes read absl flags; outside an absl app (a
+      # notebook, pytest) nothing parsed them, so take the defaults.
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return iter(ds)

@@ -1,0 +1,466 @@
+"""The training loop: `train_and_evaluate(config, workdir)` and `evaluate(config, workdir)`.
+
+One code path for one CPU, several devices and several hosts: the state is
+replicated over a 1-D 'data' mesh, every process feeds its share of each
+global batch, and one jitted step (a pure function of the model's graph
+definition and its state) does the rest; see `parallel.py`.
+
+A run lives in `workdir`:
+
+    config.json         the configuration (evaluate reads it; a resumed run
+                        must match it except for the keys in RESUMABLE_KEYS)
+    checkpoints/<step>/ Orbax checkpoints: state + input position (per process)
+    metrics.jsonl       one JSON object per logged train/eval step
+    events.out.tfevents.*  TensorBoard (tensorboardX)
+    eval_metrics.json   the final evaluation (see `evaluation.py`)
+    plots/              predicted vs true, and predicted densities
+
+Rerunning the same command resumes from the latest checkpoint; a SIGTERM
+saves a checkpoint and exits; a non-finite loss or gradient stops the run
+before it can overwrite the last good checkpoint.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+from absl import logging
+from flax import nnx
+from flax import struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from propel_jax import checkpointing
+from propel_jax import evaluation
+from propel_jax import input_pipeline
+from propel_jax import models
+from propel_jax import parallel
+from propel_jax import reporting
+from propel_jax.datasets import image_folder
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'
+# Keys a resumed run may change: they say how long and how visibly to train,
+# not what is trained.
+RESUMABLE_KEYS = ('num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
+                  'log_every_steps', 'max_checkpoints_to_keep', 'data_dir', 'worker_count',
+                  'num_plot_examples')
+SCHEDULES = ('constant', 'cosine')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+
+
+# ----------------------------------------------------------------------------
+# Configuration.
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fails before any work with a message naming the offending key.
+
+  Checks what the loop itself reads; the model's own keys are checked when it
+  is built (also before training), the dataset name when its info is read.
+
+  Raises:
+    ValueError: naming the key, its value and what is allowed.
+  """
+
+  def fail(key, requirement):
+    raise ValueError(f'config.{key}={config.get(key)!r} is invalid: {requirement}.')
+
+  def is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+  for key in ('batch_size', 'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
+              'log_every_steps'):
+    if not is_int(config.get(key)) or config.get(key) < 1:
+      fail(key, 'must be a positive integer')
+  if not is_int(config.seed):
+    fail('seed', 'must be an integer')
+  parallel.local_batch_size(config.batch_size)  # Divisible by the device count.
+  if config.max_checkpoints_to_keep is not None and (
+      not is_int(config.max_checkpoints_to_keep) or config.max_checkpoints_to_keep < 1):
+    fail('max_checkpoints_to_keep', 'must be a positive integer or None (keep all)')
+  if not isinstance(config.learning_rate, (int, float)) or not config.learning_rate > 0:
+    fail('learning_rate', 'must be a positive number')
+  if config.lr_schedule not in SCHEDULES:
+    fail('lr_schedule', f'must be one of {SCHEDULES}')
+  if not is_int(config.warmup_steps) or not 0 <= config.warmup_steps < config.num_train_steps:
+    fail('warmup_steps', f'must be an integer in [0, num_train_steps={config.num_train_steps})')
+  if config.optimizer not in OPTIMIZERS:
+    fail('optimizer', f'must be one of {OPTIMIZERS}')
+  if not config.grad_clip_norm >= 0:
+    fail('grad_clip_norm', 'must be >= 0 (0: no clipping)')
+  if not config.weight_decay >= 0:
+    fail('weight_decay', 'must be >= 0')
+  if config.loss not in models.LOSSES:
+    fail('loss', f'must be one of {models.LOSSES}')
+  if not is_int(config.num_gaussians) or config.num_gaussians < 1:
+    fail('num_gaussians', 'must be a positive integer')
+  if not np.all(np.asarray(config.target_scale, dtype=float) > 0):
+    fail('target_scale', 'must be positive (one number, or one per target)')
+  if not isinstance(config.dataset, str) or not config.dataset:
+    fail('dataset', "must name a dataset, e.g. 'synthetic_hands/ambiguous'")
+  if not is_int(config.num_plot_examples) or config.num_plot_examples < 0:
+    fail('num_plot_examples', 'must be an integer >= 0')
+
+
+def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes `workdir/config.json`, or checks a resumed run's config against it.
+
+  Raises:
+    ValueError: if `workdir` holds a run with a different configuration
+      (other than RESUMABLE_KEYS), which a resume would silently mix up.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_KEYS and saved.get(k) != current.get(k))
+    if changed:
+      diff = '; '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
+      raise ValueError(f'{workdir} holds a run with a different configuration ({diff}). '
+                       f'Use a new --workdir, or the same settings to resume it.')
+  if parallel.is_main_process():
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The configuration a run in `workdir` was trained with."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: is {workdir} the --workdir of a '
+                            f'training run (python -m experiments.train ... --workdir=DIR)?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+# ----------------------------------------------------------------------------
+# Optimiser and state.
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """`lr_schedule` after a linear warmup of `warmup_steps` from 0."""
+  decay_steps = config.num_train_steps - config.warmup_steps
+  if config.lr_schedule == 'constant':
+    schedule = optax.constant_schedule(config.learning_rate)
+  else:
+    schedule = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
+  if not config.warmup_steps:
+    return schedule
+  warmup = optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+  return optax.join_schedules([warmup, schedule], [config.warmup_steps])
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Gradient clipping (global norm; off for 0) then Adam, AdamW or SGD on the schedule."""
+  schedule = learning_rate_schedule(config)
+  if config.optimizer == 'adam':
+    optimizer = optax.adam(schedule)
+  elif config.optimizer == 'adamw':
+    optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+  else:
+    optimizer = optax.sgd(schedule, momentum=0.9)
+  if not config.grad_clip_norm:
+    return optimizer
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
+
+
+@struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree (checkpointed whole).
+
+  The model's graph (static structure) is not in here: it is rebuilt from the
+  config, and the jitted steps close over it.
+
+  Attributes:
+    step: number of optimiser updates done, int32 scalar.
+    params: the model's nnx.Param state.
+    model_state: everything else the model holds (BatchNorm running
+      statistics, and RNG stream counters if it draws random numbers).
+    opt_state: the optimiser's state.
+  """
+  step: jax.Array
+  params: nnx.State
+  model_state: nnx.State
+  opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The model's static parts: a graph definition for training and one for inference.
+
+  They differ only in static flags (BatchNorm uses batch statistics in
+  training and running averages in inference); both take the same state.
+  """
+  train_graph: nnx.GraphDef
+  eval_graph: nnx.GraphDef
+  num_params: int
+
+
+def create_model_and_state(config: ml_collections.ConfigDict, info: Any,
+                           tx: optax.GradientTransformation,
+                           mesh: jax.sharding.Mesh) -> tuple[Model, TrainState]:
+  """Builds the model from the config and its initial state, replicated on `mesh`."""
+
+  def build():
+    return models.create_model(config, info, rngs=nnx.Rngs(config.seed))
+
+  # The graph definitions come from an abstract model (no computation); the
+  # state is initialised in one jitted call, which is several times faster
+  # than running the initialisers op by op.
+  abstract_model = nnx.eval_shape(build)
+  abstract_model.eval()
+  eval_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+  abstract_model.train()
+  train_graph, _, _ = nnx.split(abstract_model, nnx.Param, ...)
+
+  @functools.partial(jax.jit, out_shardings=parallel.replicated(mesh))
+  def init():
+    _, params, model_state = nnx.split(build(), nnx.Param, ...)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params))
+
+  return Model(train_graph, eval_graph, models.count_params(abstract_model)), init()
+
+
+# ----------------------------------------------------------------------------
+# Steps: pure functions of (graph, state, batch), jitted over the mesh.
+
+
+def train_step(graph: nnx.GraphDef, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, state: TrainState,
+               batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimiser update on a global batch.
+
+  Args:
+    graph: the model's training graph definition.
+    tx: the optimiser.
+    schedule: the learning-rate schedule (reported only).
+    state: the current state.
+    batch: 'image' [B, H, W, C], 'label' [B, n], 'equivalent_labels' [B, K, n].
+
+  Returns:
+    The new state and scalar metrics: 'loss' (batch mean, before the
+    update), 'grad_norm' (before clipping), 'learning_rate'.
+  """
+
+  def loss_fn(params):
+    # copy: fresh Variables inside the differentiated function, which may
+    # then update them (BatchNorm's running statistics).
+    model = nnx.merge(graph, params, state.model_state, copy=True)
+    loss = model.head.loss(model(batch['image']), batch).mean()
+    _, _, model_state = nnx.split(model, nnx.Param, ...)
+    return loss, model_state
+
+  (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
+             'learning_rate': schedule(state.step)}
+  return TrainState(step=state.step + 1, params=params, model_state=model_state,
+                    opt_state=opt_state), metrics
+
+
+def predict_step(graph: nnx.GraphDef, state: TrainState,
+                 batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Per-example outputs for evaluation, in inference mode.
+
+  Returns:
+    'loss' [B]; 'prediction/<decoder>' [B, n] in [0, 1] for each of the
+    head's decoders; and for mixture heads 'means', 'scales' [B, I, n] and
+    'log_weights' [B, I] in [0, 1] units.
+  """
+  model = nnx.merge(graph, state.params, state.model_state)
+  outputs = model(batch['image'])
+  result = {'loss': model.head.loss(outputs, batch)}
+  result.update({f'prediction/{name}': value
+                 for name, value in model.head.decode(outputs).items()})
+  mixture = model.head.mixture(outputs)
+  if mixture is not None:
+    result['means'], result['scales'], result['log_weights'] = mixture
+  return result
+
+
+def jit_steps(model: Model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+              mesh: jax.sharding.Mesh):
+  """The jitted train and predict steps: replicated state, batch sharded on 'data'."""
+  replicated = parallel.replicated(mesh)
+  sharded = parallel.batch_sharded(mesh)
+  train = jax.jit(functools.partial(train_step, model.train_graph, tx, schedule),
+                  in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                  donate_argnums=0)
+  predict = jax.jit(functools.partial(predict_step, model.eval_graph),
+                    in_shardings=(replicated, sharded), out_shardings=sharded)
+  return train, predict
+
+
+# ----------------------------------------------------------------------------
+# The loop.
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradient became NaN or infinite."""
+
+
+def _check_finite(first_step: int, metrics: list[dict[str, np.ndarray]],
+                  checkpointer: checkpointing.Checkpointer) -> None:
+  for offset, step_metrics in enumerate(metrics):
+    bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(step_metrics[k])]
+    if bad:
+      checkpointer.wait()
+      latest = checkpointer.latest_step()
+      where = (f'the last good checkpoint, step {latest}, is intact in {checkpointer.directory}'
+               if latest is not None else 'no checkpoint was saved before it')
+      values = ', '.join(f'{k}={float(step_metrics[k])}' for k in bad)
+      raise NonFiniteLossError(
+          f'Non-finite {values} at step {first_step + offset}; training stopped and {where}. '
+          f'Try a lower config.learning_rate, config.grad_clip_norm, or check the data.')
+
+
+def register_image_folder(config: ml_collections.ConfigDict) -> None:
+  """Registers `config.image_folder` (if the config has one) as 'image_folder/<name>'.
+
+  The registration lives only in this program, so every program that reads
+  the run (training, evaluation) does it from the config.
+  """
+  folder = config.get('image_folder')
+  if folder is None:
+    return
+  name = f'image_folder/{folder.name}'
+  if name not in (config.dataset, config.test_dataset):
+    raise ValueError(f'config.image_folder.name={folder.name!r} registers {name!r}, but '
+                     f'config.dataset={config.dataset!r}: set --config.dataset={name}.')
+  image_folder.register(folder.name, **{k: v for k, v in folder.items() if k != 'name'})
+
+
+def _open_run(config: ml_collections.ConfigDict, workdir: str):
+  """Everything train_and_evaluate and evaluate share: mesh, data info, model, state."""
+  validate_config(config)
+  register_image_folder(config)
+  mesh = parallel.create_mesh()
+  info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                         image_size=config.image_size)
+  tx = create_optimizer(config)
+  model, state = create_model_and_state(config, info, tx, mesh)
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                            max_to_keep=config.max_checkpoints_to_keep)
+  return mesh, info, tx, model, state, checkpointer
+
+
+def _abstract(state: TrainState) -> TrainState:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """Trains (or resumes) a run in `workdir`, then evaluates it on `config.test_split`.
+
+  Args:
+    config: see experiments/configs/default.py.
+    workdir: the run's directory (created if missing).
+
+  Returns:
+    The final evaluation metrics (as in eval_metrics.json), or None if a
+    preemption notice (SIGTERM) stopped the run after saving a checkpoint.
+
+  Raises:
+    ValueError: for an invalid config, naming the key.
+    NonFiniteLossError: if the loss or gradient became NaN or infinite.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  validate_config(config)
+  save_or_check_config(config, workdir)
+  mesh, info, tx, model, state, checkpointer = _open_run(config, workdir)
+  schedule = learning_rate_schedule(config)
+  train, predict = jit_steps(model, tx, schedule, mesh)
+  train_iter = input_pipeline.create_iterator(
+      config.dataset, config.train_split, global_batch_size=config.batch_size, seed=config.seed,
+      train=True, data_dir=config.data_dir, image_size=config.image_size,
+      augment=config.augment, worker_count=config.worker_count)
+
+  start = checkpointer.latest_step() or 0
+  if start:
+    state = checkpointer.restore(start, _abstract(state), train_iter)
+    logging.info('Resumed from the checkpoint at step %d in %s.', start, checkpointer.directory)
+  else:
+    logging.info('Training %s (%d parameters) on %s from scratch.', config.loss,
+                 model.num_params, config.dataset)
+  writer = reporting.MetricWriter(workdir, resume_step=start)
+  progress = reporting.Progress(start, config.num_train_steps)
+  run_eval = functools.partial(evaluation.run, predict, mesh=mesh, info=info,
+                               config=config)
+  last_eval = None
+  try:
+    with checkpointing.PreemptionWatcher(checkpointer) as preemption:
+      pending, pending_from = [], start + 1
+      for step in range(start + 1, config.num_train_steps + 1):
+        batch = parallel.shard_batch(next(train_iter), mesh)
+        state, metrics = train(state, batch)
+        pending.append(metrics)
+        is_last = step == config.num_train_steps
+        save = step % config.checkpoint_every_steps == 0 or is_last
+        stop = preemption.should_stop(step)
+        # Log-interval boundaries include every checkpoint step, so a resumed
+        # run logs exactly the lines an uninterrupted one would.
+        if step % config.log_every_steps == 0 or save or stop:
+          host_metrics = jax.device_get(pending)
+          _check_finite(pending_from, host_metrics, checkpointer)
+          rate = progress.update(step)
+          means = {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
+          writer.write(step, 'train', dict(means, steps_per_sec=rate))
+          progress.log(step, means['loss'], rate)
+          pending, pending_from = [], step + 1
+        if step % config.eval_every_steps == 0 or is_last:
+          last_eval = run_eval(state=state, split=config.eval_split)
+          writer.write(step, 'eval', last_eval.metrics)
+          logging.info('eval on %s at step %d: %s', config.eval_split, step,
+                       last_eval.summary())
+          progress.restart_clock()
+        if save or stop:
+          checkpointer.save(step, state, train_iter)
+        if stop:
+          checkpointer.wait()
+          logging.warning('Preemption notice (SIGTERM): saved the checkpoint at step %d; '
+                          'rerun the same command to resume.', step)
+          return None
+    checkpointer.wait()
+    if last_eval is None or config.eval_split != config.test_split:
+      last_eval = run_eval(state=state, split=config.test_split)
+    return evaluation.report(last_eval, workdir, num_params=model.num_params,
+                             config=config)
+  finally:
+    writer.close()
+    checkpointer.close()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             split: str | None = None) -> dict[str, Any]:
+  """Evaluates the latest checkpoint in `workdir` on `split` (default: config.test_split).
+
+  Writes eval_metrics.json (eval_metrics_<split>.json for another split) and
+  plots, as at the end of training.
+  """
+  split = split or config.test_split
+  mesh, info, _, model, state, checkpointer = _open_run(config, workdir)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {checkpointer.directory}: train first '
+                              f'(python -m experiments.train --workdir={workdir} ...).')
+    state = checkpointer.restore(step, _abstract(state))
+  finally:
+    checkpointer.close()
+  _, predict = jit_steps(model, create_optimizer(config), learning_rate_schedule(config), mesh)
+  result = evaluation.run(predict, state=state, mesh=mesh, info=info, config=config,
+                          split=split)
+  return evaluation.report(result, workdir, num_params=model.num_params, config=config,
+                           checkpoint_step=step)

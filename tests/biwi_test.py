@@ -1,0 +1,116 @@
+"""Tests of the Biwi builder on a tiny fake database in the original layout."""
+
+import numpy as np
+from PIL import Image
+import pytest
+from scipy.spatial.transform import Rotation
+import tensorflow_datasets as tfds
+
+from propel_jax import input_pipeline
+from propel_jax.datasets import biwi
+from propel_jax.datasets import build
+
+_FOCAL, _CX, _CY = 500.0, 320.0, 240.0
+
+
+def _write_recording(folder, poses):
+  """Writes rgb.cal and, per (yaw, pitch, roll, centre_mm), a pose file and a
+  640×480 frame with a bright disc (the 'face') at the projected centre."""
+  folder.mkdir(parents=True)
+  # Intrinsics, 4 distortion coefficients, depth->RGB rotation, translation.
+  (folder / 'rgb.cal').write_text(
+      f'{_FOCAL} 0 {_CX}\n0 {_FOCAL} {_CY}\n0 0 1\n\n0 0 0 0\n\n'
+      '1 0 0\n0 1 0\n0 0 1\n\n-25 0 0\n')
+  for i, (yaw, pitch, roll, centre) in enumerate(poses):
+    transposed = Rotation.from_euler('ZYX', [-roll, -yaw, pitch], degrees=True).as_matrix()
+    rows = '\n'.join(' '.join(f'{v:.9f}' for v in row) for row in transposed.T)
+    (folder / f'frame_{i:05d}_pose.txt').write_text(
+        rows + '\n\n' + ' '.join(f'{v:.6f}' for v in centre) + '\n')
+    x, y, z = centre[0] - 25.0, centre[1], centre[2]  # in the RGB camera
+    u, v = _FOCAL * x / z + _CX, _FOCAL * y / z + _CY
+    yy, xx = np.mgrid[:480, :640]
+    image = np.full((480, 640, 3), 30, np.uint8)
+    image[(xx - u) ** 2 + (yy - v) ** 2 < (_FOCAL * 60.0 / z) ** 2] = 220
+    Image.fromarray(image).save(folder / f'frame_{i:05d}_rgb.png')
+  # A pose without an RGB frame is skipped, as in the real database.
+  (folder / 'frame_09999_pose.txt').write_text('1 0 0\n0 1 0\n0 0 1\n\n0 0 900\n')
+
+
+_POSES = {
+    '01': [(10.0, -5.0, 2.0, (30.0, -20.0, 900.0)), (-40.0, 15.0, -8.0, (-50.0, 10.0, 1000.0))],
+    '02': [(0.0, 0.0, 0.0, (0.0, 0.0, 800.0))],
+    '03': [(60.0, 30.0, 20.0, (80.0, 40.0, 1100.0)), (-5.0, -25.0, 0.0, (0.0, 0.0, 950.0))],
+}
+
+
+@pytest.fixture(scope='module')
+def manual_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('biwi_manual')
+  for name, poses in _POSES.items():
+    _write_recording(root / 'hpdb' / name, poses)
+  return root
+
+
+def test_all_frames_with_labels_and_centred_face_crops(manual_dir, tmp_path):
+  builder = build.build('biwi/all', tmp_path, manual_dir)
+  assert list(builder.info.splits) == ['test']
+  source = builder.as_data_source('test')
+  assert len(source) == 5
+  by_key = {}
+  for i in range(len(source)):
+    example = source[i]
+    by_key[(example['recording'], tuple(np.round(example['label'], 3)))] = example
+  for name, poses in _POSES.items():
+    for yaw, pitch, roll, _ in poses:
+      example = by_key[(name.encode(), tuple(np.round([yaw, pitch, roll], 3)))]
+      image = example['image']
+      assert image.shape == (128, 128, 3)
+      # The face disc (diameter 120 mm in a 220 mm crop) sits in the middle.
+      ys, xs = np.nonzero(image[..., 0] > 125)
+      assert abs(ys.mean() - 63.5) < 2 and abs(xs.mean() - 63.5) < 2
+      np.testing.assert_allclose(len(ys) / 128 ** 2, np.pi * (60 / 220) ** 2, rtol=0.1)
+      np.testing.assert_array_equal(example['equivalent_labels'], example['label'][None])
+
+
+def test_split_by_recording(manual_dir, tmp_path):
+  builder = build.build('biwi/split_70_30', tmp_path, manual_dir)
+  train = builder.as_data_source('train')
+  test = builder.as_data_source('test')
+  # 3 recordings: round(2.1) = 2 train (01, 02), 1 test (03).
+  assert {train[i]['recording'] for i in range(len(train))} == {b'01', b'02'}
+  assert {test[i]['recording'] for i in range(len(test))} == {b'03'}
+  assert (len(train), len(test)) == (3, 2)
+
+
+def test_pipeline_reads_biwi_with_flip(manual_dir, tmp_path):
+  build.build('biwi/split_70_30', tmp_path, manual_dir)
+  info = input_pipeline.get_dataset_info('biwi/split_70_30', data_dir=tmp_path)
+  assert info.label_names == ('yaw', 'pitch', 'roll') and info.num_equivalents == 1
+  assert info.flip_negates == (True, False, True)
+  batch = next(input_pipeline.create_iterator(
+      'biwi/split_70_30', 'train', global_batch_size=3, seed=0, train=True,
+      data_dir=tmp_path, image_size=64))
+  assert batch['image'].shape == (3, 64, 64, 3)
+  degrees = input_pipeline.denormalize_labels(batch['label'], info)
+  stored = [(10.0, -5.0, 2.0), (-40.0, 15.0, -8.0), (0.0, 0.0, 0.0)]
+  for yaw, pitch, roll in degrees:
+    assert any(np.allclose([yaw, pitch, roll], s, atol=1e-3) or
+               np.allclose([-yaw, pitch, -roll], s, atol=1e-3) for s in stored)
+
+
+def test_missing_download_says_what_and_where(tmp_path):
+  with pytest.raises(Exception, match='kinect_head_pose_db'):
+    build.build('biwi/all', tmp_path / 'data', tmp_path / 'empty_manual')
+  (tmp_path / 'not_biwi').mkdir()
+  (tmp_path / 'not_biwi' / 'readme.txt').write_text('x')
+  with pytest.raises(FileNotFoundError, match='No Biwi recordings'):
+    build.build('biwi/all', tmp_path / 'data', tmp_path / 'not_biwi')
+
+
+def test_readers_reject_malformed_files(tmp_path):
+  (tmp_path / 'pose.txt').write_text('1 2 3')
+  with pytest.raises(ValueError, match='pose.txt'):
+    biwi.read_pose(tmp_path / 'pose.txt')
+  (tmp_path / 'rgb.cal').write_text('1 2 3')
+  with pytest.raises(ValueError, match='rgb.cal'):
+    biwi.read_calibration(tmp_path / 'rgb.cal')

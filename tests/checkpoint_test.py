@@ -1,0 +1,183 @@
+"""Checkpoints: state and input position round-trip exactly; SIGTERM is caught.
+
+End to end, with the real binary in subprocesses: a run killed with SIGKILL
+and rerun with the same command ends bitwise equal (parameters, optimiser
+state, logged metrics) to an uninterrupted run; a SIGTERM saves a checkpoint
+and exits cleanly. (A non-finite loss keeping the last good checkpoint is in
+train_test.py.)
+"""
+
+import json
+import os
+import signal
+
+from flax import nnx
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from propel_jax import checkpointing
+import training_runs as runs
+
+
+def _state(seed):
+  """A training state like train.TrainState's: NNX params, BatchNorm stats, Adam."""
+  model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(seed)),
+                         nnx.BatchNorm(4, rngs=nnx.Rngs(seed)))
+  _, params, rest = nnx.split(model, nnx.Param, ...)
+  return {'step': jnp.int32(seed), 'params': params, 'model_state': rest,
+          'opt_state': optax.adam(1e-3).init(params)}
+
+
+def _assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _dataset_iterator():
+  return iter(grain.MapDataset.range(100).shuffle(seed=3).batch(4).to_iter_dataset())
+
+
+def _loader_iterator():
+  # DataLoader iterators describe their position as bytes, not a dict.
+  return iter(grain.DataLoader(
+      data_source=grain.sources.RangeDataSource(0, 100, 1),
+      sampler=grain.samplers.IndexSampler(100, shuffle=True, seed=3, num_epochs=1),
+      operations=[grain.transforms.Batch(4)], worker_count=0))
+
+
+@pytest.mark.parametrize('make_iterator', [_dataset_iterator, _loader_iterator])
+def test_state_and_input_position_round_trip(tmp_path, make_iterator):
+  saved_state = _state(1)
+  iterator = make_iterator()
+  for _ in range(3):
+    next(iterator)
+  checkpointer = checkpointing.Checkpointer(tmp_path / 'ckpt', max_to_keep=2)
+  checkpointer.save(3, saved_state, iterator)
+  checkpointer.wait()
+  expected_next = [next(iterator) for _ in range(5)]
+
+  # A fresh process would build a different initial state and a fresh iterator.
+  template = _state(2)
+  fresh = make_iterator()
+  restored = checkpointer.restore(checkpointer.latest_step(),
+                                  jax.tree.map(_shape_of, template), fresh)
+  checkpointer.close()
+  _assert_trees_equal(restored, saved_state)
+  np.testing.assert_array_equal([next(fresh) for _ in range(5)], expected_next)
+
+
+def _shape_of(x):
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+
+
+def test_keeps_latest_and_restores_any_kept_step(tmp_path):
+  checkpointer = checkpointing.Checkpointer(tmp_path, max_to_keep=2)
+  iterator = _dataset_iterator()
+  for step in (1, 2, 3):
+    checkpointer.save(step, _state(step), iterator)
+  checkpointer.wait()
+  assert checkpointer.all_steps() == [2, 3]
+  assert checkpointer.latest_step() == 3
+  restored = checkpointer.restore(2, jax.tree.map(_shape_of, _state(0)))
+  checkpointer.close()
+  _assert_trees_equal(restored, _state(2))
+
+
+def test_incomplete_checkpoint_is_ignored(tmp_path):
+  # What a SIGKILL during a save leaves: Orbax's temporary step directory.
+  checkpointer = checkpointing.Checkpointer(tmp_path, max_to_keep=3)
+  checkpointer.save(1, _state(1), _dataset_iterator())
+  checkpointer.wait()
+  checkpointer.close()
+  os.makedirs(tmp_path / '2.orbax-checkpoint-tmp-1234' / 'state')
+  checkpointer = checkpointing.Checkpointer(tmp_path, max_to_keep=3)
+  assert checkpointer.latest_step() == 1
+  # The resumed run redoes step 2, and the debris is gone.
+  checkpointer.save(2, _state(2), _dataset_iterator())
+  checkpointer.wait()
+  assert checkpointer.latest_step() == 2
+  checkpointer.close()
+  assert sorted(os.listdir(tmp_path)) == ['1', '2']
+
+
+def test_missing_process_file_names_the_process_count(tmp_path):
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  checkpointer.save(1, _state(1), _dataset_iterator())
+  checkpointer.wait()
+  os.rename(tmp_path / '1' / 'data' / 'process_0-of-1.json',
+            tmp_path / '1' / 'data' / 'process_0-of-2.json')
+  with pytest.raises(FileNotFoundError, match='different number of processes'):
+    checkpointer.restore(1, jax.tree.map(_shape_of, _state(0)), _dataset_iterator())
+  checkpointer.close()
+
+
+def test_sigterm_sets_the_stop_flag_and_handler_is_restored(tmp_path):
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  before = signal.getsignal(signal.SIGTERM)
+  with checkpointing.PreemptionWatcher(checkpointer) as preemption:
+    assert not preemption.should_stop(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert preemption.should_stop(2)
+  assert signal.getsignal(signal.SIGTERM) is before
+  checkpointer.close()
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def jax_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('jax_cache'))
+
+
+def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, data_dir,
+                                                                    jax_cache):
+  overrides = ['--config.num_train_steps=60', '--config.checkpoint_every_steps=20',
+               '--config.log_every_steps=10', '--config.eval_every_steps=30']
+  reference = str(tmp_path / 'reference')
+  runs.run(runs.train_command(reference, data_dir, *overrides), jax_cache)
+
+  killed = str(tmp_path / 'killed')
+  command = runs.train_command(killed, data_dir, *overrides)
+  returncode, output = runs.start_and_signal_after_checkpoint(command, jax_cache, killed, 20,
+                                                              signal.SIGKILL)
+  assert returncode == -signal.SIGKILL, output[-3000:]
+  assert not os.path.exists(os.path.join(killed, 'eval_metrics.json'))
+  resumed = runs.run(command, jax_cache)
+  assert 'Resumed from the checkpoint at step' in resumed.stderr
+
+  step, state = runs.final_state(killed)
+  reference_step, reference_state = runs.final_state(reference)
+  assert step == reference_step == 60
+  assert state.keys() == reference_state.keys()
+  for key in state:
+    np.testing.assert_array_equal(state[key], reference_state[key], err_msg=key)
+  assert (runs.without_timing(runs.read_jsonl(os.path.join(killed, 'metrics.jsonl'))) ==
+          runs.without_timing(runs.read_jsonl(os.path.join(reference, 'metrics.jsonl'))))
+  with open(os.path.join(killed, 'eval_metrics.json')) as f, \
+      open(os.path.join(reference, 'eval_metrics.json')) as g:
+    assert json.load(f) == json.load(g)
+
+
+def test_sigterm_saves_and_exits(tmp_path, data_dir, jax_cache):
+  workdir = str(tmp_path / 'run')
+  command = runs.train_command(workdir, data_dir, '--config.num_train_steps=100000',
+                               '--config.checkpoint_every_steps=10',
+                               '--config.eval_every_steps=100000')
+  returncode, output = runs.start_and_signal_after_checkpoint(command, jax_cache, workdir, 10,
+                                                              signal.SIGTERM)
+  assert returncode == 0, output[-3000:]
+  assert 'Preemption notice (SIGTERM): saved the checkpoint at step' in output
+  step, _ = runs.final_state(workdir)
+  assert 10 < step < 100000
+  assert f'saved the checkpoint at step {step};' in output
+  assert not os.path.exists(os.path.join(workdir, 'eval_metrics.json'))
+  # The last train line is the stop step: nothing trained is unlogged.
+  assert runs.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))[-1]['step'] == step

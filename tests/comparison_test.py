@@ -1,0 +1,267 @@
+"""The comparison: method names, aggregation maths, per-run analysis, and the binary end to end.
+
+The statistics are checked against numbers computed by hand (and with SciPy
+from the definitions), the end-to-end run (the real binary, 2 methods × 2
+seeds, a tiny network on the small synthetic dataset) against the runs' own
+files.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+import numpy as np
+import pytest
+from scipy import stats
+
+from propel_jax import comparison
+from propel_jax import evaluation
+from propel_jax import input_pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = f'{REPO}/experiments/configs/compare_synthetic.py:ambiguous_small'
+TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
+        '--config.batch_size=8', '--config.num_train_steps=6', '--config.log_every_steps=3',
+        '--config.eval_every_steps=6', '--config.checkpoint_every_steps=6',
+        '--config.num_plot_examples=0', '--config.compare.methods=propel_i2,mse',
+        '--config.compare.sweep=', '--config.compare.seeds=(0, 1)',
+        '--config.compare.num_density_examples=2']
+# Azimuth and elevation within ±45°, as the synthetic hands.
+INFO = input_pipeline.DatasetInfo(
+    name='hand_built', label_names=('azimuth', 'elevation'), label_low=(-45.0, -45.0),
+    label_high=(45.0, 45.0), image_shape=(8, 8, 1), num_equivalents=2,
+    split_sizes={'test': 3})
+
+
+def _parse(*argv):
+  argv = ['prog', f'--config={CONFIG}', *argv]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('mse', ('mse', None, None)),
+    ('heatmap', ('heatmap', None, None)),
+    ('propel_i2', ('propel', 2, None)),
+    ('mdn_i8', ('mdn', 8, None)),
+    ('propel_i4_s0.05', ('propel', 4, 0.05)),
+    ('propel_s1e-3', ('propel', None, 0.001)),
+])
+def test_parse_method(name, expected):
+  method = comparison.parse_method(name)
+  assert (method.name, method.loss, method.num_gaussians, method.target_scale) == (
+      name, *expected)
+
+
+@pytest.mark.parametrize('name, message', [
+    ('svm', 'Unknown method'), ('mse_i2', 'needs a mixture loss'),
+    ('propel_i0', 'I >= 1'), ('mdn_i2_s0.1', 'needs loss propel'), ('propel_x', 'Unknown'),
+])
+def test_parse_method_rejects_bad_names(name, message):
+  with pytest.raises(ValueError, match=message):
+    comparison.parse_method(name)
+
+
+def test_parse_methods_refuses_duplicates():
+  assert [m.name for m in comparison.parse_methods(' mse, propel_i2 ,')] == ['mse', 'propel_i2']
+  with pytest.raises(ValueError, match=r"\['mse'\] are listed more than once"):
+    comparison.parse_methods('mse,l1,mse')
+
+
+def test_mean_and_std_by_hand():
+  # mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9, over n − 1 = 2: 7/3.
+  result = comparison.mean_and_std([1.0, 2.0, 4.0])
+  assert result['mean'] == pytest.approx(7 / 3)
+  assert result['std'] == pytest.approx(math.sqrt(7 / 3))
+  assert result['values'] == [1.0, 2.0, 4.0]
+  assert comparison.mean_and_std([5.0]) == {'mean': 5.0, 'std': None, 'values': [5.0]}
+
+
+def test_aggregate_by_hand():
+  seed_0 = {'cmae/mode': 1.0, 'num_params': 10, 'dataset': 'd', 'coverage_curve': [0.1, 0.5],
+            'only_here': 3.0}
+  seed_1 = {'cmae/mode': 3.0, 'num_params': 10, 'dataset': 'd', 'coverage_curve': [0.3, 0.5]}
+  result = comparison.aggregate([seed_0, seed_1])
+  assert set(result) == {'cmae/mode', 'num_params', 'coverage_curve'}
+  # Two values a, b: std (ddof 1) = |a − b| / √2.
+  assert result['cmae/mode']['mean'] == 2.0
+  assert result['cmae/mode']['std'] == pytest.approx(2 / math.sqrt(2))
+  assert result['num_params']['std'] == 0.0
+  np.testing.assert_allclose(result['coverage_curve']['mean'], [0.2, 0.5])
+  np.testing.assert_allclose(result['coverage_curve']['std'], [0.2 / math.sqrt(2), 0.0],
+                             atol=1e-12)
+
+
+def _to_unit(degrees):
+  return (np.asarray(degrees, np.float32) + 45.0) / 90.0
+
+
+def test_mode_recall_all_on_hand_built_mixtures():
+  # Equivalent labels (φ, ψ) and (−φ, −ψ); two narrow components (1°).
+  labels = np.array([[[20.0, 10.0], [-20.0, -10.0]]] * 3)
+  means = np.array([
+      [[20.0, 10.0], [-20.0, -10.0]],  # One mode on each label: both found.
+      [[20.0, 10.0], [20.5, 10.5]],    # Both components on one label.
+      [[20.0, 10.0], [-26.0, -10.0]],  # The second mode 6° off on one axis.
+  ])
+  outputs = {'means': _to_unit(means), 'scales': np.full((3, 2, 2), 1.0 / 90.0, np.float32),
+             'log_weights': np.full((3, 2), -math.log(2.0), np.float32),
+             'equivalent_labels': _to_unit(labels)}
+  result = comparison.analyse_run(outputs, INFO)
+  assert result['mode_recall_all'] == pytest.approx(1 / 3)
+  assert comparison.analyse_run({'prediction/direct': outputs['means'][:, 0]}, INFO) == {}
+
+
+def test_coverage_curve_against_scipy():
+  # One Gaussian per example (σ = 4.5°), labels z = 0, 1, 2 σ away on both
+  # axes: the central interval of probability p covers z iff p ≥ 2Φ(z) − 1.
+  sigma, z = 4.5, np.array([0.0, 1.0, 2.0])
+  means = np.zeros((3, 1, 2))
+  labels = np.repeat((z * sigma)[:, None, None], 2, axis=-1)  # [3, 1, 2]
+  outputs = {'means': _to_unit(means), 'scales': np.full((3, 1, 2), sigma / 90.0, np.float32),
+             'log_weights': np.zeros((3, 1), np.float32),
+             'equivalent_labels': _to_unit(labels)}
+  curve = comparison.analyse_run(outputs, INFO)['coverage_curve']
+  needed = 2.0 * stats.norm.cdf(z) - 1.0  # 0, 0.683, 0.954
+  expected = [np.mean(level >= needed) for level in comparison.COVERAGE_LEVELS]
+  assert expected == pytest.approx([1 / 3] * 6 + [2 / 3] * 4 + [1.0])
+  np.testing.assert_allclose(curve, expected, atol=1e-6)
+
+
+def test_validate_names_the_bad_key():
+  with pytest.raises(ValueError, match='seeds'):
+    comparison.validate(_parse('--config.compare.seeds=(1, 1)'))
+  with pytest.raises(ValueError, match='Unknown method'):
+    comparison.validate(_parse('--config.compare.methods=mse,svm'))
+  with pytest.raises(ValueError, match='batch_size'):
+    comparison.validate(_parse('--config.batch_size=0'))
+  config = _parse()
+  with config.unlocked():
+    del config['compare']
+  with pytest.raises(ValueError, match='no `compare` section'):
+    comparison.validate(config)
+
+
+def test_sensitivity_table_lists_every_propel_setting():
+  settings = {'propel_i2': {'loss': 'propel', 'num_gaussians': 2, 'target_scale': 0.02},
+              'propel_i2_s0.1': {'loss': 'propel', 'num_gaussians': 2, 'target_scale': 0.1},
+              'mse': {'loss': 'mse'}}
+  cmae = {'mean': 3.0, 'std': 0.5, 'values': [2.5, 3.5]}
+  results = {'dataset': 'd', 'label_names': ['a'], 'split_sizes': {'test': 1},
+             'config': _parse().to_dict(), 'seeds': [0, 1], 'missing_runs': [], 'runs': {},
+             'methods': ['propel_i2', 'mse'], 'sweep': ['propel_i2_s0.1'],
+             'method_settings': settings,
+             'summary': {'propel_i2': {'cmae/mode': cmae}, 'mse': {'cmae/direct': cmae},
+                         'propel_i2_s0.1': {}}}
+  text = comparison.markdown(results, command='cmd')
+  assert '| mse | direct | 3.00 ± 0.50 | – |' in text
+  sensitivity = text.split('## Sensitivity')[1]
+  assert '| propel_i2 | 2 | 0.02 | 3.00 ± 0.50 | – |' in sensitivity
+  assert '| propel_i2_s0.1 | 2 | 0.1 | – |' in sensitivity
+  assert 'mse' not in sensitivity
+
+
+def test_compare_binary_end_to_end(tmp_path):
+  workdir, data_dir = str(tmp_path / 'compare'), str(tmp_path / 'data')
+  cache = str(tmp_path / 'jax_cache')  # Seeds share compilations.
+  command = [sys.executable, '-m', 'experiments.compare', f'--config={CONFIG}',
+             f'--workdir={workdir}', f'--config.data_dir={data_dir}', *TINY]
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=cache,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)
+  assert process.returncode == 0, process.stderr[-5000:]
+
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['methods'] == ['propel_i2', 'mse'] and results['missing_runs'] == []
+  assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == [
+      'coverage.png', 'densities.png', 'error_distributions.png']
+  markdown = open(os.path.join(workdir, 'results.md')).read()
+  assert '--config.compare.methods=propel_i2,mse' in markdown  # The exact command.
+
+  for method, metric_names in (('propel_i2', ('cmae/mode', 'cmae/mean', 'nll', 'mode_recall')),
+                               ('mse', ('cmae/direct', 'mae/direct/azimuth'))):
+    saved = []
+    for seed in (0, 1):
+      directory = os.path.join(workdir, 'runs', method, f'seed_{seed}')
+      with open(os.path.join(directory, 'eval_metrics.json')) as f:
+        saved.append(json.load(f))
+      with open(os.path.join(directory, 'config.json')) as f:
+        assert json.load(f)['seed'] == seed
+      # The saved outputs are the final model's: they reproduce its metrics.
+      outputs, images = comparison.load_outputs(directory)
+      assert images.shape == (2, 32, 32, 1) and outputs['loss'].shape == (256,)
+      info = input_pipeline.get_dataset_info('synthetic_hands/ambiguous_small',
+                                             data_dir=data_dir)
+      again = evaluation.compute_metrics(outputs, info)
+      for name in metric_names:
+        assert again[name] == pytest.approx(saved[-1][name], rel=1e-5), name
+    for name in metric_names:
+      a, b = saved[0][name], saved[1][name]
+      stat = results['summary'][method][name]
+      assert stat['mean'] == pytest.approx((a + b) / 2)
+      assert stat['std'] == pytest.approx(abs(a - b) / math.sqrt(2))
+    cmae = results['summary'][method][metric_names[0]]
+    assert f'{cmae["mean"]:.2f} ± {cmae["std"]:.2f}' in markdown
+  assert 'mode_recall_all' in results['summary']['propel_i2']
+  assert 'nll' not in results['summary']['mse']
+
+  # Rerunning skips the finished runs and rewrites the same report.
+  config = _parse(f'--config.data_dir={data_dir}', *TINY)
+  timing = os.path.join(workdir, 'runs', 'mse', 'seed_1', comparison.TIMING_FILE)
+  before = open(timing).read()
+  again = comparison.compare(config, workdir, command='again')
+  assert open(timing).read() == before
+  assert again['summary'] == results['summary']
+
+
+@pytest.mark.parametrize('protocol, fakes, methods', [
+    ('biwi', ('biwi',), ('propel_i2', 'heatmap')),  # n = 3: the heatmap's marginal layout.
+    ('aflw2000', ('300w_lp', 'aflw2000'), ('propel_i2',)),
+])
+def test_head_pose_recipe_smoke(tmp_path, protocol, fakes, methods):
+  """The real-data recipes run end to end on tiny fakes in the original formats."""
+  # The fakes of the datasets' own tests (tests/ is on sys.path under pytest).
+  import biwi_test  # pylint: disable=g-import-not-at-top
+  import threeddfa_test  # pylint: disable=g-import-not-at-top
+
+  data_dir = tmp_path / 'data'
+  manual = data_dir / 'downloads' / 'manual'  # Where the pipeline's build looks.
+  if 'biwi' in fakes:
+    for name, poses in biwi_test._POSES.items():  # pylint: disable=protected-access
+      biwi_test._write_recording(manual / 'hpdb' / name, poses)  # pylint: disable=protected-access
+  for i, (angles, centre) in enumerate(threeddfa_test._FACES):  # pylint: disable=protected-access
+    if '300w_lp' in fakes:
+      threeddfa_test._write_face(manual / '300W_LP' / 'AFW', f'AFW_{i}_0', angles, centre,  # pylint: disable=protected-access
+                                 'pt2d')
+    if 'aflw2000' in fakes:
+      threeddfa_test._write_face(manual / 'AFLW2000', f'image{i:05d}', angles, centre,  # pylint: disable=protected-access
+                                 'pt3d_68')
+  argv = ['prog', f'--config={REPO}/experiments/configs/compare_head_pose.py:{protocol}',
+          f'--config.data_dir={data_dir}', '--config.image_size=32',
+          '--config.model.channels=(4, 8)', '--config.model.hidden_units=4',
+          '--config.batch_size=2', '--config.num_train_steps=2', '--config.log_every_steps=1',
+          '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
+          '--config.num_plot_examples=0', f'--config.compare.methods={",".join(methods)}',
+          '--config.compare.seeds=(0,)', '--config.compare.num_density_examples=2']
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  workdir = str(tmp_path / 'compare')
+  results = comparison.compare(flag_values.config, workdir, command='smoke')
+  assert results['label_names'] == ['yaw', 'pitch', 'roll'] and not results['missing_runs']
+  for method in methods:
+    assert results['runs'][method]['0']['dataset'] == (
+        'biwi/split_70_30' if protocol == 'biwi' else 'aflw2000')
+    assert math.isfinite(results['summary'][method]['cmae/' + (
+        'mode' if method == 'propel_i2' else 'argmax')]['mean'])
+  assert os.path.exists(os.path.join(workdir, 'plots', 'densities.png'))

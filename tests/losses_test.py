@@ -1,0 +1,559 @@
+"""Tests of propel_jax.losses against references written from the definition.
+
+The references are float64 NumPy/SciPy code that evaluates the integrals
+directly: sums of Gaussian overlaps (or, for far-away targets, their logs),
+numerical quadrature, and the poster's closed-form partial derivatives.
+float64 is switched on only inside the tests that need it.
+"""
+
+import itertools
+import math
+
+import chex
+import jax
+from jax.experimental import checkify
+import jax.numpy as jnp
+from jax.test_util import check_grads
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy import special
+from scipy import stats
+
+from propel_jax import losses
+
+enable_x64 = jax.enable_x64 if hasattr(jax, 'enable_x64') else (
+    jax.experimental.enable_x64)
+
+
+# ----------------------------------------------------------------------------
+# Float64 references from the definition.
+
+
+def ref_overlap(mean_a, var_a, mean_b, var_b):
+  """∫ N(x; a) N(x; b) dx for diagonal Gaussians ([n] arrays), float64."""
+  var = var_a + var_b
+  return np.prod(np.exp(-0.5 * (mean_a - mean_b) ** 2 / var)
+                 / np.sqrt(2 * np.pi * var))
+
+
+def ref_mixture_integral(am, av, aw, bm, bv, bw):
+  """∫ a b dx for mixtures given as ([I, n] means, [I, n] variances, [I] weights)."""
+  return sum(aw[i] * bw[j] * ref_overlap(am[i], av[i], bm[j], bv[j])
+             for i in range(len(aw)) for j in range(len(bw)))
+
+
+def ref_distance(pm, ps, pw, qm, qs, qw):
+  """-log[2∫pq / ∫(p² + q²)] for one example, scales given as std."""
+  p = (pm, ps ** 2, pw)
+  q = (qm, qs ** 2, qw)
+  pq = ref_mixture_integral(*p, *q)
+  pp = ref_mixture_integral(*p, *p)
+  qq = ref_mixture_integral(*q, *q)
+  return -np.log(2 * pq / (pp + qq))
+
+
+def ref_log_distance(pm, ps, pw, qm, qs, qw):
+  """As ref_distance, with every integral as a log-sum-exp (for far targets)."""
+  def log_integral(am, av, aw, bm, bv, bw):
+    logs = [np.log(aw[i]) + np.log(bw[j]) + np.sum(
+        stats.norm.logpdf(am[i], bm[j], np.sqrt(av[i] + bv[j])))
+            for i in range(len(aw)) for j in range(len(bw))]
+    return special.logsumexp(logs)
+  p = (pm, ps ** 2, pw)
+  q = (qm, qs ** 2, qw)
+  return (np.logaddexp(log_integral(*p, *p), log_integral(*q, *q))
+          - np.log(2) - log_integral(*p, *q))
+
+
+def ref_propel(means, scales, target, target_scale, weights=None):
+  """PROPEL for one example: means, scales [I, n]; target [n]."""
+  num = means.shape[0]
+  weights = np.full(num, 1 / num) if weights is None else weights
+  gt_scale = np.broadcast_to(target_scale, target.shape)
+  return ref_distance(target[None], gt_scale[None], np.ones(1),
+                      means, scales, weights)
+
+
+def random_problem(rng, batch, num, dim, spread=1.0):
+  means = rng.normal(size=batch + (num, dim)) * spread
+  scales = rng.uniform(0.1, 1.0, size=batch + (num, dim))
+  targets = rng.normal(size=batch + (dim,)) * spread
+  return means, scales, targets
+
+
+def random_log_weights(rng, shape):
+  logits = rng.normal(size=shape)
+  return logits - special.logsumexp(logits, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------
+# Values.
+
+
+@pytest.mark.parametrize('num,dim', [(1, 1), (2, 1), (1, 3), (3, 2), (4, 5)])
+@pytest.mark.parametrize('weighted', [False, True])
+def test_propel_matches_float64_reference(num, dim, weighted):
+  rng = np.random.default_rng(num * 10 + dim)
+  means, scales, targets = random_problem(rng, (6,), num, dim)
+  target_scale = rng.uniform(0.1, 0.5, size=dim)
+  log_w = random_log_weights(rng, (6, num)) if weighted else None
+  expected = [ref_propel(means[b], scales[b], targets[b], target_scale,
+                         None if log_w is None else np.exp(log_w[b]))
+              for b in range(6)]
+  with enable_x64():
+    got64 = losses.propel_loss(means, scales, targets, target_scale=target_scale,
+                               log_weights=log_w)
+    assert got64.dtype == jnp.float64
+    np.testing.assert_allclose(got64, expected, rtol=1e-10, atol=1e-12)
+  got32 = losses.propel_loss(*(a.astype(np.float32) for a in (means, scales, targets)),
+                             target_scale=np.float32(target_scale),
+                             log_weights=None if log_w is None else log_w.astype(np.float32))
+  assert got32.dtype == jnp.float32
+  np.testing.assert_allclose(got32, expected, rtol=2e-5, atol=2e-5)
+
+
+def test_scalar_and_per_dimension_target_scale_agree():
+  means, scales, targets = random_problem(np.random.default_rng(0), (4,), 3, 2)
+  np.testing.assert_allclose(
+      losses.propel_loss(means, scales, targets, target_scale=0.3),
+      losses.propel_loss(means, scales, targets, target_scale=[0.3, 0.3]),
+      rtol=1e-6)
+
+
+def test_mixture_distance_matches_reference_for_two_mixtures():
+  rng = np.random.default_rng(1)
+  pm, ps, _ = random_problem(rng, (5,), 2, 3)
+  qm, qs, _ = random_problem(rng, (5,), 4, 3)
+  pw, qw = random_log_weights(rng, (5, 2)), random_log_weights(rng, (5, 4))
+  expected = [ref_distance(pm[b], ps[b], np.exp(pw[b]), qm[b], qs[b], np.exp(qw[b]))
+              for b in range(5)]
+  with enable_x64():
+    got = losses.mixture_distance(pm, ps, qm, qs, p_log_weights=pw, q_log_weights=qw)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    swapped = losses.mixture_distance(qm, qs, pm, ps, p_log_weights=qw, q_log_weights=pw)
+    np.testing.assert_allclose(swapped, got, rtol=1e-12)
+
+
+def test_ambiguous_label_as_mixture_target():
+  """A label that is either +1 or -1: the best model puts a component on each."""
+  target_means = np.array([[[1.0], [-1.0]]])
+  target_scales = np.full((1, 2, 1), 0.1)
+  both = losses.mixture_distance(target_means, target_scales,
+                                 target_means, target_scales)
+  one = losses.mixture_distance(target_means, target_scales,
+                                np.array([[[1.0], [1.0]]]), target_scales)
+  average = losses.mixture_distance(target_means, target_scales,
+                                    np.zeros((1, 2, 1)), target_scales)
+  np.testing.assert_allclose(both, 0.0, atol=1e-6)
+  # Half the mass missing: -log[2 (H/2) / (H/2 + H)] = log 1.5.
+  np.testing.assert_allclose(one, np.log(1.5), rtol=1e-5)
+  assert average[0] > one[0]
+
+
+def _propel_integrals_by_quadrature_1d(means, scales, target, target_scale):
+  p_gt = lambda x: stats.norm.pdf(x, target, target_scale)
+  p_m = lambda x: np.mean(stats.norm.pdf(x, means, scales))
+  lo = min(target - 12 * target_scale, np.min(means - 12 * scales))
+  hi = max(target + 12 * target_scale, np.max(means + 12 * scales))
+  points = list(means) + [target]
+  quad = lambda f: integrate.quad(f, lo, hi, points=points, limit=200,
+                                  epsabs=0, epsrel=1e-12)[0]
+  cross = quad(lambda x: p_gt(x) * p_m(x))
+  squares = quad(lambda x: p_gt(x) ** 2 + p_m(x) ** 2)
+  return -np.log(2 * cross / squares)
+
+
+def test_matches_quadrature_n1():
+  rng = np.random.default_rng(2)
+  for num in (1, 2, 5):
+    means = rng.normal(size=num)
+    scales = rng.uniform(0.2, 1.0, size=num)
+    target = rng.normal()
+    expected = _propel_integrals_by_quadrature_1d(means, scales, target, 0.3)
+    with enable_x64():
+      got = losses.propel_loss(means[:, None], scales[:, None], np.array([target]),
+                               target_scale=0.3)
+    np.testing.assert_allclose(got, expected, rtol=1e-8)
+
+
+def test_matches_grid_integration_n2():
+  """Trapezoidal rule on a fine grid: spectrally accurate for Gaussians."""
+  rng = np.random.default_rng(3)
+  means = rng.normal(size=(3, 2))
+  scales = rng.uniform(0.3, 0.8, size=(3, 2))
+  target = rng.normal(size=2)
+  target_scale = np.array([0.2, 0.4])
+  axis = np.linspace(-8, 8, 1601)
+  x, y = np.meshgrid(axis, axis, indexing='ij')
+  pdf = lambda m, s: (stats.norm.pdf(x, m[0], s[0]) * stats.norm.pdf(y, m[1], s[1]))
+  p_gt = pdf(target, target_scale)
+  p_m = np.mean([pdf(means[i], scales[i]) for i in range(3)], axis=0)
+  integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
+  expected = -np.log(2 * integral(p_gt * p_m) / integral(p_gt ** 2 + p_m ** 2))
+  with enable_x64():
+    got = losses.propel_loss(means, scales, target, target_scale=target_scale)
+  np.testing.assert_allclose(got, expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize('num,dim', [(1, 1), (1, 3), (4, 3), (3, 16)])
+def test_zero_at_perfect_prediction(num, dim):
+  rng = np.random.default_rng(4)
+  targets = rng.normal(size=(5, dim)).astype(np.float32)
+  target_scale = rng.uniform(0.1, 1.0, size=dim).astype(np.float32)
+  means = np.repeat(targets[:, None], num, axis=1)
+  scales = np.broadcast_to(target_scale, means.shape)
+  loss = losses.propel_loss(means, scales, targets, target_scale=target_scale)
+  np.testing.assert_allclose(loss, 0.0, atol=2e-6)
+  # Also for general mixtures: D(p, p) = 0 whatever the weights.
+  pm, ps, _ = random_problem(rng, (5,), num, dim)
+  pw = random_log_weights(rng, (5, num))
+  np.testing.assert_allclose(
+      losses.mixture_distance(pm, ps, pm, ps, p_log_weights=pw, q_log_weights=pw),
+      0.0, atol=1e-5)
+
+
+def test_nonnegative_and_positive_away_from_the_target():
+  rng = np.random.default_rng(5)
+  means, scales, targets = random_problem(rng, (2000,), 3, 2, spread=2.0)
+  scales = scales * np.exp(rng.normal(size=scales.shape))
+  loss = losses.propel_loss(means, scales, targets, target_scale=0.2)
+  # Float32 rounding can give -1e-7 at a perfect fit; none is that close here.
+  assert np.all(np.asarray(loss) > 0), float(np.min(loss))
+
+
+def test_translation_invariance():
+  rng = np.random.default_rng(6)
+  means, scales, targets = random_problem(rng, (8,), 3, 4)
+  shift = rng.normal(size=4) * 5
+  with enable_x64():
+    base = losses.propel_loss(means, scales, targets, target_scale=0.3)
+    moved = losses.propel_loss(means + shift, scales, targets + shift,
+                               target_scale=0.3)
+  np.testing.assert_allclose(moved, base, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# Gradients.
+
+
+def test_check_grads_all_float_arguments():
+  """Finite differences, first order both modes, second order (custom JVP)."""
+  rng = np.random.default_rng(7)
+  means, scales, targets = random_problem(rng, (3,), 3, 2)
+  log_w = random_log_weights(rng, (3, 3))
+  target_scale = np.array([0.3, 0.5])
+  with enable_x64():
+    loss = jax.jit(lambda m, s, y, ts, lw: losses.propel_loss(
+        m, s, y, target_scale=ts, log_weights=lw).sum())
+    args = (means, scales, targets, target_scale, log_w)
+    check_grads(loss, args, order=1, modes=('fwd', 'rev'), eps=1e-5)
+    check_grads(loss, args, order=2, modes=('rev',), eps=1e-5)
+    qm, qs, _ = random_problem(rng, (3,), 2, 2)
+    check_grads(jax.jit(lambda pm, ps, qm, qs: losses.mixture_distance(pm, ps, qm, qs)),
+                (means, scales, qm, qs), order=1, modes=('rev',), eps=1e-5)
+
+
+def poster_partials(means, scales, target, target_scale):
+  """The poster's closed-form ∂L/∂μ and ∂L/∂σ (σ the std), equal weights.
+
+  L = -log T1 + log T2, T1 = (2/I) Σ_i G(gt, i),
+  T2 = H(gt) + (1/I²) Σ_i H(i) + (2/I²) Σ_{i<j} G(i, j); the poster's
+  ∂L/∂θ_i = -(1/T1) ∂T1/∂θ_i + (1/T2) ∂T2/∂θ_i, with the pair sum over i < j
+  and ∂G/∂μ, ∂G/∂σ, ∂H/∂σ of the Gaussian closed forms.
+  """
+  num, dim = means.shape
+  var = scales ** 2
+  gt_var = np.broadcast_to(target_scale ** 2, (dim,))
+
+  def overlap_and_partials(ma, va, sa, mb, vb):
+    """G(a, b) and ∂G/∂μ_a, ∂G/∂σ_a ([n] each)."""
+    g = ref_overlap(ma, va, mb, vb)
+    s = va + vb
+    return g, g * -(ma - mb) / s, g * 2 * sa * 0.5 * ((ma - mb) ** 2 / s ** 2 - 1 / s)
+
+  t1 = 0.0
+  d_t1 = np.zeros((2, num, dim))
+  for i in range(num):
+    g, dg_mu, dg_sigma = overlap_and_partials(means[i], var[i], scales[i],
+                                              target, gt_var)
+    t1 += 2 / num * g
+    d_t1[:, i] = 2 / num * np.stack([dg_mu, dg_sigma])
+  h = lambda v: (4 * np.pi) ** (-dim / 2) * np.prod(v) ** -0.5
+  t2 = h(gt_var)
+  d_t2 = np.zeros((2, num, dim))
+  for i in range(num):
+    t2 += h(var[i]) / num ** 2
+    d_t2[1, i] += -h(var[i]) / scales[i] / num ** 2  # ∂H/∂σ = -H/σ
+  for i, j in itertools.combinations(range(num), 2):
+    g, dg_mu_i, dg_sigma_i = overlap_and_partials(means[i], var[i], scales[i],
+                                                  means[j], var[j])
+    _, dg_mu_j, dg_sigma_j = overlap_and_partials(means[j], var[j], scales[j],
+                                                  means[i], var[i])
+    t2 += 2 / num ** 2 * g
+    d_t2[:, i] += 2 / num ** 2 * np.stack([dg_mu_i, dg_sigma_i])
+    d_t2[:, j] += 2 / num ** 2 * np.stack([dg_mu_j, dg_sigma_j])
+  return -d_t1 / t1 + d_t2 / t2
+
+
+@pytest.mark.parametrize('num,dim', [(1, 1), (2, 1), (3, 3), (5, 2)])
+def test_gradients_match_poster_closed_form(num, dim):
+  rng = np.random.default_rng(8)
+  means, scales, target = random_problem(rng, (), num, dim)
+  expected = poster_partials(means, scales, target, 0.25)
+  with enable_x64():
+    grads = jax.grad(lambda m, s: losses.propel_loss(m, s, target, target_scale=0.25),
+                     argnums=(0, 1))(means, scales)
+  np.testing.assert_allclose(np.stack(grads), expected, rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Transformations.
+
+
+class TransformsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_jit_equals_eager(self):
+    means, scales, targets = random_problem(np.random.default_rng(9), (4, 2), 3, 2)
+    fn = lambda m, s, y: losses.propel_loss(m, s, y, target_scale=0.2)
+    expected = [ref_propel(means[a, b], scales[a, b], targets[a, b], 0.2)
+                for a in range(4) for b in range(2)]
+    got = self.variant(fn)(means, scales, targets)
+    chex.assert_shape(got, (4, 2))
+    np.testing.assert_allclose(np.ravel(got), expected, rtol=2e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_value_and_grad(self):
+    means, scales, targets = random_problem(np.random.default_rng(9), (4,), 3, 2)
+    fn = lambda m, s: losses.propel_loss(m, s, targets, target_scale=0.2).mean()
+    value, grads = self.variant(jax.value_and_grad(fn, argnums=(0, 1)))(means, scales)
+    expected = np.mean([ref_propel(means[b], scales[b], targets[b], 0.2)
+                        for b in range(4)])
+    np.testing.assert_allclose(value, expected, rtol=2e-5)
+    ref_grads = np.stack([poster_partials(means[b], scales[b], targets[b], 0.2) / 4
+                          for b in range(4)], axis=1)
+    np.testing.assert_allclose(np.stack(grads), ref_grads, rtol=2e-4, atol=1e-6)
+
+
+def test_vmap_equals_batched():
+  means, scales, targets = random_problem(np.random.default_rng(10), (5, 3), 4, 2)
+  log_w = random_log_weights(np.random.default_rng(11), (5, 3, 4))
+  fn = lambda m, s, y, lw: losses.propel_loss(m, s, y, target_scale=0.3,
+                                              log_weights=lw)
+  batched = fn(means, scales, targets, log_w)
+  mapped = jax.vmap(jax.vmap(fn))(means, scales, targets, log_w)
+  np.testing.assert_allclose(mapped, batched, rtol=1e-6)
+  one_by_one = [fn(means[a, b], scales[a, b], targets[a, b], log_w[a, b])
+                for a in range(5) for b in range(3)]
+  chex.assert_shape(one_by_one[0], ())
+  np.testing.assert_allclose(np.ravel(batched), one_by_one, rtol=1e-6)
+
+
+def test_batch_shapes_broadcast():
+  """One mixture against several targets: leading shapes broadcast."""
+  means, scales, targets = random_problem(np.random.default_rng(12), (), 3, 2)
+  many = np.random.default_rng(13).normal(size=(7, 2))
+  got = losses.propel_loss(means, scales, many, target_scale=0.2)
+  chex.assert_shape(got, (7,))
+  np.testing.assert_allclose(
+      got, [losses.propel_loss(means, scales, t, target_scale=0.2) for t in many],
+      rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Extreme inputs.
+
+
+def _value_and_grads(means, scales, targets, target_scale, log_weights=None):
+  fn = lambda m, s, y: losses.propel_loss(m, s, y, target_scale=target_scale,
+                                          log_weights=log_weights).sum()
+  return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(means, scales, targets)
+
+
+def _assert_finite(*trees):
+  for leaf in jax.tree.leaves(trees):
+    assert np.all(np.isfinite(leaf)), leaf
+
+
+def test_far_targets_finite_and_accurate():
+  """1000 standard deviations away: the loss grows like a squared error."""
+  rng = np.random.default_rng(14)
+  means, scales, _ = random_problem(rng, (4,), 3, 3)
+  scales = np.full_like(scales, 0.1)
+  targets = means[:, 0] + 1000 * 0.1 * rng.choice([-1.0, 1.0], size=(4, 3))
+  args = [a.astype(np.float32) for a in (means, scales, targets)]
+  value, grads = _value_and_grads(*args, 0.1)
+  _assert_finite(value, grads)
+  loss = losses.propel_loss(*args, target_scale=0.1)
+  expected = [ref_log_distance(args[2][b][None].astype(np.float64), np.full((1, 3), 0.1),
+                               np.ones(1), args[0][b].astype(np.float64),
+                               args[1][b].astype(np.float64), np.full(3, 1 / 3))
+              for b in range(4)]
+  assert min(expected) > 1e5
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  # The gradient pulls the nearest component towards the target.
+  assert np.all(np.sign(grads[2]) != 0)
+
+
+@pytest.mark.parametrize('scale', [1e-4, 1e-2, 1e2, 1e4])
+def test_tiny_and_huge_scales_finite_and_accurate(scale):
+  rng = np.random.default_rng(15)
+  means, scales, targets = random_problem(rng, (4,), 3, 2)
+  means, targets = means * scale, targets * scale
+  scales = scales * scale
+  args = [a.astype(np.float32) for a in (means, scales, targets)]
+  value, grads = _value_and_grads(*args, np.float32(0.3 * scale))
+  _assert_finite(value, grads)
+  expected = [ref_log_distance(targets[b][None], np.full((1, 2), 0.3 * scale),
+                               np.ones(1), means[b], scales[b], np.full(3, 1 / 3))
+              for b in range(4)]
+  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.3 * scale),
+                             expected, rtol=1e-4)
+
+
+def test_mixed_scales_within_one_mixture():
+  """Components from 1e-4 to 1e4 in one mixture and across dimensions."""
+  rng = np.random.default_rng(16)
+  scales = 10.0 ** rng.uniform(-4, 4, size=(8, 6, 4))
+  means = rng.normal(size=(8, 6, 4)) * scales
+  targets = rng.normal(size=(8, 4))
+  args = [a.astype(np.float32) for a in (means, scales, targets)]
+  value, grads = _value_and_grads(*args, 0.5)
+  _assert_finite(value, grads)
+  expected = [ref_log_distance(targets[b][None], np.full((1, 4), 0.5), np.ones(1),
+                               means[b], scales[b], np.full(6, 1 / 6))
+              for b in range(8)]
+  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.5),
+                             expected, rtol=1e-4)
+
+
+def test_many_components_and_dimensions_finite():
+  """I = 256 components, n = 64 dimensions, in float32."""
+  rng = np.random.default_rng(17)
+  means, scales, targets = random_problem(rng, (2,), 256, 64)
+  args = [a.astype(np.float32) for a in (means, scales, targets)]
+  value, grads = _value_and_grads(*args, 0.2)
+  _assert_finite(value, grads)
+  with enable_x64():
+    loss64 = losses.propel_loss(means, scales, targets, target_scale=0.2)
+  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.2), loss64,
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16])
+def test_low_precision_inputs(dtype):
+  means, scales, targets = random_problem(np.random.default_rng(18), (6,), 4, 3)
+  low = [jnp.asarray(a, dtype) for a in (means, scales, targets)]
+  loss = losses.propel_loss(*low, target_scale=0.3)
+  assert loss.dtype == jnp.float32
+  # Computed in float32 from the rounded inputs.
+  expected = losses.propel_loss(*(a.astype(jnp.float32) for a in low),
+                                target_scale=0.3)
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+  value, grads = _value_and_grads(*low, 0.3)
+  _assert_finite(value, grads)
+  assert [g.dtype for g in grads] == [dtype] * 3
+
+
+# ----------------------------------------------------------------------------
+# Bad input.
+
+
+@pytest.mark.parametrize('means_shape,scales_shape,targets_shape,log_w_shape,match', [
+    ((3,), (3,), (4, 3), None, r'targets shape \(4, 3\).*means shape \(3,\)'),
+    ((4, 2, 3), (4, 2, 2), (4, 3), None, r'scales shape \(4, 2, 2\).*\(4, 2, 3\)'),
+    ((4, 2, 3), (4, 2, 3), (4, 2), None, r'targets shape \(4, 2\).*\(4, 2, 3\)'),
+    ((4, 2, 3), (4, 2, 3), (5, 3), None, r'targets \(5,\), means \(4,\)'),
+    ((4, 2, 3), (4, 2, 3), (4, 3), (4, 3), r'log_weights shape \(4, 3\) must be \(4, 2\)'),
+])
+def test_shape_errors_name_the_shapes(means_shape, scales_shape, targets_shape,
+                                      log_w_shape, match):
+  zeros = np.zeros
+  with pytest.raises(ValueError, match=match):
+    losses.propel_loss(zeros(means_shape), np.ones(scales_shape), zeros(targets_shape),
+                       target_scale=0.1,
+                       log_weights=None if log_w_shape is None else zeros(log_w_shape))
+
+
+def test_shape_errors_at_trace_time_and_for_target_scale():
+  means, scales = np.zeros((4, 2, 3)), np.ones((4, 2, 3))
+  with pytest.raises(ValueError, match=r'target_scale shape \(2,\).*\[n\] = \[3\]'):
+    jax.jit(lambda m, s, y: losses.propel_loss(m, s, y, target_scale=np.ones(2)))(
+        means, scales, np.zeros((4, 3)))
+  with pytest.raises(ValueError, match=r'same target dimension n'):
+    losses.mixture_distance(means, scales, np.zeros((4, 2, 2)), np.ones((4, 2, 2)))
+  with pytest.raises(ValueError, match=r'predictions shape \(4, 3\).*targets shape \(4, 2\)'):
+    losses.mse_loss(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+def _checked_loss(means, scales, targets, log_weights=None):
+  losses.check_inputs(means, scales, targets, target_scale=0.1,
+                      log_weights=log_weights)
+  return losses.propel_loss(means, scales, targets, target_scale=0.1,
+                            log_weights=log_weights)
+
+
+@pytest.mark.parametrize('corrupt,message', [
+    (lambda m, s, y: (m, s.at[0, 0, 0].set(0.0), y), 'scales must be finite and > 0'),
+    (lambda m, s, y: (m, s.at[1, 1, 1].set(-1.0), y), 'scales must be finite and > 0'),
+    (lambda m, s, y: (m.at[0, 0, 0].set(jnp.nan), s, y), 'means contain NaN'),
+    (lambda m, s, y: (m, s, y.at[2, 0].set(jnp.nan)), 'targets contain NaN'),
+])
+def test_check_inputs_under_checkify(corrupt, message):
+  means, scales, targets = map(jnp.asarray, random_problem(
+      np.random.default_rng(19), (3,), 2, 2))
+  checked = jax.jit(checkify.checkify(_checked_loss))
+  err, loss = checked(means, scales, targets)
+  err.throw()  # clean inputs pass
+  _assert_finite(loss)
+  err, _ = checked(*corrupt(means, scales, targets))
+  with pytest.raises(checkify.JaxRuntimeError, match=message):
+    err.throw()
+
+
+def test_check_inputs_weights_and_eager():
+  means, scales, targets = map(jnp.asarray, random_problem(
+      np.random.default_rng(20), (3,), 2, 2))
+  err, _ = jax.jit(checkify.checkify(_checked_loss))(
+      means, scales, targets, jnp.zeros((3, 2)))
+  with pytest.raises(checkify.JaxRuntimeError, match='log_weights must be normalised'):
+    err.throw()
+  with pytest.raises(checkify.JaxRuntimeError, match='scales must be finite'):
+    losses.check_inputs(means, -scales)
+
+
+def test_nan_and_zero_scale_behaviour_is_as_documented():
+  means, scales, targets = random_problem(np.random.default_rng(21), (2,), 2, 2)
+  targets[0, 0] = np.nan
+  loss = losses.propel_loss(means, scales, targets, target_scale=0.1)
+  assert np.isnan(loss[0]) and np.isfinite(loss[1])
+  scales[1, 0, 0] = 0.0
+  assert not np.isfinite(losses.propel_loss(means, scales, targets, target_scale=0.1)[1])
+
+
+# ----------------------------------------------------------------------------
+# Baselines.
+
+
+def test_mse_and_l1():
+  rng = np.random.default_rng(22)
+  pred, target = rng.normal(size=(2, 5, 3))
+  np.testing.assert_allclose(losses.mse_loss(pred, target),
+                             [np.mean((p - t) ** 2) for p, t in zip(pred, target)],
+                             rtol=1e-6)
+  np.testing.assert_allclose(losses.l1_loss(pred, target),
+                             [np.mean(np.abs(p - t)) for p, t in zip(pred, target)],
+                             rtol=1e-6)
+
+
+def test_mixture_nll_matches_scipy():
+  rng = np.random.default_rng(23)
+  means, scales, targets = random_problem(rng, (4,), 3, 2)
+  log_w = random_log_weights(rng, (4, 3))
+  expected = [-np.log(sum(np.exp(log_w[b, i]) * stats.multivariate_normal.pdf(
+      targets[b], means[b, i], np.diag(scales[b, i] ** 2)) for i in range(3)))
+              for b in range(4)]
+  with enable_x64():
+    got = losses.mixture_nll(means, scales, targets, log_weights=log_w)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)

@@ -1,0 +1,85 @@
+"""One code path for 1 and 8 devices: the sharded step equals the single-device step.
+
+Runs in a subprocess with 8 fake CPU devices (XLA's host platform device
+count), so the other tests keep their single device.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from propel_jax import parallel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Two training steps of the real model on real batches of the small
+# synthetic dataset, once on a mesh of all 8 devices (the batch split 2 per
+# device) and once on a mesh of device 0 alone. The sums run in another order,
+# so the results agree to rounding. With SGD: Adam divides each gradient by
+# its own magnitude, and the conv biases before BatchNorm have a true
+# gradient of 0, so Adam would turn their rounding noise into full steps.
+_EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
+    import sys
+    import jax, numpy as np
+    from propel_jax import input_pipeline, parallel, train
+    sys.path.insert(0, 'tests')
+    import training_runs as runs
+
+    assert jax.device_count() == 8, jax.devices()
+    config = runs.config(sys.argv[1], '--config.batch_size=16', '--config.augment=False',
+                         '--config.optimizer=sgd', '--config.learning_rate=0.1')
+    info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir)
+    iterator = input_pipeline.create_iterator(
+        config.dataset, 'train', global_batch_size=16, seed=0, train=True,
+        data_dir=config.data_dir, augment=False)
+    batches = [next(iterator) for _ in range(2)]
+    tx = train.create_optimizer(config)
+    schedule = train.learning_rate_schedule(config)
+    results = {}
+    for name, mesh in [('eight', parallel.create_mesh()),
+                       ('one', jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',)))]:
+      model, state = train.create_model_and_state(config, info, tx, mesh)
+      step, predict = train.jit_steps(model, tx, schedule, mesh)
+      for batch in batches:
+        state, metrics = step(state, parallel.shard_batch(batch, mesh))
+      outputs = predict(state, parallel.shard_batch(batches[0], mesh))
+      assert len(state.step.sharding.device_set) == mesh.size
+      results[name] = [np.asarray(x) for x in jax.tree.leaves((state, metrics, outputs))]
+    worst = 0.0
+    for a, b in zip(results['eight'], results['one']):
+      worst = max(worst, float(np.max(np.abs(a.astype(float) - b.astype(float)), initial=0)))
+    print('max abs difference', worst)
+    for a, b in zip(results['eight'], results['one']):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+''')
+
+def test_eight_device_step_equals_one_device_step(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO,
+             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  result = subprocess.run([sys.executable, '-c', _EIGHT_DEVICES_SCRIPT, str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-5000:]
+  assert 'max abs difference' in result.stdout
+
+def test_shard_batch_keeps_rows_in_order():
+  mesh = parallel.create_mesh()
+  batch = {'image': np.arange(24, dtype=np.float32).reshape(4, 3, 2),
+           'mask': np.array([True, True, False, True])}
+  sharded = parallel.shard_batch(batch, mesh)
+  for key, value in batch.items():
+    np.testing.assert_array_equal(np.asarray(sharded[key]), value)
+    assert sharded[key].sharding == parallel.batch_sharded(mesh)
+
+@pytest.mark.parametrize('given', [dict(coordinator_address='127.0.0.1:1234'),
+                                   dict(num_processes=2, process_id=0)])
+def test_partial_distributed_settings_fail(given):
+  with pytest.raises(ValueError, match='missing'):
+    parallel.initialize_distributed(**given)
+
+def test_process_id_out_of_range_fails():
+  with pytest.raises(ValueError, match='process_id must be in'):
+    parallel.initialize_distributed('127.0.0.1:1234', 2, 2)

@@ -1,0 +1,105 @@
+"""Shared by the tests that run training: tiny configs, the binary as a subprocess, readers.
+
+The binaries run as real subprocesses; they share a JAX compilation cache so
+that only the first one pays for compiling.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import flags
+import jax
+from ml_collections import config_flags
+import numpy as np
+import orbax.checkpoint as ocp
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = f'{REPO}/experiments/configs/synthetic.py:small'
+# A tiny network and batch: the tests are about the system, not the model.
+TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
+        '--config.batch_size=8', '--config.num_plot_examples=2']
+
+
+def config(data_dir, *overrides):
+  """The tiny synthetic config with `--config.KEY=VALUE` overrides, parsed like the binary."""
+  argv = ['prog', f'--config={CONFIG}', f'--config.data_dir={data_dir}', *TINY, *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def train_command(workdir, data_dir, *overrides):
+  """The command line of experiments.train for the tiny config."""
+  return [sys.executable, '-m', 'experiments.train', f'--config={CONFIG}',
+          f'--workdir={workdir}', f'--config.data_dir={data_dir}', *TINY, *overrides]
+
+
+def env(jax_cache):
+  """The subprocesses' environment: this checkout first, a shared compilation cache."""
+  return dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=jax_cache,
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+
+
+def run(command, jax_cache, timeout=300):
+  """Runs a binary to completion; fails the test with its log tail if it fails."""
+  result = subprocess.run(command, cwd=REPO, env=env(jax_cache), capture_output=True,
+                          text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-5000:]
+  return result
+
+
+def start_and_signal_after_checkpoint(command, jax_cache, workdir, step, sig):
+  """Starts a run and sends `sig` as soon as its checkpoint `step` is complete."""
+  process = subprocess.Popen(command, cwd=REPO, env=env(jax_cache),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  checkpoint = os.path.join(workdir, 'checkpoints', str(step))
+  deadline = time.monotonic() + 300
+  # Orbax renames a checkpoint to its final name only when it is complete.
+  while not os.path.isdir(checkpoint) and process.poll() is None:
+    assert time.monotonic() < deadline, 'no checkpoint appeared'
+    time.sleep(0.01)
+  process.send_signal(sig)
+  output, _ = process.communicate(timeout=300)
+  return process.returncode, output
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def without_timing(records):
+  return [{k: v for k, v in r.items() if k != 'steps_per_sec'} for r in records]
+
+
+def final_state(workdir):
+  """The arrays of the latest checkpoint, as a flat {path: array} dict."""
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  step = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+  path = os.path.join(checkpoints, str(step), 'state')
+  checkpointer = ocp.StandardCheckpointer()
+  # Onto this process's first device, whatever devices the run had.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  restored = checkpointer.restore(path, target)
+  return step, {'/'.join(map(str, path)): np.asarray(leaf)
+                for path, leaf in flatten(restored)}
+
+
+def flatten(tree, prefix=()):
+  """Yields (path, leaf) of a restored checkpoint's nested dicts and lists."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from flatten(value, prefix + (key,))
+  elif isinstance(tree, (list, tuple)):
+    for i, value in enumerate(tree):
+      yield from flatten(value, prefix + (i,))
+  elif tree is not None:  # None: an empty optimiser state.
+    yield prefix, tree
