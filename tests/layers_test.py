@@ -21,7 +21,10 @@ def _conv_reference(images, kernel):
 
 
 def _kernel_grad_reference(images, cotangent):
-  """∂/∂kernel[i, j, c, o] of Σ out·cotangent = Σ_{b, h, w} padded[b, h+i, w+j, c] cot[b, h, w, o]."""
+  """∂/∂kernel[i, j, c, o] of Σ out·cotangent.
+
+  = Σ_{b, h, w} padded[b, h + i, w + j, c] · cotangent[b, h, w, o].
+  """
   _, height, width, _ = images.shape
   padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
   return np.stack([np.stack([
@@ -30,7 +33,10 @@ def _kernel_grad_reference(images, cotangent):
 
 
 def _image_grad_reference(kernel, cotangent):
-  """∂/∂images[b, y, x, c] = Σ_{i, j, o} cot[b, y − i + 1, x − j + 1, o] · kernel[i, j, c, o]."""
+  """∂/∂images[b, y, x, c] of Σ out·cotangent.
+
+  = Σ_{i, j, o} cotangent[b, y − i + 1, x − j + 1, o] · kernel[i, j, c, o].
+  """
   _, height, width, _ = cotangent.shape
   padded = np.pad(cotangent, ((0, 0), (1, 1), (1, 1), (0, 0)))
   return sum(np.einsum('bhwo,co->bhwc', padded[:, 2 - i:2 - i + height, 2 - j:2 - j + width],
