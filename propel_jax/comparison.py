@@ -28,7 +28,10 @@ Rerunning a comparison skips the runs that are finished (their outputs exist
 and their saved config equals the one asked for) and resumes the others from
 their latest checkpoint (`train.train_and_evaluate` does that), so a
 comparison interrupted at any point loses at most the work since a run's last
-checkpoint.
+checkpoint. Several processes may work on one comparison at once (the same
+command started several times): each claims the runs it trains (`_claim`);
+the report lists the runs not finished yet, and the last process to finish
+writes the complete one.
 
 The mean ± std of a metric is over seeds, the std with Bessel's correction
 (ddof = 1; undefined, reported as None, for a single seed).
@@ -39,6 +42,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from typing import Any, Sequence
 
@@ -61,6 +65,7 @@ from propel_jax import train
 RUNS_DIR = 'runs'
 OUTPUTS_FILE = 'test_outputs.npz'
 TIMING_FILE = 'timing.json'
+CLAIM_FILE = 'claimed_by'
 RESULTS_JSON = 'results.json'
 RESULTS_MD = 'results.md'
 # Nominal probabilities of the central intervals in the coverage curves.
@@ -228,25 +233,75 @@ def train_run(config: ml_collections.ConfigDict, directory: str,
   return True
 
 
+def _claim(directory: str) -> bool:
+  """Claims a run for this process; False if another live process holds it.
+
+  Several `compare` processes may share one workdir (run the same command in
+  several terminals to use more cores): each trains the runs it claims. The
+  claim is a file created atomically with this host and pid; a claim by a
+  process of this host that no longer exists (killed) is taken over. Claims
+  from other hosts are trusted: delete a stale one by hand.
+  """
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, CLAIM_FILE)
+  me = f'{socket.gethostname()} {os.getpid()}'
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          host, pid = f.read().split()
+      except (FileNotFoundError, ValueError):
+        continue  # Released or being written meanwhile: try again.
+      if host != socket.gethostname() or _process_exists(int(pid)):
+        return False
+      os.remove(path)  # Its process died: take the run over (it resumes).
+      continue
+    with os.fdopen(fd, 'w') as f:
+      f.write(me)
+    return True
+  return False
+
+
+def _process_exists(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
-  """Trains every missing run of the comparison `config` (see compare configs).
+  """Trains every missing run of the comparison `config` that no other process is training.
 
   Returns:
-    True when every run is complete; False if a preemption stopped one.
+    True when this process has nothing left to do; False if a preemption
+    stopped a run.
   """
   methods = all_methods(config)
-  todo = [(m, s) for m in methods for s in config.compare.seeds]
+  # Seed-major: a comparison stopped early has every method at least once.
+  todo = [(m, s) for s in config.compare.seeds for m in methods]
   for index, (method, seed) in enumerate(todo):
     directory = run_dir(workdir, method, seed)
     run_cfg = run_config(config, method, seed)
+    where = f'[{index + 1}/{len(todo)}] {method.name} seed {seed}'
     if _is_finished(run_cfg, directory):
-      logging.info('[%d/%d] %s seed %d: finished, skipped.', index + 1, len(todo), method.name,
-                   seed)
+      logging.info('%s: finished, skipped.', where)
       continue
-    logging.info('[%d/%d] %s seed %d: training in %s.', index + 1, len(todo), method.name,
-                 seed, directory)
-    if not train_run(run_cfg, directory, config.compare.num_density_examples):
-      return False
+    if parallel.is_main_process() and not _claim(directory):
+      logging.info('%s: being trained by another process (%s), skipped.', where,
+                   os.path.join(directory, CLAIM_FILE))
+      continue
+    logging.info('%s: training in %s.', where, directory)
+    try:
+      if not train_run(run_cfg, directory, config.compare.num_density_examples):
+        return False
+    finally:
+      if parallel.is_main_process():
+        os.remove(os.path.join(directory, CLAIM_FILE))
   return True
 
 
@@ -451,8 +506,10 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
            f'backbone channels {tuple(train_cfg["model"]["channels"])}, FC '
            f'{train_cfg["model"]["hidden_units"]}. Seeds {results["seeds"]} (initialisation and '
            f'data order). Mean ± std over seeds (std with ddof 1).', '']
-  if wall_seconds is not None:
-    lines += [f'Wall time of this invocation: {wall_seconds / 60:.1f} min.', '']
+  total = sum(run['train_seconds'] for runs in results['runs'].values() for run in runs.values())
+  lines += [f'Training wall time, all runs together: {total / 60:.1f} min'
+            + (f' (this invocation: {wall_seconds / 60:.1f} min).' if wall_seconds is not None
+               else '.'), '']
   if results['missing_runs']:
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
 

@@ -155,7 +155,7 @@ def test_sensitivity_table_lists_every_propel_setting():
               'mse': {'loss': 'mse'}}
   cmae = {'mean': 3.0, 'std': 0.5, 'values': [2.5, 3.5]}
   results = {'dataset': 'd', 'label_names': ['a'], 'split_sizes': {'test': 1},
-             'config': _parse().to_dict(), 'seeds': [0, 1], 'missing_runs': [],
+             'config': _parse().to_dict(), 'seeds': [0, 1], 'missing_runs': [], 'runs': {},
              'methods': ['propel_i2', 'mse'], 'sweep': ['propel_i2_s0.1'],
              'method_settings': settings,
              'summary': {'propel_i2': {'cmae/mode': cmae}, 'mse': {'cmae/direct': cmae},
@@ -221,3 +221,47 @@ def test_compare_binary_end_to_end(tmp_path):
   again = comparison.compare(config, workdir, command='again')
   assert open(timing).read() == before
   assert again['summary'] == results['summary']
+
+
+@pytest.mark.parametrize('protocol, fakes, methods', [
+    ('biwi', ('biwi',), ('propel_i2',)),
+    ('aflw2000', ('300w_lp', 'aflw2000'), ('mse',)),
+])
+def test_head_pose_recipe_smoke(tmp_path, protocol, fakes, methods):
+  """The real-data recipes run end to end on tiny fakes in the original formats."""
+  # The fakes of the datasets' own tests (tests/ is on sys.path under pytest).
+  import biwi_test  # pylint: disable=g-import-not-at-top
+  import threeddfa_test  # pylint: disable=g-import-not-at-top
+
+  data_dir = tmp_path / 'data'
+  manual = data_dir / 'downloads' / 'manual'  # Where the pipeline's build looks.
+  if 'biwi' in fakes:
+    for name, poses in biwi_test._POSES.items():  # pylint: disable=protected-access
+      biwi_test._write_recording(manual / 'hpdb' / name, poses)  # pylint: disable=protected-access
+  for i, (angles, centre) in enumerate(threeddfa_test._FACES):  # pylint: disable=protected-access
+    if '300w_lp' in fakes:
+      threeddfa_test._write_face(manual / '300W_LP' / 'AFW', f'AFW_{i}_0', angles, centre,  # pylint: disable=protected-access
+                                 'pt2d')
+    if 'aflw2000' in fakes:
+      threeddfa_test._write_face(manual / 'AFLW2000', f'image{i:05d}', angles, centre,  # pylint: disable=protected-access
+                                 'pt3d_68')
+  argv = ['prog', f'--config={REPO}/experiments/configs/compare_head_pose.py:{protocol}',
+          f'--config.data_dir={data_dir}', '--config.image_size=32',
+          '--config.model.channels=(4, 8)', '--config.model.hidden_units=4',
+          '--config.batch_size=2', '--config.num_train_steps=2', '--config.log_every_steps=1',
+          '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
+          '--config.num_plot_examples=0', f'--config.compare.methods={",".join(methods)}',
+          '--config.compare.seeds=(0,)', '--config.compare.num_density_examples=2']
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
+  workdir = str(tmp_path / 'compare')
+  results = comparison.compare(flag_values.config, workdir, command='smoke')
+  assert results['label_names'] == ['yaw', 'pitch', 'roll'] and not results['missing_runs']
+  for method in methods:
+    assert results['runs'][method]['0']['dataset'] == (
+        'biwi/split_70_30' if protocol == 'biwi' else 'aflw2000')
+    assert math.isfinite(results['summary'][method]['cmae/' + (
+        'mode' if method == 'propel_i2' else 'direct')]['mean'])
+  assert os.path.exists(os.path.join(workdir, 'plots', 'densities.png'))

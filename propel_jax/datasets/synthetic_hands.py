@@ -37,7 +37,6 @@ import math
 import numpy as np
 import tensorflow_datasets as tfds
 
-from propel_jax.datasets import build as build_lib
 from propel_jax.datasets import labels as labels_lib
 
 # Rendering precision: float32 halves the build time; the symmetries below
@@ -373,4 +372,7 @@ def build(data_dir, config_name='ambiguous_small'):
   Returns:
     The prepared `tfds.core.DatasetBuilder`.
   """
+  # Imported here: `python -m propel_jax.datasets.build` runs that module as
+  # __main__, which must not be imported already by the package's __init__.
+  from propel_jax.datasets import build as build_lib  # pylint: disable=g-import-not-at-top
   return build_lib.build(f'synthetic_hands/{config_name}', data_dir)
