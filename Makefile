@@ -20,8 +20,18 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) tests
 
+# `make demo`: build the synthetic ambiguous hands, train PROPEL on them for a few minutes on
+# the CPU, evaluate, and say where the results are. Rerunning resumes (or just re-evaluates) the
+# run in DEMO_DIR; `rm -rf` it to start over.
+DEMO_DIR ?= /tmp/propel_jax_demo
 demo: $(STAMP)
-	$(PYTHON) -m experiments.loss_demo
+	$(PYTHON) -m propel_jax.datasets.build --dataset=synthetic_hands/ambiguous
+	$(PYTHON) -m experiments.train --config=experiments/configs/synthetic.py:demo \
+	    --workdir=$(DEMO_DIR)
+	$(PYTHON) -m experiments.evaluate --workdir=$(DEMO_DIR)
+	@echo "Metrics: $(DEMO_DIR)/eval_metrics.json (per-example outputs: eval_outputs.npz)"
+	@echo "Plots:   $(DEMO_DIR)/plots/ (predicted_vs_true.png, density_*.png)"
+	@echo "Log:     $(DEMO_DIR)/metrics.jsonl; TensorBoard: tensorboard --logdir=$(DEMO_DIR)"
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/loss_benchmark.py

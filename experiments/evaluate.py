@@ -8,9 +8,7 @@ than the config's test_split) and plots to DIR/plots/.
 
 from absl import app
 from absl import flags
-from absl import logging
 
-from propel_jax import evaluation
 from propel_jax import parallel
 from propel_jax import reporting
 from propel_jax import train
@@ -35,9 +33,8 @@ def main(argv):
   config = train.load_config(_WORKDIR.value)
   if _DATA_DIR.value:
     config.data_dir = _DATA_DIR.value
-  metrics = train.evaluate(config, _WORKDIR.value, _SPLIT.value)
-  if parallel.is_main_process():
-    logging.info('%s', evaluation.summarize(metrics))
+  # Logs the summary and where the files went.
+  train.evaluate(config, _WORKDIR.value, _SPLIT.value)
 
 
 if __name__ == '__main__':

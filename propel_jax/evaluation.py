@@ -156,7 +156,12 @@ def compute_metrics(outputs: dict[str, np.ndarray], info: Any) -> dict[str, floa
 def report(result: EvalResult, workdir: str, *, num_params: int,
            config: ml_collections.ConfigDict, checkpoint_step: int | None = None
            ) -> dict[str, Any]:
-  """Writes eval_metrics.json (or eval_metrics_<split>.json) and plots/ from process 0.
+  """Writes the evaluation of `result` from process 0.
+
+  Files (with `_<split>` appended for a split other than config.test_split):
+  eval_metrics.json; eval_outputs.npz, the per-example `result.outputs`
+  (keys as there, e.g. 'prediction/mode', 'means', 'label') and the first
+  images ('images'); plots/.
 
   Returns:
     What was written to the JSON file.
@@ -171,6 +176,10 @@ def report(result: EvalResult, workdir: str, *, num_params: int,
   path = os.path.join(workdir, f'eval_metrics{suffix}.json')
   with open(path, 'w') as f:
     json.dump(metrics, f, indent=2, sort_keys=True)
+  # The per-example outputs, for analyses beyond these metrics (e.g. the
+  # comparison's plots) without predicting the split again.
+  np.savez_compressed(os.path.join(workdir, f'eval_outputs{suffix}.npz'),
+                      images=result.images, **result.outputs)
   plot_dir = os.path.join(workdir, 'plots' + suffix)
   plots.write_all(result, plot_dir, config=config)
   logging.info('Evaluation on %s/%s: %s. Wrote %s and %s/.', result.dataset, result.split,

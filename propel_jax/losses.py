@@ -27,7 +27,14 @@ diagonal one with ρ = 1; so after dividing by max_i c_i² the sum lies in
 factors ≤ 1 and an exponential, one `rsqrt` and one `exp` per component pair
 instead of one `log` per pair and dimension. Its derivatives are written by
 hand from the closed-form partials (`_self_overlap_gradients`), which is what
-makes the I×I term cheap; see benchmarks/loss_benchmark.py.
+makes the I×I term cheap.
+
+Structure. Every term is built from one-dimensional single-pair functions
+(`_log_overlap_1d`, `_normalized_overlap_1d`, `_overlap_gradients_1d`),
+vmapped over all component pairs (`_all_pairs`), accumulated over the
+dimensions by `_over_dims` and vmapped over the batch. The measured effect of
+each of these choices is in README.md (Benchmarks) and
+benchmarks/loss_variants.py.
 
 Inputs in bfloat16/float16 are computed in float32 (float64 stays float64);
 the loss is returned in that compute dtype.

@@ -121,7 +121,8 @@ def crps(labels, means, scales, log_weights=None):
   w = weights[..., None]  # [B, I, 1]
   to_label = (w * _expected_abs(labels[..., None, :] - means, scales)).sum(axis=-2)
   pair_offset = means[..., :, None, :] - means[..., None, :, :]
-  pair_scale = jnp.sqrt(jnp.square(scales[..., :, None, :]) + jnp.square(scales[..., None, :, :]))
+  pair_scale = jnp.sqrt(jnp.square(scales[..., :, None, :]) +
+                        jnp.square(scales[..., None, :, :]))
   pair_weight = w[..., :, None, :] * w[..., None, :, :]
   spread = (pair_weight * _expected_abs(pair_offset, pair_scale)).sum(axis=(-3, -2))
   return to_label - 0.5 * spread

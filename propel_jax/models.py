@@ -29,6 +29,7 @@ import jax
 import ml_collections
 
 from propel_jax import heads
+from propel_jax import layers
 
 LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn')
 
@@ -40,6 +41,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       'channels': (16, 32, 32, 32),  # One [conv, BN, ReLU, pool] block each.
       'hidden_units': 50,  # The paper: 50 for hand (n = 2), 20 for head (n = 3).
       'batch_norm_momentum': 0.9,  # Flax convention (PyTorch's 0.1).
+      'conv_weight_gradient': 'auto',  # See layers.conv3x3: fast on CPU, XLA's elsewhere.
       # Mixture heads (propel, mdn).
       'scale_activation': 'softplus',  # Or 'sigmoid', the paper's choice.
       'min_scale': 1e-3,  # Floor on every σ, normalised units.
@@ -56,17 +58,23 @@ class PaperCNN(nnx.Module):
   """Blocks of [3×3 conv (SAME), BatchNorm, ReLU, 2×2 max-pool], flatten, FC, ReLU.
 
   Each pool halves the spatial size (rounding down), so an H×W input gives
-  (H // 2^k)·(W // 2^k)·channels[-1] features after k blocks.
+  (H // 2^k)·(W // 2^k)·channels[-1] features after k blocks. The conv and
+  pool are `layers.Conv3x3` and `layers.max_pool_2x2`: the parameters and
+  values of `nnx.Conv` and `nnx.max_pool`, with gradients that are faster on
+  CPU (see layers.py).
   """
 
   def __init__(self, image_shape: tuple[int, int, int], *,
                channels=(16, 32, 32, 32), hidden_units: int = 50,
-               batch_norm_momentum: float = 0.9, rngs: nnx.Rngs):
+               batch_norm_momentum: float = 0.9, conv_weight_gradient: str = 'auto',
+               rngs: nnx.Rngs):
     """Args:
       image_shape: (H, W, C) of the input images.
       channels: output channels of each block.
       hidden_units: width of the hidden dense layer (the output features).
       batch_norm_momentum: running-statistics decay of every BatchNorm.
+      conv_weight_gradient: how convolutions compute their kernel gradient
+        (`layers.conv3x3`); the same values either way.
       rngs: parameter initialisation keys.
     """
     height, width, in_channels = (int(d) for d in image_shape)
@@ -77,8 +85,8 @@ class PaperCNN(nnx.Module):
     self.convs = nnx.List()
     self.norms = nnx.List()
     for out_channels in channels:
-      self.convs.append(nnx.Conv(in_channels, out_channels, (3, 3), padding='SAME',
-                                 rngs=rngs))
+      self.convs.append(layers.Conv3x3(in_channels, out_channels,
+                                       weight_gradient=conv_weight_gradient, rngs=rngs))
       self.norms.append(nnx.BatchNorm(out_channels, momentum=batch_norm_momentum,
                                       rngs=rngs))
       in_channels = out_channels
@@ -94,7 +102,7 @@ class PaperCNN(nnx.Module):
                        f'(H, W, C) = {self.image_shape}.')
     x = images
     for conv, norm in zip(self.convs, self.norms):
-      x = nnx.max_pool(nnx.relu(norm(conv(x))), (2, 2), strides=(2, 2))
+      x = layers.max_pool_2x2(nnx.relu(norm(conv(x))))
     x = x.reshape(x.shape[:-3] + (-1,))
     return nnx.relu(self.dense(x))
 
@@ -144,7 +152,8 @@ def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
   num_targets = len(info.label_names)
   backbone = PaperCNN(tuple(info.image_shape), channels=tuple(cfg.channels),
                       hidden_units=cfg.hidden_units,
-                      batch_norm_momentum=cfg.batch_norm_momentum, rngs=rngs)
+                      batch_norm_momentum=cfg.batch_norm_momentum,
+                      conv_weight_gradient=cfg.conv_weight_gradient, rngs=rngs)
   features = backbone.num_features
   if loss in ('propel', 'mdn'):
     if config.num_gaussians < 1:

@@ -114,7 +114,8 @@ def plot_density(outputs: dict[str, np.ndarray], image: np.ndarray, index: int, 
     ax.set(xlabel=f'{names[a]} (°)', ylabel=f'{names[b]} (°)')
   # Below the panels, where it hides no label.
   handles, legend_names = axes[-1].get_legend_handles_labels()
-  fig.legend(handles, legend_names, loc='lower center', ncol=len(legend_names), fontsize=8)
+  fig.legend(handles, legend_names, loc='lower center', ncol=max(1, len(legend_names)),
+             fontsize=8)
   fig.tight_layout(rect=(0, 0.08, 1, 1))
   fig.savefig(path, dpi=80)
   plt.close(fig)
@@ -125,18 +126,21 @@ def _extent(info, axis):
 
 
 def _plot_density_1d(ax, outputs, index, info):
-  """For one target: the density curve (if any) and the labels as vertical lines."""
+  """For one target: the density curve (if any), labels and predictions as vertical lines."""
   ticks = (np.arange(GRID_POINTS) + 0.5) / GRID_POINTS
   degrees = _degrees(ticks[:, None], info)[:, 0]
   if 'means' in outputs:
     n = GRID_POINTS
     log_density = mixtures.log_prob(
-        ticks[:, None], np.broadcast_to(outputs['means'][index], (n,) + outputs['means'].shape[1:]),
-        np.broadcast_to(outputs['scales'][index], (n,) + outputs['scales'].shape[1:]),
-        np.broadcast_to(outputs['log_weights'][index], (n,) + outputs['log_weights'].shape[1:]))
-    ax.plot(degrees, np.exp(np.asarray(log_density)))
-  for value in _degrees(outputs['equivalent_labels'][index], info)[:, 0]:
-    ax.axvline(value, color='red', ls='--')
+        ticks[:, None], *(np.broadcast_to(outputs[k][index], (n,) + outputs[k].shape[1:])
+                          for k in ('means', 'scales', 'log_weights')))
+    ax.plot(degrees, np.exp(np.asarray(log_density)), label='density')
+  for i, value in enumerate(_degrees(outputs['equivalent_labels'][index], info)[:, 0]):
+    ax.axvline(value, color='red', ls='--', label='equivalent labels' if i == 0 else None)
+  ax.axvline(_degrees(outputs['label'][index], info)[0], color='red', label='label')
+  for color, decoder in enumerate(_decoders(outputs)):
+    ax.axvline(_degrees(outputs[f'prediction/{decoder}'][index], info)[0], ls=':',
+               color=f'C{color}', label=decoder)
   ax.set(xlabel=f'{info.label_names[0]} (°)', xlim=_extent(info, 0))
 
 

@@ -42,6 +42,7 @@ from propel_jax import input_pipeline
 from propel_jax import models
 from propel_jax import parallel
 from propel_jax import reporting
+from propel_jax.datasets import image_folder
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -326,9 +327,26 @@ def _check_finite(first_step: int, metrics: list[dict[str, np.ndarray]],
           f'Try a lower config.learning_rate, config.grad_clip_norm, or check the data.')
 
 
+def register_image_folder(config: ml_collections.ConfigDict) -> None:
+  """Registers `config.image_folder` (if the config has one) as 'image_folder/<name>'.
+
+  The registration lives only in this program, so every program that reads
+  the run (training, evaluation) does it from the config.
+  """
+  folder = config.get('image_folder')
+  if folder is None:
+    return
+  name = f'image_folder/{folder.name}'
+  if name not in (config.dataset, config.test_dataset):
+    raise ValueError(f'config.image_folder.name={folder.name!r} registers {name!r}, but '
+                     f'config.dataset={config.dataset!r}: set --config.dataset={name}.')
+  image_folder.register(folder.name, **{k: v for k, v in folder.items() if k != 'name'})
+
+
 def _open_run(config: ml_collections.ConfigDict, workdir: str):
   """Everything train_and_evaluate and evaluate share: mesh, data info, model, state."""
   validate_config(config)
+  register_image_folder(config)
   mesh = parallel.create_mesh()
   info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
                                          image_size=config.image_size)

@@ -7,13 +7,22 @@ import sys
 
 from absl import flags
 from ml_collections import config_flags
+from PIL import Image
 import pytest
 
+from propel_jax import input_pipeline
 from propel_jax import train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments/configs/*.py'))
                       if not p.endswith('__init__.py'))
+# The argument after ':' each config file needs, or each variant it has.
+CONFIG_ARGS = {'synthetic.py': ('full', 'small', 'demo'),
+               'synthetic_unambiguous.py': ('full', 'small', 'demo'),
+               'head_pose.py': ('biwi', 'aflw2000', 'biwi_all'),
+               'image_folder.py': ('/data/hands/labels.csv',)}
+CONFIGS = [f'{path}:{arg}' if arg else path for path in CONFIG_FILES
+           for arg in CONFIG_ARGS.get(os.path.basename(path), ('',))]
 
 
 def _parse(argv):
@@ -35,10 +44,34 @@ def _small_config(**overrides):
   return config
 
 
-@pytest.mark.parametrize('path', CONFIG_FILES, ids=os.path.basename)
-def test_every_config_file_loads_and_validates(path):
+@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
+def test_every_config_loads_and_validates(path):
   config = _parse([f'--config={path}'])
   train.validate_config(config)
+
+
+def test_image_folder_config_registers_the_folder(tmp_path):
+  lines = ['filename,azimuth,elevation']
+  for i in range(6):
+    Image.new('L', (40, 30), color=40 * i).save(tmp_path / f'{i}.png')
+    lines.append(f'{i}.png,{10 * i - 20},{5 * i}')
+  (tmp_path / 'labels.csv').write_text('\n'.join(lines) + '\n')
+  config = _parse([f'--config={REPO}/experiments/configs/image_folder.py:{tmp_path}/labels.csv',
+                   f'--config.data_dir={tmp_path}/data', '--config.image_folder.image_size=16'])
+  train.register_image_folder(config)
+  info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir)
+  assert info.label_names == ('azimuth', 'elevation')
+  assert (info.label_low, info.label_high) == ((-20.0, 0.0), (30.0, 25.0))
+  assert info.image_shape == (16, 16, 3)
+  with config.unlocked():
+    config.image_folder.name = 'other'
+  with pytest.raises(ValueError, match='config.image_folder.name'):
+    train.register_image_folder(config)
+
+
+def test_image_folder_config_needs_the_csv():
+  with pytest.raises(Exception, match='Name the CSV'):
+    _parse([f'--config={REPO}/experiments/configs/image_folder.py'])
 
 
 def test_command_line_overrides():

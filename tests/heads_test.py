@@ -3,6 +3,7 @@
 import math
 
 from flax import nnx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_mixture_head_output_ranges(activation, learn_weights):
   np.testing.assert_allclose(np.exp(out['log_weights']).sum(-1), 1, rtol=1e-5)
   if not learn_weights:
     np.testing.assert_allclose(out['log_weights'], -math.log(4), rtol=1e-6)
-  for decoded in head.decode(out).values():
+  for decoded in jax.jit(head.decode)(out).values():
     assert decoded.shape == (5, 3)
 
 
@@ -62,7 +63,8 @@ def test_propel_head_loss_matches_definition(learn_weights):
   labels = RNG.uniform(0, 1, (b, n))
   head = heads.PropelHead(5, n, i, target_scale=target_scale, learn_weights=learn_weights,
                           rngs=nnx.Rngs(0))
-  got = head.loss(_mixture_outputs(means, scales, weights), {'label': jnp.asarray(labels)})
+  got = jax.jit(head.loss)(_mixture_outputs(means, scales, weights),
+                           {'label': jnp.asarray(labels)})
   want = [_propel_reference(means[k], scales[k], labels[k], target_scale, weights[k])
           for k in range(b)]
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
@@ -76,15 +78,16 @@ def test_propel_head_equivalent_targets():
                           rngs=nnx.Rngs(0))
   batch = {'label': jnp.asarray(equivalents[:, 0]), 'equivalent_labels': jnp.asarray(equivalents)}
   exact = _mixture_outputs(equivalents, np.full((1, 2, 2), sigma), [[0.5, 0.5]])
-  np.testing.assert_allclose(head.loss(exact, batch), 0, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(head.loss)(exact, batch), 0, atol=1e-5)
   # Against only the first label, the same bimodal mixture is far from optimal.
   label_head = heads.PropelHead(5, 2, 2, target_scale=sigma, rngs=nnx.Rngs(0))
-  assert label_head.loss(exact, batch)[0] > 0.3
+  assert jax.jit(label_head.loss)(exact, batch)[0] > 0.3
   # Identical equivalents reduce to the single-label loss.
   same = {'label': batch['label'],
           'equivalent_labels': jnp.repeat(batch['label'][:, None], 3, axis=1)}
   off = _mixture_outputs([[[0.25, 0.3], [0.5, 0.5]]], [[[0.1, 0.05], [0.02, 0.2]]], [[0.5, 0.5]])
-  np.testing.assert_allclose(head.loss(off, same), label_head.loss(off, same), rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(head.loss)(off, same),
+                             jax.jit(label_head.loss)(off, same), rtol=1e-5)
 
 
 def test_mdn_head_loss_is_negative_log_likelihood():
@@ -95,7 +98,8 @@ def test_mdn_head_loss_is_negative_log_likelihood():
   labels = RNG.uniform(0, 1, (b, n))
   head = heads.MDNHead(4, n, i, rngs=nnx.Rngs(0))
   assert head.learn_weights
-  got = head.loss(_mixture_outputs(means, scales, weights), {'label': jnp.asarray(labels)})
+  got = jax.jit(head.loss)(_mixture_outputs(means, scales, weights),
+                           {'label': jnp.asarray(labels)})
   want = [-np.log(sum(weights[k, c] * np.prod(stats.norm.pdf(labels[k], means[k, c],
                                                                  scales[k, c]))
                       for c in range(i))) for k in range(b)]
@@ -108,7 +112,7 @@ def test_mixture_decoders_on_hand_made_outputs():
   scales = [[[0.05, 0.05], [0.05, 0.05]]]
   head = heads.PropelHead(4, 2, 2, target_scale=0.05, learn_weights=True, rngs=nnx.Rngs(0))
   for heavy, weights in ((1, [[0.3, 0.7]]), (0, [[0.8, 0.2]])):
-    decoded = head.decode(_mixture_outputs(means, scales, weights))
+    decoded = jax.jit(head.decode)(_mixture_outputs(means, scales, weights))
     np.testing.assert_allclose(decoded['mode'][0], means[0][heavy], atol=1e-3)
     np.testing.assert_allclose(decoded['mean'][0], np.dot(weights[0], means[0]), atol=1e-6)
   got_means, got_scales, got_log_weights = head.mixture(
@@ -127,8 +131,9 @@ def test_direct_head(loss):
   labels = RNG.uniform(0, 1, (4, 3))
   diff = np.asarray(out['prediction'], np.float64) - labels
   want = np.mean(diff ** 2 if loss == 'mse' else np.abs(diff), axis=-1)
-  np.testing.assert_allclose(head.loss(out, {'label': jnp.asarray(labels)}), want, rtol=1e-5)
-  np.testing.assert_array_equal(head.decode(out)['direct'], out['prediction'])
+  np.testing.assert_allclose(jax.jit(head.loss)(out, {'label': jnp.asarray(labels)}), want,
+                             rtol=1e-5)
+  np.testing.assert_array_equal(jax.jit(head.decode)(out)['direct'], out['prediction'])
   assert head.mixture(out) is None
 
 
@@ -148,7 +153,7 @@ def test_heatmap_joint_target_and_loss():
                              rtol=1e-5, atol=1e-7)
   want_loss = np.mean((np.asarray(out['heatmap'], np.float64) - want_target) ** 2,
                       axis=(1, 2))
-  np.testing.assert_allclose(head.loss(out, {'label': jnp.asarray(labels)}), want_loss,
+  np.testing.assert_allclose(jax.jit(head.loss)(out, {'label': jnp.asarray(labels)}), want_loss,
                              rtol=1e-4)
   assert head.mixture(out) is None
 
@@ -160,7 +165,7 @@ def test_heatmap_decoders_recover_label_from_its_target(num_targets, layout):
   head = heads.HeatmapHead(4, num_targets, bins=bins, layout=layout, sigma=0.03,
                            rngs=nnx.Rngs(0))
   labels = jnp.asarray(RNG.uniform(0.25, 0.75, (4, num_targets)), jnp.float32)
-  decoded = head.decode({'heatmap': head.target_heatmap(labels)})
+  decoded = jax.jit(head.decode)({'heatmap': head.target_heatmap(labels)})
   centres = (np.arange(bins) + 0.5) / bins
   nearest_centre = centres[np.argmin(np.abs(centres - np.asarray(labels)[..., None]), -1)]
   np.testing.assert_allclose(decoded['argmax'], nearest_centre, atol=1e-6)
@@ -178,7 +183,7 @@ def test_heatmap_decoders_on_hand_made_scores():
   scores[0, 0, 9] = 0.9  # Outside the window: ignored by the soft-argmax.
   scores[1] = -1.0  # No positive score anywhere: soft-argmax falls back to argmax.
   scores[1, 2, 4] = -0.5
-  decoded = head.decode({'heatmap': jnp.asarray(scores)})
+  decoded = jax.jit(head.decode)({'heatmap': jnp.asarray(scores)})
   np.testing.assert_allclose(decoded['argmax'], [[0.75, 0.25], [0.25, 0.45]], atol=1e-6)
   np.testing.assert_allclose(decoded['soft_argmax'],
                              [[0.75, (0.25 * 1 + 0.35 * 0.5) / 1.5], [0.25, 0.45]], atol=1e-6)

@@ -231,3 +231,20 @@ def test_bad_arguments_raise_clear_errors(data_dir):
     input_pipeline.get_dataset_info('no_such_dataset/x', data_dir=data_dir)
   with pytest.raises(ValueError, match='not one of the orientation datasets'):
     input_pipeline.get_dataset_info('mnist', data_dir=data_dir)
+
+
+def test_shard_cache_is_reused_and_never_modified(data_dir, info):
+  # Flip augmentation must work on copies: after flipped epochs, the shared
+  # cache still holds the stored images.
+  flipping = _train(data_dir, cache=True)
+  for _ in range(32):
+    next(flipping)
+  hits = input_pipeline._load_shard.cache_info().hits
+  batch = next(_train(data_dir, cache=True, augment=False))
+  assert input_pipeline._load_shard.cache_info().hits == hits + 1
+  records = _records(data_dir, 'train')
+  stored_azimuth = np.array([r['label'][0] for r in records])
+  for image, label in zip(batch['image'],
+                          input_pipeline.denormalize_labels(batch['label'], info)):
+    record = records[np.abs(stored_azimuth - label[0]).argmin()]
+    np.testing.assert_array_equal(image, record['image'] / np.float32(255))

@@ -152,8 +152,9 @@ def test_ambiguous_label_as_mixture_target():
 
 
 def _propel_integrals_by_quadrature_1d(means, scales, target, target_scale):
-  p_gt = lambda x: stats.norm.pdf(x, target, target_scale)
-  p_m = lambda x: np.mean(stats.norm.pdf(x, means, scales))
+  pdf = lambda x, m, s: np.exp(-0.5 * ((x - m) / s) ** 2) / (s * np.sqrt(2 * np.pi))
+  p_gt = lambda x: pdf(x, target, target_scale)
+  p_m = lambda x: np.mean(pdf(x, means, scales))
   lo = min(target - 12 * target_scale, np.min(means - 12 * scales))
   hi = max(target + 12 * target_scale, np.max(means + 12 * scales))
   points = list(means) + [target]
@@ -196,7 +197,7 @@ def test_matches_grid_integration_n2():
   np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
-@pytest.mark.parametrize('num,dim', [(1, 1), (1, 3), (4, 3), (3, 16)])
+@pytest.mark.parametrize('num,dim', [(1, 1), (1, 3), (4, 3), (2, 8)])
 def test_zero_at_perfect_prediction(num, dim):
   rng = np.random.default_rng(4)
   targets = rng.normal(size=(5, dim)).astype(np.float32)
@@ -238,19 +239,20 @@ def test_translation_invariance():
 
 
 def test_check_grads_all_float_arguments():
+  """Finite differences, first order both modes, second order (custom JVP)."""
   rng = np.random.default_rng(7)
-  means, scales, targets = random_problem(rng, (3,), 3, 2)
-  log_w = random_log_weights(rng, (3, 3))
+  means, scales, targets = random_problem(rng, (2,), 3, 2)
+  log_w = random_log_weights(rng, (2, 3))
   target_scale = np.array([0.3, 0.5])
   with enable_x64():
-    def loss(m, s, y, ts, lw):
-      return losses.propel_loss(m, s, y, target_scale=ts, log_weights=lw)
-    check_grads(loss, (means, scales, targets, target_scale, log_w), order=2,
-                modes=('fwd', 'rev'), atol=1e-6, rtol=1e-6, eps=1e-5)
-    qm, qs, _ = random_problem(rng, (3,), 2, 2)
-    check_grads(lambda pm, ps, qm, qs: losses.mixture_distance(pm, ps, qm, qs),
-                (means, scales, qm, qs), order=1, modes=('rev',), atol=1e-6,
-                rtol=1e-6, eps=1e-5)
+    loss = jax.jit(lambda m, s, y, ts, lw: losses.propel_loss(
+        m, s, y, target_scale=ts, log_weights=lw).sum())
+    args = (means, scales, targets, target_scale, log_w)
+    check_grads(loss, args, order=1, modes=('fwd', 'rev'), eps=1e-5)
+    check_grads(loss, args, order=2, modes=('rev',), eps=1e-5)
+    qm, qs, _ = random_problem(rng, (2,), 2, 2)
+    check_grads(jax.jit(lambda pm, ps, qm, qs: losses.mixture_distance(pm, ps, qm, qs)),
+                (means, scales, qm, qs), order=1, modes=('rev',), eps=1e-5)
 
 
 def poster_partials(means, scales, target, target_scale):
@@ -430,7 +432,7 @@ def test_mixed_scales_within_one_mixture():
 def test_many_components_and_dimensions_finite():
   """I = 256 components, n = 64 dimensions, in float32."""
   rng = np.random.default_rng(17)
-  means, scales, targets = random_problem(rng, (2,), 256, 64)
+  means, scales, targets = random_problem(rng, (1,), 256, 64)
   args = [a.astype(np.float32) for a in (means, scales, targets)]
   value, grads = _value_and_grads(*args, 0.2)
   _assert_finite(value, grads)

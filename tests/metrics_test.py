@@ -173,7 +173,7 @@ def test_batch_sums_ignore_padding_and_add_across_batches():
       mask=jnp.asarray(mask))
 
   def part(rows):
-    return metrics.batch_sums(
+    return jax.jit(metrics.batch_sums)(
         {k: jnp.asarray(v[rows], jnp.float32) for k, v in predictions.items()},
         jnp.asarray(equivalents[rows], jnp.float32), mixture=[m[rows] for m in mixture],
         modes=[m[rows] for m in modes])

@@ -58,7 +58,8 @@ def _expected_params(image_shape, channels, hidden, outputs):
     (HEAD, _config('heatmap', hidden_units=20), 3 * 100, 64_788 + 20 * 300 + 300),
 ])
 def test_param_counts_match_the_arithmetic(info, config, outputs, paper_value):
-  model = models.create_model(config, info, rngs=nnx.Rngs(0))
+  # Abstract: shapes only, nothing initialised (fast).
+  model = nnx.eval_shape(lambda: models.create_model(config, info, rngs=nnx.Rngs(0)))
   hidden = config.model.get('hidden_units', 50)
   expected = _expected_params(info.image_shape, (16, 32, 32, 32), hidden, outputs)
   assert expected == paper_value
@@ -67,7 +68,7 @@ def test_param_counts_match_the_arithmetic(info, config, outputs, paper_value):
 
 
 def test_batch_norm_statistics_are_not_counted():
-  model = models.create_model(_config('mse'), HAND, rngs=nnx.Rngs(0))
+  model = nnx.eval_shape(lambda: models.create_model(_config('mse'), HAND, rngs=nnx.Rngs(0)))
   stats = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
   assert stats == 2 * (16 + 32 + 32 + 32)
   total = sum(x.size for x in jax.tree.leaves(nnx.state(model)) if hasattr(x, 'size'))
@@ -88,10 +89,18 @@ def test_output_shapes(loss, keys):
   model = models.create_model(_config(loss, 3), SMALL, rngs=nnx.Rngs(0))
   # 32×24 -> 2×1 after four pools.
   assert model.backbone.num_flat_features == 2 * 1 * 32
-  outputs = model(jnp.zeros((5, 32, 24, 1)))
+  graph, state = nnx.split(model)
+
+  def forward(state, images):
+    model = nnx.merge(graph, state)
+    outputs = model(images)
+    return outputs, model.head.decode(outputs)
+  # Shapes by tracing alone: compiling would add seconds and test nothing more.
+  outputs, decoded = jax.eval_shape(forward, state, jax.ShapeDtypeStruct((5, 32, 24, 1),
+                                                                         jnp.float32))
   assert {k: v.shape for k, v in outputs.items()} == keys
-  for decoded in model.head.decode(outputs).values():
-    assert decoded.shape == (5, 3)
+  for value in decoded.values():
+    assert value.shape == (5, 3)
 
 
 def test_eval_mode_uses_running_statistics():
@@ -100,12 +109,13 @@ def test_eval_mode_uses_running_statistics():
   def batch_stats():
     return [np.array(x) for x in jax.tree.leaves(nnx.state(model, nnx.BatchStat))]
   before = batch_stats()
-  model(images)  # Train mode: batch statistics, running averages move.
+  nnx.jit(lambda model, images: model(images))(model, images)  # Train mode: stats move.
   after = batch_stats()
   assert not any(np.array_equal(a, b) for a, b in zip(before, after))
   model.eval()
-  alone = model(images[:1])['prediction']
-  in_batch = model(images)['prediction'][:1]
+  predict = nnx.jit(lambda model, images: model(images)['prediction'])
+  alone = predict(model, images[:1])
+  in_batch = predict(model, images)[:1]
   np.testing.assert_allclose(alone, in_batch, rtol=1e-5)  # No dependence on the batch.
   assert all(np.array_equal(a, b) for a, b in zip(after, batch_stats()))
 
@@ -119,7 +129,7 @@ def test_bad_inputs_name_the_problem():
     models.create_model(_config('propel', 0), SMALL, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='too small'):
     models.create_model(_config('mse'), Info(('a',), (8, 8, 1)), rngs=nnx.Rngs(0))
-  model = models.create_model(_config('mse'), SMALL, rngs=nnx.Rngs(0))
+  model = nnx.eval_shape(lambda: models.create_model(_config('mse'), SMALL, rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match=r'\(2, 32, 32, 1\)'):
     model(jnp.zeros((2, 32, 32, 1)))
 

@@ -44,7 +44,7 @@ def test_train_and_evaluate_writes_what_a_user_sees(tmp_path, data_dir):
   with open(os.path.join(workdir, 'eval_metrics.json')) as f:
     saved = json.load(f)
   assert saved == results
-  assert saved['num_params'] > 0 and saved['num_examples'] == 256
+  assert saved['num_params'] > 0 and saved['num_examples'] == 64
   for decoder in ('mode', 'mean'):
     maes = [saved[f'mae/{decoder}/{axis}'] for axis in ('azimuth', 'elevation')]
     assert saved[f'cmae/{decoder}'] == pytest.approx(np.mean(maes))
@@ -56,6 +56,11 @@ def test_train_and_evaluate_writes_what_a_user_sees(tmp_path, data_dir):
   assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == [
       'density_0.png', 'density_1.png', 'predicted_vs_true.png']
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['12', '6']
+  with np.load(os.path.join(workdir, 'eval_outputs.npz')) as outputs:
+    assert outputs['prediction/mode'].shape == (64, 2)
+    assert outputs['means'].shape == (64, 2, 2)  # I = 2 components, n = 2.
+    assert outputs['equivalent_labels'].shape == (64, 2, 2)
+    assert outputs['images'].shape == (2, 32, 32, 1)
 
   # evaluate() restores the checkpoint and reproduces the final metrics.
   os.remove(os.path.join(workdir, 'eval_metrics.json'))

@@ -11,6 +11,7 @@ import sys
 import time
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 import numpy as np
 import orbax.checkpoint as ocp
@@ -19,7 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = f'{REPO}/experiments/configs/synthetic.py:small'
 # A tiny network and batch: the tests are about the system, not the model.
 TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
-        '--config.batch_size=8', '--config.num_plot_examples=2']
+        '--config.batch_size=8', '--config.num_plot_examples=2',
+        '--config.eval_split=test[:64]', '--config.test_split=test[:64]']
 
 
 def config(data_dir, *overrides):
@@ -81,7 +83,13 @@ def final_state(workdir):
   """The arrays of the latest checkpoint, as a flat {path: array} dict."""
   checkpoints = os.path.join(workdir, 'checkpoints')
   step = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
-  restored = ocp.StandardCheckpointer().restore(os.path.join(checkpoints, str(step), 'state'))
+  path = os.path.join(checkpoints, str(step), 'state')
+  checkpointer = ocp.StandardCheckpointer()
+  # Onto this process's first device, whatever devices the run had.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  restored = checkpointer.restore(path, target)
   return step, {'/'.join(map(str, path)): np.asarray(leaf)
                 for path, leaf in flatten(restored)}
 
@@ -94,5 +102,5 @@ def flatten(tree, prefix=()):
   elif isinstance(tree, (list, tuple)):
     for i, value in enumerate(tree):
       yield from flatten(value, prefix + (i,))
-  else:
+  elif tree is not None:  # None: an empty optimiser state.
     yield prefix, tree

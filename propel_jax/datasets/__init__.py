@@ -6,10 +6,13 @@ Importing this package registers the builders with TFDS, so that
 
 from propel_jax.datasets import aflw2000
 from propel_jax.datasets import biwi
+from propel_jax.datasets import image_folder
 from propel_jax.datasets import synthetic_hands
 from propel_jax.datasets import the300w_lp
 
 # The TFDS names of the builders above.
-DATASET_NAMES = ('synthetic_hands', 'biwi', 'the300w_lp_pose', 'aflw2000')
+DATASET_NAMES = ('synthetic_hands', 'biwi', 'the300w_lp_pose', 'aflw2000',
+                 'image_folder')
 
-__all__ = ['DATASET_NAMES', 'aflw2000', 'biwi', 'synthetic_hands', 'the300w_lp']
+__all__ = ['DATASET_NAMES', 'aflw2000', 'biwi', 'image_folder',
+           'synthetic_hands', 'the300w_lp']

@@ -4,8 +4,8 @@
 test set of the head-pose protocol "train on 300W-LP, test on AFLW2000-3D".
 TFDS's own `aflw2k3d` keeps the landmarks but not the pose; this builder reads
 the same files, takes (yaw, pitch, roll) from `Pose_Para` and stores face
-crops around the 68 landmarks (`threeddfa`). The 31 faces with an angle beyond
-±99° are dropped, as in the literature (1,969 remain).
+crops around the 68 landmarks (`threeddfa`). Faces with an angle beyond ±99°
+are dropped, as in the literature (which reports 1,969 of 2,000 remaining).
 
 Layout read (AFLW2000-3D.zip extracted):
 

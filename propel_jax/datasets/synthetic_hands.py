@@ -20,13 +20,15 @@ hand is the mirror image of a right hand, so mirroring an image maps it to a
 valid example with the azimuth negated (the flip augmentation of the input
 pipeline relies on this).
 
-Rendering is vectorised NumPy: the full configs (10k train / 3k test, 64×64)
-build in a few seconds. `render_hand` renders one noise-free image from a label
-so that tests can check the symmetry exactly.
+Rendering is vectorised NumPy: a full config (10k train / 3k test, 64×64)
+builds in 10-20 s on two (shared) CPU cores, about half of it rendering.
+`render_hand` renders one noise-free image from a label so that tests can
+check the symmetry exactly.
 
 Usage:
   import propel_jax.datasets  # registers the builders with TFDS
-  build(data_dir, 'ambiguous_small')  # or tfds.builder(...).download_and_prepare
+  synthetic_hands.build(data_dir, 'ambiguous_small')
+  # or: python -m propel_jax.datasets.build --dataset=synthetic_hands/ambiguous
 """
 
 import dataclasses
@@ -370,7 +372,7 @@ def build(data_dir, config_name='ambiguous_small'):
   Returns:
     The prepared `tfds.core.DatasetBuilder`.
   """
-  builder = tfds.builder(f'synthetic_hands/{config_name}', data_dir=data_dir,
-                         file_format='array_record')
-  builder.download_and_prepare()
-  return builder
+  # Imported here: `python -m propel_jax.datasets.build` runs that module as
+  # __main__, which must not be imported already by the package's __init__.
+  from propel_jax.datasets import build as build_lib  # pylint: disable=g-import-not-at-top
+  return build_lib.build(f'synthetic_hands/{config_name}', data_dir)
