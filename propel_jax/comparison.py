@@ -180,8 +180,7 @@ def predict_test_split(config: ml_collections.ConfigDict, directory: str,
   config = ml_collections.ConfigDict(config.to_dict())
   config.num_plot_examples = num_images
   mesh = parallel.create_mesh()
-  info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
-                                         image_size=config.image_size)
+  info = dataset_info(config)
   tx = train.create_optimizer(config)
   model, state = train.create_model_and_state(config, info, tx, mesh)
   checkpointer = checkpointing.Checkpointer(os.path.join(directory, train.CHECKPOINT_DIR),
@@ -196,6 +195,13 @@ def predict_test_split(config: ml_collections.ConfigDict, directory: str,
   _, predict = train.jit_steps(model, tx, train.learning_rate_schedule(config), mesh)
   return evaluation.run(predict, state=state, mesh=mesh, info=info, config=config,
                         split=config.test_split)
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo:
+  """The DatasetInfo of the runs' training dataset (registering an image folder first)."""
+  train.register_image_folder(config)
+  return input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                         image_size=config.image_size)
 
 
 def _add_timing(directory: str, seconds: float) -> None:
@@ -435,8 +441,7 @@ def aggregate(per_seed: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Loads every finished run and aggregates it: the content of results.json."""
-  info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
-                                         image_size=config.image_size)
+  info = dataset_info(config)
   methods = all_methods(config)
   num_main = len(parse_methods(config.compare.methods))
   runs, summary, missing = {}, {}, []

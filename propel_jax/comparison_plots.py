@@ -38,11 +38,6 @@ GRID_POINTS = 100
 _SECONDARY_DECODERS = ('mean', 'argmax')
 
 
-def _info(config):
-  return input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
-                                         image_size=config.image_size)
-
-
 def _finished_dirs(results, config, workdir, method_name):
   return [comparison.run_dir(workdir, comparison.parse_method(method_name), int(seed))
           for seed in results['runs'].get(method_name, {})]
@@ -171,7 +166,7 @@ def write_all(results: dict[str, Any], workdir: str, *,
   """Writes every plot into workdir/plots/; returns their paths."""
   directory = os.path.join(workdir, 'plots')
   os.makedirs(directory, exist_ok=True)
-  info = _info(config)
+  info = comparison.dataset_info(config)
   paths = [os.path.join(directory, f) for f in
            ('error_distributions.png', 'coverage.png', 'densities.png')]
   plot_error_distributions(results, config, workdir, info, paths[0])
