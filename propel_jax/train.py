@@ -391,6 +391,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if start:
     state = checkpointer.restore(start, _abstract(state), train_iter)
     logging.info('Resumed from the checkpoint at step %d in %s.', start, checkpointer.directory)
+    if start > config.num_train_steps:
+      logging.warning('The checkpoint (step %d) is past config.num_train_steps=%d: '
+                      'evaluating it as it is.', start, config.num_train_steps)
   else:
     logging.info('Training %s (%d parameters) on %s from scratch.', config.loss,
                  model.num_params, config.dataset)
