@@ -184,16 +184,17 @@ def _self_overlap(means, variances, log_weights):
   (spread, sq_dist), _ = _over_dims(accumulate, init, means, variances)
   terms = c[:, None] * c[None, :] * lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
   total = jnp.sum(terms, axis=(0, 1))  # in [1, I²]: the largest term is 1.
-  weights = terms * (2.0 / total)
+  # Normalised after the sums over j, on [I, B] instead of [I, J, B].
+  scale = 2.0 / total
 
   def per_dim(carry, dim):
     d_mean, d_var = _pairs(_overlap_gradients_1d, dim, dim)
-    return carry, (jnp.sum(weights * d_mean, axis=1),
-                   0.5 * jnp.sum(weights * d_var, axis=1))
+    return carry, (scale * jnp.sum(terms * d_mean, axis=1),
+                   0.5 * scale * jnp.sum(terms * d_var, axis=1))
 
   _, (grad_means, grad_vars) = _over_dims(per_dim, None, means, variances)
   return (2.0 * shift + jnp.log(total),
-          (grad_means, grad_vars, jnp.sum(weights, axis=1)))
+          (grad_means, grad_vars, scale * jnp.sum(terms, axis=1)))
 
 
 def _cross_overlap(p_means, p_vars, p_log_weights, q_means, q_vars,
