@@ -83,6 +83,12 @@ def _over_dims(body, init, *per_dim):
   return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
 
 
+# Every component against every component: [I] x [J] -> [I, J].
+def _all_pairs(fn):
+  return jax.vmap(jax.vmap(fn, in_axes=(None, None, 0, 0)),
+                  in_axes=(0, 0, None, None))
+
+
 def _log_overlap_1d(mean_a, var_a, mean_b, var_b):
   """One dimension's term of log G(a, b), without its constant -½ log 2π.
 
@@ -137,153 +143,104 @@ def _overlap_gradients_1d(mean_a, var_a, mean_b, var_b):
   return -scaled_diff, scaled_diff * scaled_diff - inv_var
 
 
-def _row_and_column_sums(weights, *pair_arrays):
-  """Σ_j and Σ_i of weights · each pair array ([I, J, B] -> [I, B] and [J, B])."""
-  rows = [jnp.sum(weights * a, axis=1) for a in pair_arrays]
-  cols = [jnp.sum(weights * a, axis=0) for a in pair_arrays]
-  return rows, cols
-
-
-def _pairs(fn, a, b):
-  """fn on every component pair, batch last: [n?, I, B] x [n?, J, B] -> [I, J, B]."""
-  return fn(*(x[:, None] for x in a), *(x[None, :] for x in b))
-
-
-def _self_overlap(means, variances, log_weights):
-  """log ∫p² of a batch of mixtures and its closed-form gradient.
-
-  Batch-minor layout: every pair quantity is an [I, J, B] array, so the
-  elementwise work vectorises over the batch and every reduction (over i, j
-  or both) adds whole [.., B] rows instead of reducing a short last axis.
-
-  With P_ij = w_i w_j G(i, j) / ∫p² (symmetric, so μ_i's appearances in row i
-  and column i contribute equally): ∂/∂μ_id = 2 Σ_j P_ij ∂ log G(i, j)/∂μ_id,
-  ∂/∂v_id = 2 Σ_j P_ij ∂ log G/∂v_id, ∂/∂ log w_i = 2 Σ_j P_ij.
+def _self_overlap_terms(means_t, vars_t, log_weights):
+  """log ∫p² and its normalised terms for one mixture.
 
   Args:
-    means, variances: [n, I, B] (dimension-major, see `_over_dims`).
-    log_weights: [I, B].
+    means_t, vars_t: [n, I] (dimension-major, see `_over_dims`).
+    log_weights: [I].
 
   Returns:
-    (log ∫p² [B], (∂/∂means [n, I, B], ∂/∂variances [n, I, B],
-    ∂/∂log_weights [I, B])).
+    (log ∫p² [], terms [I, I]) with terms = w_i w_j G(i, j) / ∫p².
   """
-  num_dims, num, batch = means.shape
+  num_dims, num = means_t.shape
   # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
   log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
-           - 0.25 * jnp.sum(jnp.log(variances), axis=0))
-  shift = jnp.max(log_c, axis=0)
+           - 0.25 * jnp.sum(jnp.log(vars_t), axis=0))
+  shift = jnp.max(log_c)
   c = jnp.exp(log_c - shift)
 
   def accumulate(carry, dim):
-    spread, sq_dist = _pairs(_normalized_overlap_1d, dim, dim)
+    spread, sq_dist = _all_pairs(_normalized_overlap_1d)(*dim, *dim)
     return (carry[0] * spread, carry[1] + sq_dist), None
 
-  shape = (num, num, batch)
-  init = (jnp.ones(shape, means.dtype), jnp.zeros(shape, means.dtype))
-  (spread, sq_dist), _ = _over_dims(accumulate, init, means, variances)
-  terms = c[:, None] * c[None, :] * lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
-  total = jnp.sum(terms, axis=(0, 1))  # in [1, I²]: the largest term is 1.
-  # Normalised after the sums over j, on [I, B] instead of [I, J, B].
-  scale = 2.0 / total
-
-  def per_dim(carry, dim):
-    d_mean, d_var = _pairs(_overlap_gradients_1d, dim, dim)
-    return carry, (scale * jnp.sum(terms * d_mean, axis=1),
-                   0.5 * scale * jnp.sum(terms * d_var, axis=1))
-
-  _, (grad_means, grad_vars) = _over_dims(per_dim, None, means, variances)
-  return (2.0 * shift + jnp.log(total),
-          (grad_means, grad_vars, scale * jnp.sum(terms, axis=1)))
+  pairs = (jnp.ones((num, num), means_t.dtype), jnp.zeros((num, num), means_t.dtype))
+  (spread, sq_dist), _ = _over_dims(accumulate, pairs, means_t, vars_t)
+  rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
+  terms = c[:, None] * c[None, :] * rho
+  total = jnp.sum(terms)  # in [1, I²]: the largest term is diagonal and 1.
+  return 2.0 * shift + jnp.log(total), terms / total
 
 
-def _cross_overlap(p_means, p_vars, p_log_weights, q_means, q_vars,
-                   q_log_weights):
-  """log ∫pq of a batch of mixture pairs and its closed-form gradient.
+def _self_overlap_gradients(means_t, vars_t, terms):
+  """Closed-form gradient of log ∫p² from its normalised terms.
 
-  ∫pq = Σ_ij w_i w_j G(i, j) is a log-sum-exp of exact log-overlaps (finite
-  however far apart p and q are); with Q_ij its softmax weights, the gradient
-  is Σ_j Q_ij ∂ log G(i, j) for p's side and Σ_i for q's.
+  With P_ij = w_i w_j G(i, j) / ∫p² (symmetric, so μ_i's appearances in row i
+  and column i contribute equally):
+  ∂/∂μ_id = 2 Σ_j P_ij ∂ log G(i, j)/∂μ_id, ∂/∂v_id = 2 Σ_j P_ij ∂ log G/∂v_id,
+  ∂/∂ log w_i = 2 Σ_j P_ij.
 
   Args:
-    p_means, p_vars: [n, I, B]; p_log_weights: [I, B].
-    q_means, q_vars: [n, J, B]; q_log_weights: [J, B].
+    means_t, vars_t: [n, I].
+    terms: [I, I], P above.
 
   Returns:
-    (log ∫pq [B], gradients with respect to the six inputs, same shapes).
+    Gradients with respect to means_t [n, I], vars_t [n, I], log weights [I].
   """
-  num_dims = p_means.shape[0]
-
-  def accumulate(log_g, dim):
-    return log_g + _pairs(_log_overlap_1d, dim[:2], dim[2:]), None
-
-  init = jnp.full((p_means.shape[1],) + q_means.shape[1:],
-                  -0.5 * num_dims * _LOG_2PI, p_means.dtype)
-  log_g, _ = _over_dims(accumulate, init, p_means, p_vars, q_means, q_vars)
-  logits = p_log_weights[:, None] + q_log_weights[None, :] + log_g
-  shift = lax.stop_gradient(jnp.max(logits, axis=(0, 1)))
-  exp = jnp.exp(logits - shift)
-  total = jnp.sum(exp, axis=(0, 1))
-  weights = exp / total
+  weights = 2.0 * terms
 
   def per_dim(carry, dim):
-    d_mean, d_var = _pairs(_overlap_gradients_1d, dim[:2], dim[2:])
-    (p_mean, p_var), (q_mean, q_var) = _row_and_column_sums(
-        weights, d_mean, d_var)
-    return carry, (p_mean, 0.5 * p_var, -q_mean, 0.5 * q_var)
+    # One [I, I] slab per dimension, reduced over j right away.
+    d_mean, d_var = _all_pairs(_overlap_gradients_1d)(*dim, *dim)
+    return carry, (jnp.sum(weights * d_mean, axis=-1),
+                   0.5 * jnp.sum(weights * d_var, axis=-1))
 
-  _, (gp_mean, gp_var, gq_mean, gq_var) = _over_dims(
-      per_dim, None, p_means, p_vars, q_means, q_vars)
-  return (shift + jnp.log(total),
-          (gp_mean, gp_var, jnp.sum(weights, axis=1),
-           gq_mean, gq_var, jnp.sum(weights, axis=0)))
-
-
-def _distance_and_gradients(p_means, p_vars, p_log_weights, q_means, q_vars,
-                            q_log_weights):
-  """D(p, q) for a batch of mixture pairs and its gradient, in one pass.
-
-  D = logaddexp(log ∫p², log ∫q²) - log 2 - log ∫pq, so
-  ∂D = a ∂ log ∫p² + (1 - a) ∂ log ∫q² - ∂ log ∫pq with a = sigmoid(log ∫p² -
-  log ∫q²).
-
-  Args:
-    p_means, p_vars: [n, I, B]; p_log_weights: [I, B].
-    q_means, q_vars: [n, J, B]; q_log_weights: [J, B].
-
-  Returns:
-    (D [B], gradients with respect to the six inputs, same shapes).
-  """
-  log_pp, grad_pp = _self_overlap(p_means, p_vars, p_log_weights)
-  log_qq, grad_qq = _self_overlap(q_means, q_vars, q_log_weights)
-  log_pq, grad_pq = _cross_overlap(p_means, p_vars, p_log_weights,
-                                   q_means, q_vars, q_log_weights)
-  a = jax.nn.sigmoid(log_pp - log_qq)
-  grads = ([a * g for g in grad_pp] + [(1.0 - a) * g for g in grad_qq])
-  grads = [g - h for g, h in zip(grads, grad_pq)]
-  return jnp.logaddexp(log_pp, log_qq) - math.log(2.0) - log_pq, grads
+  _, (grad_means, grad_vars) = _over_dims(per_dim, None, means_t, vars_t)
+  return grad_means, grad_vars, jnp.sum(weights, axis=-1)
 
 
 # A custom JVP (rather than VJP) so that forward mode and higher derivatives
-# work too; reverse mode transposes the linear map below. Value and gradient
-# come from one traversal of the pairs, so reverse mode adds no second one.
+# work too; reverse mode transposes the linear map below.
 @jax.custom_jvp
-def _distance(*args):
-  """D(p, q), [B], for the batch-minor inputs of `_distance_and_gradients`."""
-  return _distance_and_gradients(*args)[0]
+def _log_self_overlap(means_t, vars_t, log_weights):
+  """log ∫p² = log Σ_ij w_i w_j G(i, j) for one mixture ([n, I], [n, I], [I])."""
+  return _self_overlap_terms(means_t, vars_t, log_weights)[0]
 
 
-@_distance.defjvp
-def _distance_jvp(primals, tangents):
-  value, grads = _distance_and_gradients(*primals)
-  # Sum over every axis but the last (the batch).
-  return value, sum(jnp.sum(g * t, axis=tuple(range(g.ndim - 1)))
-                    for g, t in zip(grads, tangents))
+@_log_self_overlap.defjvp
+def _log_self_overlap_jvp(primals, tangents):
+  value, terms = _self_overlap_terms(*primals)
+  grads = _self_overlap_gradients(primals[0], primals[1], terms)
+  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+
+
+def _log_cross_overlap(p_means_t, p_vars_t, p_log_weights, q_means_t, q_vars_t,
+                       q_log_weights):
+  """log ∫pq for one pair of mixtures ([n, I], [n, I], [I]; [n, J], [n, J], [J])."""
+  num_dims = p_means_t.shape[0]
+
+  def accumulate(log_g, dim):
+    return log_g + _all_pairs(_log_overlap_1d)(*dim), None
+
+  init = jnp.full((p_means_t.shape[1], q_means_t.shape[1]),
+                  -0.5 * num_dims * _LOG_2PI, p_means_t.dtype)
+  log_g, _ = _over_dims(accumulate, init, p_means_t, p_vars_t, q_means_t, q_vars_t)
+  return jax.nn.logsumexp(p_log_weights[:, None] + q_log_weights[None, :]
+                          + log_g)
+
+
+def _distance(p_means, p_vars, p_log_weights, q_means, q_vars, q_log_weights):
+  """D(p, q) for one pair of mixtures: [n, I] / [n, J] means and variances."""
+  log_pp = _log_self_overlap(p_means, p_vars, p_log_weights)
+  log_qq = _log_self_overlap(q_means, q_vars, q_log_weights)
+  log_pq = _log_cross_overlap(p_means, p_vars, p_log_weights,
+                              q_means, q_vars, q_log_weights)
+  return jnp.logaddexp(log_pp, log_qq) - math.log(2.0) - log_pq
 
 
 # Jitted so that eager calls compile once per shape instead of dispatching the
 # unrolled per-dimension loops op by op; inside an outer jit it is inlined.
-_batched_distance = jax.jit(_distance)
+_batched_distance = jax.jit(jax.vmap(_distance))
 
 
 def _compute_dtype(*arrays):
@@ -335,16 +292,15 @@ def mixture_distance(p_means, p_scales, q_means, q_scales, *,
   batch = _batch_shape(p_means=p_means.shape[:-2], q_means=q_means.shape[:-2])
 
   def flatten(means, scales, log_weights):
-    """[..., I, n] -> [n, I, B] means and variances, [I, B] log weights."""
+    """[..., I, n] -> [B, n, I] means and variances, [B, I] log weights."""
     shape = batch + means.shape[-2:]
     if log_weights is None:
       log_weights = jnp.full(shape[:-1], -math.log(shape[-2]), dtype)
     means = jnp.broadcast_to(means.astype(dtype), shape)
     variances = jnp.broadcast_to(jnp.square(scales.astype(dtype)), shape)
     log_weights = jnp.broadcast_to(jnp.asarray(log_weights, dtype), shape[:-1])
-    flat = lambda a: jnp.transpose(a.reshape(-1, *shape[-2:]))
-    return (flat(means), flat(variances),
-            jnp.transpose(log_weights.reshape(-1, shape[-2])))
+    flat = lambda a: jnp.swapaxes(a.reshape(-1, *shape[-2:]), -1, -2)
+    return flat(means), flat(variances), log_weights.reshape(-1, shape[-2])
 
   distance = _batched_distance(*flatten(p_means, p_scales, p_log_weights),
                                *flatten(q_means, q_scales, q_log_weights))
