@@ -83,6 +83,18 @@ def _over_dims(body, init, *per_dim):
   return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
 
 
+def _row_sums(*arrays):
+  """Σ_j of each [I, J] array, as one variadic reduction ([I] each).
+
+  One reduction over several operands is one loop on XLA:CPU, and unlike
+  single-operand sums it is not handed to the YNNPACK library, which is
+  slower on these short rows (README.md, Benchmarks).
+  """
+  zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
+  return lax.reduce(arrays, zeros,
+                    lambda x, y: tuple(a + b for a, b in zip(x, y)), (1,))
+
+
 # Every component against every component: [I] x [J] -> [I, J].
 def _all_pairs(fn):
   return jax.vmap(jax.vmap(fn, in_axes=(None, None, 0, 0)),
@@ -192,8 +204,8 @@ def _self_overlap_gradients(means_t, vars_t, terms):
   def per_dim(carry, dim):
     # One [I, I] slab per dimension, reduced over j right away.
     d_mean, d_var = _all_pairs(_overlap_gradients_1d)(*dim, *dim)
-    return carry, (jnp.sum(weights * d_mean, axis=-1),
-                   0.5 * jnp.sum(weights * d_var, axis=-1))
+    sum_mean, sum_var = _row_sums(weights * d_mean, weights * d_var)
+    return carry, (sum_mean, 0.5 * sum_var)
 
   _, (grad_means, grad_vars) = _over_dims(per_dim, None, means_t, vars_t)
   return grad_means, grad_vars, jnp.sum(weights, axis=-1)
