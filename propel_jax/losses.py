@@ -32,7 +32,9 @@ makes the I×I term cheap.
 Structure. Every term is built from one-dimensional single-pair functions
 (`_log_overlap_1d`, `_normalized_overlap_1d`, `_overlap_gradients_1d`),
 vmapped over all component pairs (`_all_pairs`), accumulated over the
-dimensions by `_over_dims` and vmapped over the batch. The measured effect of
+dimensions by `_over_dims` and vmapped over the batch; the gradient's sums
+over pairs are one multi-operand reduction per dimension (`_row_sums`).
+The measured effect of
 each of these choices is in README.md (Benchmarks) and
 benchmarks/loss_variants.py.
 
