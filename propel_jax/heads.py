@@ -188,7 +188,25 @@ class HeatmapHead(nnx.Module):
                 'auto' uses this layout for n >= 3 and 'joint' below.
   The target is exp(-|c − y|² / 2σ²) at each bin centre c (peak 1 at the
   label, σ = `sigma` in normalised units); the loss is the mean squared error
-  over cells. Decoders: 'argmax' (the centre of the best cell, so quantised to
+  over cells, on linear (unbounded) scores.
+
+  Why the output kernel starts at zero and σ defaults to 0.05 (5 bins of 100):
+  with the usual random init the initial scores are noise of order 1 on each
+  of the 10⁴ cells (initial loss ≈ 0.5) while the target is ~0 almost
+  everywhere, so the fastest way down the loss is to shrink the backbone's
+  ReLU features; under Adam (whose per-weight normalisation turns the many
+  tiny background gradients into full-size steps) they all die within ~100
+  steps, the scores become the bias alone, and the head predicts one cell for
+  every image (measured on the small synthetic set: 50/50 hidden units dead,
+  CMAE ≈ 30°). A zero kernel starts without that noise, so the features
+  survive; a bump a few bins wide gives enough foreground cells per image for
+  the localising signal to beat the background's pull. Either change alone
+  still gave CMAE > 20° after 400 steps, both together 6.9° (4.4° after
+  2000). Summing over cells instead of averaging does not help (measured: the
+  same plateau): Adam is invariant to the loss scale, and the larger
+  gradients only meet the gradient clipping.
+
+  Decoders: 'argmax' (the centre of the best cell, so quantised to
   the bin width) and 'soft_argmax' (the centroid of the positive scores
   within `window` = 3σ of the argmax on every axis: not quantised, and, unlike
   a softmax over the whole grid, not pulled towards the middle by the many
@@ -200,7 +218,7 @@ class HeatmapHead(nnx.Module):
   """
 
   def __init__(self, in_features: int, num_targets: int, *, bins: int = 100,
-               layout: str = 'auto', sigma: float = 0.02, rngs: nnx.Rngs):
+               layout: str = 'auto', sigma: float = 0.05, rngs: nnx.Rngs):
     if layout == 'auto':
       layout = 'joint' if num_targets <= 2 else 'marginal'
     if layout not in ('joint', 'marginal'):
@@ -213,7 +231,8 @@ class HeatmapHead(nnx.Module):
     self.layout = layout
     self.sigma = sigma
     self.window = 3.0 * sigma
-    self.dense = nnx.Linear(in_features, math.prod(self.grid_shape), rngs=rngs)
+    self.dense = nnx.Linear(in_features, math.prod(self.grid_shape),
+                            kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
 
   @property
   def grid_shape(self):

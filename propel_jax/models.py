@@ -50,7 +50,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       # Heatmap head.
       'heatmap_bins': 100,
       'heatmap_layout': 'auto',  # 'joint' grid for n <= 2, 'marginal' 1-D maps above.
-      'heatmap_sigma': 0.02,  # Target bump width, normalised units.
+      'heatmap_sigma': 0.05,  # Target bump width, normalised units (see HeatmapHead).
   })
 
 

@@ -157,3 +157,50 @@ def test_every_head_overfits_a_tiny_batch(loss):
   history = [float(step(model, optimizer, batch)) for _ in range(40)]
   assert np.all(np.isfinite(history))
   assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5]), history
+
+
+def _blob_images(labels, size):
+  """[B, size, size, 1] images of one bright Gaussian spot whose centre is the label."""
+  grid = (np.arange(size) + 0.5) / size
+  return np.exp(-((grid[None, :, None] - labels[:, 0, None, None]) ** 2 +
+                  (grid[None, None, :] - labels[:, 1, None, None]) ** 2)
+                / (2 * 0.08 ** 2))[..., None].astype(np.float32)
+
+
+def test_heatmap_head_localises_with_the_default_grid():
+  """The full model on images that show their label: decoded points land near the labels.
+
+  Guards against the background plateau (features dead, one cell for every
+  image), on which the loss still drops; the default 100×100 grid is the
+  setting where that happened. Before the fix (random output kernel, σ 0.02)
+  this gave a mean argmax error of about 0.2 per axis (few distinct points).
+  """
+  size = 16
+  info = Info(('a', 'b'), (size, size, 1))
+  # The heatmap keys stay at their defaults (100 bins per axis).
+  model = models.create_model(_config('heatmap', channels=(8, 8), hidden_units=32), info,
+                              rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, batch):
+    def loss_fn(model):
+      return model.head.loss(model(batch['image']), batch).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  for _ in range(100):
+    labels = rng.uniform(0.15, 0.85, (16, 2))
+    step(model, optimizer, {'image': jnp.asarray(_blob_images(labels, size)),
+                            'label': jnp.asarray(labels, jnp.float32)})
+  model.eval()
+  labels = rng.uniform(0.15, 0.85, (64, 2))
+  decoded = model.head.decode(model(jnp.asarray(_blob_images(labels, size))))
+  for name, points in decoded.items():
+    error = np.abs(np.asarray(points, np.float64) - labels)
+    # Predicting the centre (0.5) would give a mean error of 0.175 per axis;
+    # the fixed head reaches about 0.02.
+    assert error.mean() < 0.06, (name, error.mean(axis=0))
+    assert np.unique(np.asarray(points).round(3), axis=0).shape[0] > 20, name
