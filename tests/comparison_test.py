@@ -21,15 +21,15 @@ from scipy import stats
 from propel_jax import comparison
 from propel_jax import evaluation
 from propel_jax import input_pipeline
+import fake_datasets  # tests/ is on sys.path under pytest.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = f'{REPO}/experiments/configs/compare_synthetic.py:ambiguous_small'
 TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
         '--config.batch_size=8', '--config.num_train_steps=6', '--config.log_every_steps=3',
         '--config.eval_every_steps=6', '--config.checkpoint_every_steps=6',
-        '--config.num_plot_examples=0', '--config.compare.methods=propel_i2,mse',
-        '--config.compare.sweep=', '--config.compare.seeds=(0, 1)',
-        '--config.compare.num_density_examples=2']
+        '--config.num_plot_examples=2', '--config.compare.methods=propel_i2,mse',
+        '--config.compare.sweep=', '--config.compare.seeds=(0, 1)']
 # Azimuth and elevation within ±45°, as the synthetic hands.
 INFO = input_pipeline.DatasetInfo(
     name='hand_built', label_names=('azimuth', 'elevation'), label_low=(-45.0, -45.0),
@@ -229,29 +229,25 @@ def test_compare_binary_end_to_end(tmp_path):
 ])
 def test_head_pose_recipe_smoke(tmp_path, protocol, fakes, methods):
   """The real-data recipes run end to end on tiny fakes in the original formats."""
-  # The fakes of the datasets' own tests (tests/ is on sys.path under pytest).
-  import biwi_test  # pylint: disable=g-import-not-at-top
-  import threeddfa_test  # pylint: disable=g-import-not-at-top
 
   data_dir = tmp_path / 'data'
   manual = data_dir / 'downloads' / 'manual'  # Where the pipeline's build looks.
   if 'biwi' in fakes:
-    for name, poses in biwi_test._POSES.items():  # pylint: disable=protected-access
-      biwi_test._write_recording(manual / 'hpdb' / name, poses)  # pylint: disable=protected-access
-  for i, (angles, centre) in enumerate(threeddfa_test._FACES):  # pylint: disable=protected-access
+    fake_datasets.write_biwi_database(manual)
+  for i, (angles, centre) in enumerate(fake_datasets.FACES):
     if '300w_lp' in fakes:
-      threeddfa_test._write_face(manual / '300W_LP' / 'AFW', f'AFW_{i}_0', angles, centre,  # pylint: disable=protected-access
-                                 'pt2d')
+      fake_datasets.write_3ddfa_face(manual / '300W_LP' / 'AFW', f'AFW_{i}_0', angles, centre,
+                                     'pt2d')
     if 'aflw2000' in fakes:
-      threeddfa_test._write_face(manual / 'AFLW2000', f'image{i:05d}', angles, centre,  # pylint: disable=protected-access
-                                 'pt3d_68')
+      fake_datasets.write_3ddfa_face(manual / 'AFLW2000', f'image{i:05d}', angles, centre,
+                                     'pt3d_68')
   argv = ['prog', f'--config={REPO}/experiments/configs/compare_head_pose.py:{protocol}',
           f'--config.data_dir={data_dir}', '--config.image_size=32',
           '--config.model.channels=(4, 8)', '--config.model.hidden_units=4',
           '--config.batch_size=2', '--config.num_train_steps=2', '--config.log_every_steps=1',
           '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
-          '--config.num_plot_examples=0', f'--config.compare.methods={",".join(methods)}',
-          '--config.compare.seeds=(0,)', '--config.compare.num_density_examples=2']
+          '--config.num_plot_examples=2', f'--config.compare.methods={",".join(methods)}',
+          '--config.compare.seeds=(0,)']
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
                                   lock_config=True, sys_argv=argv)
