@@ -168,24 +168,32 @@ def test_sensitivity_table_lists_every_propel_setting():
   assert 'mse' not in sensitivity
 
 
-def test_compare_binary_end_to_end(tmp_path):
-  workdir, data_dir = str(tmp_path / 'compare'), str(tmp_path / 'data')
-  cache = str(tmp_path / 'jax_cache')  # Seeds share compilations.
-  command = [sys.executable, '-m', 'experiments.compare', f'--config={CONFIG}',
-             f'--workdir={workdir}', f'--config.data_dir={data_dir}', *TINY]
+def _run_compare_binary(config, workdir, argv, cache_dir):
+  """Runs `python -m experiments.compare` as a user would; fails the test with its stderr.
+
+  Returns:
+    The content of the results.json it wrote.
+  """
+  command = [sys.executable, '-m', 'experiments.compare', f'--config={config}',
+             f'--workdir={workdir}', *argv]
   # XLA's backend optimisations make compiling the state initialisation take
-  # ~10 s per run (1 s without) and buy nothing for 4 steps; the numbers the
-  # test checks do not depend on them.
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=cache,
+  # ~10 s per run (1 s without) and buy nothing for a few steps; the numbers
+  # the tests check do not depend on them.
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=cache_dir,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_backend_optimization_level=0').strip())
   process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=600)
   assert process.returncode == 0, process.stderr[-5000:]
-
   with open(os.path.join(workdir, 'results.json')) as f:
-    results = json.load(f)
+    return json.load(f)
+
+
+def test_compare_binary_end_to_end(tmp_path):
+  workdir, data_dir = str(tmp_path / 'compare'), str(tmp_path / 'data')
+  cache = str(tmp_path / 'jax_cache')  # Seeds share compilations.
+  results = _run_compare_binary(CONFIG, workdir, [f'--config.data_dir={data_dir}', *TINY], cache)
   assert results['methods'] == ['propel_i2', 'mse'] and results['missing_runs'] == []
   assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == [
       'coverage.png', 'densities.png', 'error_distributions.png']
@@ -243,19 +251,15 @@ def test_head_pose_recipe_smoke(tmp_path):
                                    'pt2d')
     fake_datasets.write_3ddfa_face(manual / 'AFLW2000', f'image{i:05d}', angles, centre,
                                    'pt3d_68')
-  argv = ['prog', f'--config={REPO}/experiments/configs/compare_head_pose.py:aflw2000',
-          f'--config.data_dir={data_dir}', '--config.image_size=32',
+  argv = [f'--config.data_dir={data_dir}', '--config.image_size=32',
           '--config.model.channels=(4, 8)', '--config.model.hidden_units=4',
           '--config.batch_size=2', '--config.num_train_steps=2', '--config.log_every_steps=1',
           '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2',
           '--config.num_plot_examples=2', '--config.compare.methods=mse',
           '--config.compare.seeds=(0,)']
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
-                                  lock_config=True, sys_argv=argv)
-  flag_values(argv)
   workdir = str(tmp_path / 'compare')
-  results = comparison.compare(flag_values.config, workdir, command='smoke')
+  results = _run_compare_binary(f'{REPO}/experiments/configs/compare_head_pose.py:aflw2000',
+                                workdir, argv, str(tmp_path / 'jax_cache'))
   assert results['label_names'] == ['yaw', 'pitch', 'roll'] and not results['missing_runs']
   assert results['runs']['mse']['0']['dataset'] == 'aflw2000'
   assert math.isfinite(results['summary']['mse']['cmae/direct']['mean'])
