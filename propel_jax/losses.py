@@ -32,7 +32,9 @@ makes the I×I term cheap.
 Structure. Every term is built from one-dimensional single-pair functions
 (`_log_overlap_1d`, `_normalized_overlap_1d`, `_overlap_gradients_1d`),
 vmapped over all component pairs (`_all_pairs`), accumulated over the
-dimensions by `_over_dims` and vmapped over the batch. The measured effect of
+dimensions by `_over_dims` and vmapped over the batch; the gradient's sums
+over pairs are one multi-operand reduction per dimension (`_row_sums`).
+The measured effect of
 each of these choices is in README.md (Benchmarks) and
 benchmarks/loss_variants.py.
 
@@ -81,6 +83,18 @@ def _over_dims(body, init, *per_dim):
   """
   num_dims = per_dim[0].shape[0]
   return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
+
+
+def _row_sums(*arrays):
+  """Σ_j of each [I, J] array, as one variadic reduction ([I] each).
+
+  One reduction over several operands is one loop on XLA:CPU, and unlike
+  single-operand sums it is not handed to the YNNPACK library, which is
+  slower on these short rows (README.md, Benchmarks).
+  """
+  zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
+  return lax.reduce(arrays, zeros,
+                    lambda x, y: tuple(a + b for a, b in zip(x, y)), (1,))
 
 
 # Every component against every component: [I] x [J] -> [I, J].
@@ -151,7 +165,8 @@ def _self_overlap_terms(means_t, vars_t, log_weights):
     log_weights: [I].
 
   Returns:
-    (log ∫p² [], terms [I, I]) with terms = w_i w_j G(i, j) / ∫p².
+    (log ∫p² [], terms [I, I], their row sums [I]) with
+    terms = w_i w_j G(i, j) / ∫p².
   """
   num_dims, num = means_t.shape
   # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
@@ -168,11 +183,12 @@ def _self_overlap_terms(means_t, vars_t, log_weights):
   (spread, sq_dist), _ = _over_dims(accumulate, pairs, means_t, vars_t)
   rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
   terms = c[:, None] * c[None, :] * rho
-  total = jnp.sum(terms)  # in [1, I²]: the largest term is diagonal and 1.
-  return 2.0 * shift + jnp.log(total), terms / total
+  rows, = _row_sums(terms)
+  total = jnp.sum(rows)  # in [1, I²]: the largest term is diagonal and 1.
+  return 2.0 * shift + jnp.log(total), terms / total, rows / total
 
 
-def _self_overlap_gradients(means_t, vars_t, terms):
+def _self_overlap_gradients(means_t, vars_t, terms, row_terms):
   """Closed-form gradient of log ∫p² from its normalised terms.
 
   With P_ij = w_i w_j G(i, j) / ∫p² (symmetric, so μ_i's appearances in row i
@@ -183,6 +199,7 @@ def _self_overlap_gradients(means_t, vars_t, terms):
   Args:
     means_t, vars_t: [n, I].
     terms: [I, I], P above.
+    row_terms: [I], Σ_j P_ij.
 
   Returns:
     Gradients with respect to means_t [n, I], vars_t [n, I], log weights [I].
@@ -192,11 +209,11 @@ def _self_overlap_gradients(means_t, vars_t, terms):
   def per_dim(carry, dim):
     # One [I, I] slab per dimension, reduced over j right away.
     d_mean, d_var = _all_pairs(_overlap_gradients_1d)(*dim, *dim)
-    return carry, (jnp.sum(weights * d_mean, axis=-1),
-                   0.5 * jnp.sum(weights * d_var, axis=-1))
+    sum_mean, sum_var = _row_sums(weights * d_mean, weights * d_var)
+    return carry, (sum_mean, 0.5 * sum_var)
 
   _, (grad_means, grad_vars) = _over_dims(per_dim, None, means_t, vars_t)
-  return grad_means, grad_vars, jnp.sum(weights, axis=-1)
+  return grad_means, grad_vars, 2.0 * row_terms
 
 
 # A custom JVP (rather than VJP) so that forward mode and higher derivatives
@@ -209,8 +226,8 @@ def _log_self_overlap(means_t, vars_t, log_weights):
 
 @_log_self_overlap.defjvp
 def _log_self_overlap_jvp(primals, tangents):
-  value, terms = _self_overlap_terms(*primals)
-  grads = _self_overlap_gradients(primals[0], primals[1], terms)
+  value, terms, row_terms = _self_overlap_terms(*primals)
+  grads = _self_overlap_gradients(primals[0], primals[1], terms, row_terms)
   return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
 
 
