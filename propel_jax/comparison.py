@@ -3,9 +3,10 @@
 A comparison lives in a directory DIR:
 
     runs/<method>/seed_<k>/   one `train.train_and_evaluate` run each (its
-                              config.json, checkpoints, eval_metrics.json, ...)
-                              plus test_outputs.npz (per-example test outputs
-                              of the final checkpoint) and timing.json
+                              config.json, checkpoints, eval_metrics.json,
+                              eval_outputs.npz: the final model's per-example
+                              test outputs and first test images, ...) plus
+                              timing.json
     results.json              every run's metrics, their mean ± std over seeds,
                               coverage curves, the settings and the command
     results.md                the same as tables
@@ -15,8 +16,10 @@ A comparison lives in a directory DIR:
 The comparison's config is a training config (every key `train` reads: the
 base every run starts from) plus a `compare` section: `methods` and `sweep`
 (comma-separated method names; the sweep's appear only in the sensitivity
-table), `seeds`, and `num_density_examples`
-(experiments/configs/compare_synthetic.py).
+table) and `seeds` (experiments/configs/compare_synthetic.py). The density
+grid shows the first `num_plot_examples` test images, which every run saves
+with its outputs; the analyses read those saved outputs rather than
+predicting the test split again.
 
 A method is named by a string, so that it can be the directory name and a
 command-line value: `<loss>[_i<I>][_s<target_scale>]`, e.g. 'mse', 'heatmap',
@@ -51,10 +54,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from propel_jax import checkpointing
-from propel_jax import evaluation
 from propel_jax import input_pipeline
 from propel_jax import metrics as metrics_lib
 from propel_jax import mixtures
@@ -63,7 +63,8 @@ from propel_jax import parallel
 from propel_jax import train
 
 RUNS_DIR = 'runs'
-OUTPUTS_FILE = 'test_outputs.npz'
+# Written by the final evaluation of `train.train_and_evaluate` (`evaluation.report`).
+OUTPUTS_FILE = 'eval_outputs.npz'
 TIMING_FILE = 'timing.json'
 CLAIM_FILE = 'claimed_by'
 RESULTS_JSON = 'results.json'
@@ -165,38 +166,6 @@ def _is_finished(config: ml_collections.ConfigDict, directory: str) -> bool:
   return saved == json.loads(config.to_json_best_effort())
 
 
-def predict_test_split(config: ml_collections.ConfigDict, directory: str,
-                       num_images: int = 0) -> evaluation.EvalResult:
-  """Restores the latest checkpoint of a run and predicts its test split.
-
-  Args:
-    config: the run's config.
-    directory: the run's workdir.
-    num_images: how many of the first test images to keep in the result.
-
-  Returns:
-    The `evaluation.EvalResult`: per-example outputs and metrics.
-  """
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.num_plot_examples = num_images
-  mesh = parallel.create_mesh()
-  info = dataset_info(config)
-  tx = train.create_optimizer(config)
-  model, state = train.create_model_and_state(config, info, tx, mesh)
-  checkpointer = checkpointing.Checkpointer(os.path.join(directory, train.CHECKPOINT_DIR),
-                                            max_to_keep=config.max_checkpoints_to_keep)
-  try:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {checkpointer.directory}.')
-    state = checkpointer.restore(step, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
-  finally:
-    checkpointer.close()
-  _, predict = train.jit_steps(model, tx, train.learning_rate_schedule(config), mesh)
-  return evaluation.run(predict, state=state, mesh=mesh, info=info, config=config,
-                        split=config.test_split)
-
-
 def dataset_info(config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo:
   """The DatasetInfo of the runs' training dataset (registering an image folder first)."""
   train.register_image_folder(config)
@@ -217,9 +186,8 @@ def _add_timing(directory: str, seconds: float) -> None:
   os.replace(path + '.tmp', path)
 
 
-def train_run(config: ml_collections.ConfigDict, directory: str,
-              num_images: int = 0) -> bool:
-  """Trains and evaluates one run (resuming it), then saves its test outputs.
+def train_run(config: ml_collections.ConfigDict, directory: str) -> bool:
+  """Trains and evaluates one run (resuming it), adding its wall time to timing.json.
 
   Returns:
     True if the run is complete, False if a preemption notice (SIGTERM)
@@ -229,14 +197,7 @@ def train_run(config: ml_collections.ConfigDict, directory: str,
   metrics = train.train_and_evaluate(config, directory)
   if parallel.is_main_process():
     _add_timing(directory, time.perf_counter() - start)
-  if metrics is None:
-    return False
-  result = predict_test_split(config, directory, num_images)
-  if parallel.is_main_process():
-    path = os.path.join(directory, OUTPUTS_FILE)
-    np.savez(path + '.tmp.npz', images=result.images, **result.outputs)
-    os.replace(path + '.tmp.npz', path)
-  return True
+  return metrics is not None
 
 
 def _claim(directory: str) -> bool:
@@ -303,7 +264,7 @@ def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
       continue
     logging.info('%s: training in %s.', where, directory)
     try:
-      if not train_run(run_cfg, directory, config.compare.num_density_examples):
+      if not train_run(run_cfg, directory):
         return False
     finally:
       if parallel.is_main_process():
@@ -631,6 +592,3 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError('config.compare.methods lists no method.')
   for method in methods:
     train.validate_config(run_config(config, method, seeds[0]))
-  count = config.compare.num_density_examples
-  if not isinstance(count, int) or count < 0:
-    raise ValueError(f'config.compare.num_density_examples={count!r} must be an integer >= 0.')

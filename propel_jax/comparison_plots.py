@@ -9,7 +9,8 @@
                              central intervals of each marginal against their
                              nominal probability (mean ± std over seeds; on the
                              diagonal when calibrated);
-    densities.png            the first test images (top row) and, one row per
+    densities.png            the first config.num_plot_examples test images
+                             (top row) and, one row per
                              method (first seed), the predicted density over
                              the first two target axes with the equivalent
                              labels (circles), the label (cross) and the
@@ -120,7 +121,8 @@ def plot_densities(results: dict[str, Any], config: ml_collections.ConfigDict, w
       rows.append((name, *comparison.load_outputs(directories[0])))
   if not rows:
     return
-  count = min(config.compare.num_density_examples, min(len(images) for _, _, images in rows))
+  # Every run saved its first config.num_plot_examples test images.
+  count = min(len(images) for _, _, images in rows)
   names = info.label_names
   if count == 0 or len(names) < 2:  # A pair of axes to draw the density over.
     return

@@ -1,46 +1,14 @@
 """Tests of the Biwi builder on a tiny fake database in the original layout."""
 
 import numpy as np
-from PIL import Image
 import pytest
-from scipy.spatial.transform import Rotation
 import tensorflow_datasets as tfds
 
 from propel_jax import input_pipeline
 from propel_jax.datasets import biwi
 from propel_jax.datasets import build
-
-_FOCAL, _CX, _CY = 500.0, 320.0, 240.0
-
-
-def _write_recording(folder, poses):
-  """Writes rgb.cal and, per (yaw, pitch, roll, centre_mm), a pose file and a
-  640×480 frame with a bright disc (the 'face') at the projected centre."""
-  folder.mkdir(parents=True)
-  # Intrinsics, 4 distortion coefficients, depth->RGB rotation, translation.
-  (folder / 'rgb.cal').write_text(
-      f'{_FOCAL} 0 {_CX}\n0 {_FOCAL} {_CY}\n0 0 1\n\n0 0 0 0\n\n'
-      '1 0 0\n0 1 0\n0 0 1\n\n-25 0 0\n')
-  for i, (yaw, pitch, roll, centre) in enumerate(poses):
-    transposed = Rotation.from_euler('ZYX', [-roll, -yaw, pitch], degrees=True).as_matrix()
-    rows = '\n'.join(' '.join(f'{v:.9f}' for v in row) for row in transposed.T)
-    (folder / f'frame_{i:05d}_pose.txt').write_text(
-        rows + '\n\n' + ' '.join(f'{v:.6f}' for v in centre) + '\n')
-    x, y, z = centre[0] - 25.0, centre[1], centre[2]  # in the RGB camera
-    u, v = _FOCAL * x / z + _CX, _FOCAL * y / z + _CY
-    yy, xx = np.mgrid[:480, :640]
-    image = np.full((480, 640, 3), 30, np.uint8)
-    image[(xx - u) ** 2 + (yy - v) ** 2 < (_FOCAL * 60.0 / z) ** 2] = 220
-    Image.fromarray(image).save(folder / f'frame_{i:05d}_rgb.png')
-  # A pose without an RGB frame is skipped, as in the real database.
-  (folder / 'frame_09999_pose.txt').write_text('1 0 0\n0 1 0\n0 0 1\n\n0 0 900\n')
-
-
-_POSES = {
-    '01': [(10.0, -5.0, 2.0, (30.0, -20.0, 900.0)), (-40.0, 15.0, -8.0, (-50.0, 10.0, 1000.0))],
-    '02': [(0.0, 0.0, 0.0, (0.0, 0.0, 800.0))],
-    '03': [(60.0, 30.0, 20.0, (80.0, 40.0, 1100.0)), (-5.0, -25.0, 0.0, (0.0, 0.0, 950.0))],
-}
+from fake_datasets import BIWI_POSES as _POSES
+from fake_datasets import write_biwi_recording as _write_recording
 
 
 @pytest.fixture(scope='module')

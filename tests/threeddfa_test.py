@@ -8,26 +8,8 @@ import scipy.io
 from propel_jax import input_pipeline
 from propel_jax.datasets import build
 from propel_jax.datasets import threeddfa
-
-# (yaw, pitch, roll) in degrees and the landmarks' centre (x, y) in pixels.
-_FACES = [((20.0, -10.0, 5.0), (200.0, 220.0)),
-          ((-60.0, 30.0, -15.0), (260.0, 180.0)),
-          ((120.0, 0.0, 0.0), (225.0, 225.0))]  # beyond ±99°: dropped
-
-
-def _write_face(folder, name, angles, centre, landmark_key):
-  """NAME.jpg (450×450, a bright square on the landmarks) and NAME.mat."""
-  folder.mkdir(parents=True, exist_ok=True)
-  yaw, pitch, roll = np.deg2rad(angles)
-  t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-  x, y = centre[0] + 50 * np.cos(t), centre[1] + 50 * np.sin(t)  # a 100 px box
-  landmarks = np.stack([x, y, np.zeros(68)])  # 3×68; pt2d uses the first 2 rows
-  mat = {'Pose_Para': np.array([[pitch, yaw, roll, 10.0, 20.0, 0.0, 1e-3]]),
-         landmark_key: landmarks if landmark_key == 'pt3d_68' else landmarks[:2]}
-  scipy.io.savemat(folder / f'{name}.mat', mat)
-  image = np.full((450, 450, 3), 20, np.uint8)
-  image[int(centre[1]) - 50:int(centre[1]) + 50, int(centre[0]) - 50:int(centre[0]) + 50] = 230
-  Image.fromarray(image).save(folder / f'{name}.jpg', quality=95)
+from fake_datasets import FACES as _FACES
+from fake_datasets import write_3ddfa_face as _write_face
 
 
 def _check_examples(source, expected_names):

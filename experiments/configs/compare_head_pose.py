@@ -19,6 +19,6 @@ METHODS = 'propel_i1,propel_i2,propel_i4,mse,l1,heatmap,mdn_i2'
 
 def get_config(protocol: str = 'biwi') -> ml_collections.ConfigDict:
   config = head_pose.get_config(protocol)
-  config.num_plot_examples = 2  # Per run; the comparison draws its own grid.
+  config.num_plot_examples = compare_synthetic.NUM_DENSITY_EXAMPLES
   config.compare = compare_synthetic.comparison_section(methods=METHODS)
   return config

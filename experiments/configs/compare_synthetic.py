@@ -22,6 +22,9 @@ KINDS = ('ambiguous_small', 'unambiguous_small', 'ambiguous', 'unambiguous', 'am
 METHODS = 'propel_i1,propel_i2,propel_i4,propel_i8,mse,l1,heatmap,mdn_i2'
 # Sensitivity of PROPEL to σ_gt (the base is 0.02 of the label range, 1.8°).
 SWEEP = 'propel_i2_s0.005,propel_i2_s0.01,propel_i2_s0.05,propel_i2_s0.1'
+# Test images every run saves with its outputs (num_plot_examples): the
+# columns of the comparison's density grid.
+NUM_DENSITY_EXAMPLES = 6
 
 
 def comparison_section(methods: str = METHODS, sweep: str = '',
@@ -31,7 +34,6 @@ def comparison_section(methods: str = METHODS, sweep: str = '',
       'methods': methods,  # Comma-separated method names.
       'sweep': sweep,  # More methods, reported in the sensitivity table only.
       'seeds': seeds,
-      'num_density_examples': 6,  # Test images in the density grid.
   })
 
 
@@ -44,6 +46,6 @@ def get_config(kind: str = 'ambiguous_small') -> ml_collections.ConfigDict:
   config = synthetic.synthetic_config(family, 'small' if size == 'small' else 'full')
   if size == '128':
     config.dataset = f'synthetic_hands/{kind}'
-  config.num_plot_examples = 2  # Per run; the comparison draws its own grid.
+  config.num_plot_examples = NUM_DENSITY_EXAMPLES
   config.compare = comparison_section(sweep=SWEEP if family == 'ambiguous' else '')
   return config
