@@ -176,13 +176,8 @@ def _run_compare_binary(config, workdir, argv, cache_dir):
   """
   command = [sys.executable, '-m', 'experiments.compare', f'--config={config}',
              f'--workdir={workdir}', *argv]
-  # XLA's backend optimisations make compiling the state initialisation take
-  # ~10 s per run (1 s without) and buy nothing for a few steps; the numbers
-  # the tests check do not depend on them.
   env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
-                        ' --xla_backend_optimization_level=0').strip())
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=600)
   assert process.returncode == 0, process.stderr[-5000:]
