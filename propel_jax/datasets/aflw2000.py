@@ -13,12 +13,8 @@ Layout read (AFLW2000-3D.zip extracted):
     <manual_dir>/AFLW2000/image00002.mat   (Pose_Para, pt3d_68, ...)
 """
 
-import dataclasses
-
 from etils import epath
-import tensorflow_datasets as tfds
 
-from propel_jax.datasets import labels as labels_lib
 from propel_jax.datasets import threeddfa
 
 _INSTRUCTIONS = """\
@@ -29,12 +25,6 @@ extract it into the manual folder, so that
 is <data_dir>/downloads/manual/ unless you pass --manual_dir to
 `python -m propel_jax.datasets.build --dataset=aflw2000`).
 """
-
-
-@dataclasses.dataclass(eq=False)
-class Aflw2000Config(tfds.core.BuilderConfig):
-  """Attributes: image_size: side of the stored face crops."""
-  image_size: int = 128
 
 
 def find_images(manual_dir):
@@ -49,30 +39,14 @@ def find_images(manual_dir):
   return images
 
 
-class Aflw2000(tfds.core.GeneratorBasedBuilder):
+class Aflw2000(threeddfa.FaceCropBuilder):
   """AFLW2000-3D: face crops labelled with yaw, pitch, roll (test only)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-  BUILDER_CONFIGS = [Aflw2000Config(name='default',
-                                    description='128x128 face crops.')]
-  label_spec = labels_lib.HEAD_POSE
+  SPLIT = 'test'
+  LANDMARK_KEY = 'pt3d_68'
+  find_images = staticmethod(find_images)
 
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__,
-        features=threeddfa.features(self.builder_config.image_size),
-        supervised_keys=('image', 'label'),
-        homepage='http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/'
-                 'main.htm')
-
-  def _split_generators(self, dl_manager):
-    return {'test': self._generate_examples(find_images(dl_manager.manual_dir))}
-
-  def _generate_examples(self, images):
-    for image_path in images:
-      example = threeddfa.read_example(image_path, 'pt3d_68',
-                                       self.builder_config.image_size)
-      if example is not None:
-        yield image_path.stem, example
+  @staticmethod
+  def example_key(image_path):
+    return image_path.stem

@@ -17,12 +17,8 @@ Layout read (300W-LP.zip extracted):
     <manual_dir>/300W_LP/HELEN/...  IBUG/...  LFPW/...
 """
 
-import dataclasses
-
 from etils import epath
-import tensorflow_datasets as tfds
 
-from propel_jax.datasets import labels as labels_lib
 from propel_jax.datasets import threeddfa
 
 _INSTRUCTIONS = """\
@@ -35,12 +31,6 @@ extract it into the manual folder, so that <manual_dir>/300W_LP/AFW/*.jpg and
 """
 
 _SUBSETS = ('AFW', 'HELEN', 'IBUG', 'LFPW')
-
-
-@dataclasses.dataclass(eq=False)
-class The300wLpPoseConfig(tfds.core.BuilderConfig):
-  """Attributes: image_size: side of the stored face crops."""
-  image_size: int = 128
 
 
 def find_images(manual_dir):
@@ -59,30 +49,14 @@ def find_images(manual_dir):
   return images
 
 
-class The300wLpPose(tfds.core.GeneratorBasedBuilder):
+class The300wLpPose(threeddfa.FaceCropBuilder):
   """300W-LP: face crops labelled with yaw, pitch, roll (train only)."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
-  BUILDER_CONFIGS = [The300wLpPoseConfig(name='default',
-                                         description='128x128 face crops.')]
-  label_spec = labels_lib.HEAD_POSE
+  SPLIT = 'train'
+  LANDMARK_KEY = 'pt2d'
+  find_images = staticmethod(find_images)
 
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self, description=__doc__,
-        features=threeddfa.features(self.builder_config.image_size),
-        supervised_keys=('image', 'label'),
-        homepage='http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/'
-                 'main.htm')
-
-  def _split_generators(self, dl_manager):
-    return {'train': self._generate_examples(find_images(dl_manager.manual_dir))}
-
-  def _generate_examples(self, images):
-    for image_path in images:
-      example = threeddfa.read_example(image_path, 'pt2d',
-                                       self.builder_config.image_size)
-      if example is not None:
-        yield f'{image_path.parent.name}/{image_path.stem}', example
+  @staticmethod
+  def example_key(image_path):
+    return f'{image_path.parent.name}/{image_path.stem}'

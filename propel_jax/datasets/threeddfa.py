@@ -4,12 +4,14 @@ Both datasets (Zhu et al., CVPR 2016) store each face as `NAME.jpg` (450×450)
 and `NAME.mat`, a MATLAB file with `Pose_Para` (1×7: pitch, yaw, roll in
 radians, translation, scale) and 68 facial landmarks in pixels (`pt2d`, 2×68,
 in 300W-LP; `pt3d_68`, 3×68, in AFLW2000-3D). This module turns one such pair
-into a labelled face crop; the builders `the300w_lp` and `aflw2000` list the
-files. Faces with any angle beyond ±99° are dropped (the standard protocol;
+into a labelled face crop, and `FaceCropBuilder` is the TFDS builder both
+datasets share; the builders `the300w_lp` and `aflw2000` only list the files. Faces with any angle beyond ±99° are dropped (the standard protocol;
 they are mostly failed fits).
 """
 
+import dataclasses
 import io
+import sys
 
 from etils import epath
 import numpy as np
@@ -72,3 +74,49 @@ def read_example(image_path, landmark_key, image_size):
           'label': label.astype(np.float32),
           'equivalent_labels': label[None].astype(np.float32),
           'name': image_path.stem}
+
+
+@dataclasses.dataclass(eq=False)
+class FaceCropConfig(tfds.core.BuilderConfig):
+  """Attributes: image_size: side of the stored face crops."""
+  image_size: int = 128
+
+
+class FaceCropBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A 3DDFA-format dataset as face crops labelled with yaw, pitch, roll.
+
+  Subclasses set SPLIT (the one split the dataset provides), LANDMARK_KEY,
+  MANUAL_DOWNLOAD_INSTRUCTIONS, and `find_images(manual_dir)` and
+  `example_key(image_path)`.
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS = [FaceCropConfig(name='default', description='128x128 face crops.')]
+  label_spec = labels_lib.HEAD_POSE
+  SPLIT = None
+  LANDMARK_KEY = None
+
+  @staticmethod
+  def find_images(manual_dir):
+    raise NotImplementedError
+
+  @staticmethod
+  def example_key(image_path):
+    raise NotImplementedError
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, description=sys.modules[type(self).__module__].__doc__,
+        features=features(self.builder_config.image_size),
+        supervised_keys=('image', 'label'),
+        homepage='http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm')
+
+  def _split_generators(self, dl_manager):
+    return {self.SPLIT: self._generate_examples(self.find_images(dl_manager.manual_dir))}
+
+  def _generate_examples(self, images):
+    for image_path in images:
+      example = read_example(image_path, self.LANDMARK_KEY, self.builder_config.image_size)
+      if example is not None:
+        yield self.example_key(image_path), example
