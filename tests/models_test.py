@@ -134,6 +134,16 @@ def test_bad_inputs_name_the_problem():
     model(jnp.zeros((2, 32, 32, 1)))
 
 
+@nnx.jit
+def _adam_step(model, optimizer, batch):
+  """One optimiser step on the mean head loss; returns the loss before the step."""
+  def loss_fn(model):
+    return model.head.loss(model(batch['image']), batch).mean()
+  loss, grads = nnx.value_and_grad(loss_fn)(model)
+  optimizer.update(model, grads)
+  return loss
+
+
 @pytest.mark.parametrize('loss', models.LOSSES)
 def test_every_head_overfits_a_tiny_batch(loss):
   """A few Adam steps on six random images: the loss is finite and goes down."""
@@ -146,15 +156,7 @@ def test_every_head_overfits_a_tiny_batch(loss):
            'label': labels, 'equivalent_labels': labels[:, None]}
   optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
 
-  @nnx.jit
-  def step(model, optimizer, batch):
-    def loss_fn(model):
-      return model.head.loss(model(batch['image']), batch).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
-
-  history = [float(step(model, optimizer, batch)) for _ in range(40)]
+  history = [float(_adam_step(model, optimizer, batch)) for _ in range(40)]
   assert np.all(np.isfinite(history))
   assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5]), history
 
@@ -183,18 +185,10 @@ def test_heatmap_head_localises_with_the_default_grid():
   rng = np.random.default_rng(0)
   optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
-  @nnx.jit
-  def step(model, optimizer, batch):
-    def loss_fn(model):
-      return model.head.loss(model(batch['image']), batch).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return loss
-
   for _ in range(100):
     labels = rng.uniform(0.15, 0.85, (16, 2))
-    step(model, optimizer, {'image': jnp.asarray(_blob_images(labels, size)),
-                            'label': jnp.asarray(labels, jnp.float32)})
+    _adam_step(model, optimizer, {'image': jnp.asarray(_blob_images(labels, size)),
+                                  'label': jnp.asarray(labels, jnp.float32)})
   model.eval()
   labels = rng.uniform(0.15, 0.85, (64, 2))
   decoded = model.head.decode(model(jnp.asarray(_blob_images(labels, size))))
