@@ -10,7 +10,8 @@ and prints medians and their ratio, then how the time grows with B, I and n.
 
 On a shared machine the medians are still noisy: re-run when it is quiet.
 `taskset -c 0 python benchmarks/loss_benchmark.py` compares on one core (both
-libraries use the cores they are given).
+libraries use the cores they are given). Where JAX runs on a GPU, torchpropel
+runs on it too (CUDA); there only the wall-time ratio means anything.
 """
 
 import argparse
@@ -53,20 +54,29 @@ def jax_step(means, scales, targets):
   return step
 
 
-def torch_step(means, scales, targets):
+def torch_step(means, scales, targets, device):
   """A closure running torchpropel forward + backward (it squares the std)."""
   import torch  # pylint: disable=g-import-not-at-top
   import torchpropel  # pylint: disable=g-import-not-at-top
-  output = torch.tensor(np.concatenate([means, scales], axis=-1), requires_grad=True)
-  target = torch.tensor(targets)
-  loss_fn = torchpropel.PROPEL(sigma=TARGET_SCALE)
+  output = torch.tensor(np.concatenate([means, scales], axis=-1), device=device,
+                        requires_grad=True)
+  target = torch.tensor(targets, device=device)
+  loss_fn = torchpropel.PROPEL(sigma=TARGET_SCALE).to(device)  # Its σ is a parameter.
 
   def step():
     output.grad = None
     loss = loss_fn(output, target)
     loss.backward()
+    if device != 'cpu':  # CUDA runs asynchronously: time the finished work.
+      torch.cuda.synchronize()
     return loss
   return step
+
+
+def default_torch_device():
+  """'cuda' where JAX runs on a GPU and torch sees one, so both use the same chip."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
 
 
 def time_interleaved(steps, reps):
@@ -91,11 +101,11 @@ def time_interleaved(steps, reps):
           for name in steps}
 
 
-def measure(point, reps, with_torch):
+def measure(point, reps, torch_device):
   data = make_data(*point)
   steps = {'jax': jax_step(*data)}
-  if with_torch:
-    steps['torch'] = torch_step(*data)
+  if torch_device:
+    steps['torch'] = torch_step(*data, torch_device)
   # Fewer repetitions where one call takes long.
   return time_interleaved(steps, reps if point[0] * point[1] ** 2 * point[2] < 5e6
                           else max(5, reps // 5))
@@ -116,15 +126,20 @@ def main():
   parser.add_argument('--reps', type=int, default=50)
   parser.add_argument('--no-scaling', action='store_true')
   parser.add_argument('--no-torch', action='store_true')
+  parser.add_argument('--torch_device', default='',
+                      help="torch's device; default: cuda where JAX runs on a GPU, else cpu")
   args = parser.parse_args()
-  with_torch = not args.no_torch
+  torch_device = '' if args.no_torch else (args.torch_device or default_torch_device())
+  with_torch = bool(torch_device)
   if with_torch:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(len(os.sched_getaffinity(0)))
   device = jax.devices()[0]
   print(f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
         f'{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}'
-        + (f'; torch {torch.__version__} with {torch.get_num_threads()} threads'
+        + (f'; torch {torch.__version__} on {torch_device}'
+           + (f' ({torch.cuda.get_device_name()})' if torch_device == 'cuda' else
+              f' with {torch.get_num_threads()} threads')
            if with_torch else ''))
   print('value + gradient of the mean loss w.r.t. means and scales, float32, '
         'median ms of wall and CPU time')
@@ -132,14 +147,14 @@ def main():
             + (' | torch wall       cpu | ratio wall    cpu' if with_torch else ''))
   print(header)
   for point in POINTS:
-    print(row(point, measure(point, args.reps, with_torch)), flush=True)
+    print(row(point, measure(point, args.reps, torch_device)), flush=True)
   if args.no_scaling:
     return
   for axis, points in SCALING.items():
     print(f'\ngrowth with {axis} (others at B=1024, I=16, n=3)')
     print(header)
     for point in points:
-      print(row(point, measure(point, args.reps, with_torch)), flush=True)
+      print(row(point, measure(point, args.reps, torch_device)), flush=True)
 
 
 if __name__ == '__main__':

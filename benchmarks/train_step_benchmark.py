@@ -10,6 +10,8 @@ arithmetic is the same size). Every formulation runs interleaved in this
 process on the same data; medians over the repetitions.
 
   python benchmarks/train_step_benchmark.py [--reps 30] [--batch 64]
+
+Where JAX runs on a GPU, the PyTorch model runs on it too (CUDA, cuDNN autotuned).
 """
 
 import argparse
@@ -36,8 +38,8 @@ def make_batch(batch_size, image_size, seed=0):
 # --- PyTorch -----------------------------------------------------------------
 
 
-def torch_step_fn(batch):
-  """Returns step() -> loss for the torch model on the batch (NCHW)."""
+def torch_step_fn(batch, device='cpu'):
+  """Returns step() -> loss for the torch model on the batch (NCHW) on `device`."""
   import torch
   import torchpropel
 
@@ -62,11 +64,13 @@ def torch_step_fn(batch):
       return torch.cat([torch.sigmoid(means), torch.sigmoid(scales) + MIN_SCALE], dim=-1)
 
   torch.manual_seed(0)
-  model = PaperCNN(batch['image'].shape[1])
-  loss_fn = torchpropel.PROPEL(TARGET_SCALE)
+  # cuDNN picks its fastest convolution algorithms for these shapes, as a tuned PyTorch run would.
+  torch.backends.cudnn.benchmark = True
+  model = PaperCNN(batch['image'].shape[1]).to(device)
+  loss_fn = torchpropel.PROPEL(TARGET_SCALE).to(device)  # Its σ is a parameter.
   optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-  images = torch.from_numpy(batch['image']).permute(0, 3, 1, 2).contiguous()
-  labels = torch.from_numpy(batch['label'])
+  images = torch.from_numpy(batch['image']).permute(0, 3, 1, 2).contiguous().to(device)
+  labels = torch.from_numpy(batch['label']).to(device)
   model.train()
 
   def step():
@@ -162,14 +166,19 @@ def main():
   parser.add_argument('--variants', default='torch,nnx_jit,pure_jit,pure_jit_xla_conv_grad',
                       help=f'comma-separated, from {",".join(VARIANTS)}')
   parser.add_argument('--threads', type=int, default=os.cpu_count())
+  parser.add_argument('--torch_device', default='',
+                      help="torch's device; default: cuda where JAX runs on a GPU, else cpu")
   args = parser.parse_args()
 
   import torch
   torch.set_num_threads(args.threads)
   import jax
+  torch_device = args.torch_device or (
+      'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu')
   batch = make_batch(args.batch, args.image_size)
   names = args.variants.split(',')
-  steps = {name: VARIANTS[name](batch) for name in names}
+  steps = {name: (VARIANTS[name](batch, torch_device) if name == 'torch' else VARIANTS[name](batch))
+           for name in names}
   for name, step in steps.items():
     for _ in range(args.warmup):
       loss = step()
@@ -182,7 +191,8 @@ def main():
       times[name].append(time.perf_counter() - start)
   print(f'\nbatch {args.batch}, {args.image_size}×{args.image_size}×1, n = {NUM_TARGETS}, '
         f'I = {NUM_GAUSSIANS}; jax {jax.__version__} ({jax.devices()[0].device_kind}), '
-        f'torch {torch.__version__} ({args.threads} threads); medians of {args.reps}')
+        f'torch {torch.__version__} on {torch_device} ({args.threads} CPU threads); '
+        f'medians of {args.reps}')
   reference = statistics.median(times['torch']) if 'torch' in times else None
   for name in names:
     median = statistics.median(times[name])

@@ -173,7 +173,14 @@ def dataset_info(config: ml_collections.ConfigDict) -> input_pipeline.DatasetInf
                                          image_size=config.image_size)
 
 
+def _hardware() -> str:
+  """What this process trains on, e.g. 'gpu: NVIDIA H100 80GB HBM3 ×1' (all processes' devices)."""
+  device = jax.devices()[0]
+  return f'{device.platform}: {device.device_kind} ×{jax.device_count()}'
+
+
 def _add_timing(directory: str, seconds: float) -> None:
+  """Adds one call's wall seconds and the hardware it ran on to the run's timing.json."""
   path = os.path.join(directory, TIMING_FILE)
   timing = {'seconds': 0.0, 'calls': 0}
   if os.path.exists(path):
@@ -181,6 +188,8 @@ def _add_timing(directory: str, seconds: float) -> None:
       timing = json.load(f)
   timing['seconds'] += seconds
   timing['calls'] += 1
+  # A resumed run may have moved machines: keep every one it used.
+  timing['hardware'] = sorted(set(timing.get('hardware', [])) | {_hardware()})
   with open(path + '.tmp', 'w') as f:
     json.dump(timing, f)
   os.replace(path + '.tmp', path)
@@ -356,7 +365,10 @@ def load_run(directory: str, info: Any) -> dict[str, Any]:
   outputs, _ = load_outputs(directory)
   result.update(analyse_run(outputs, info))
   with open(os.path.join(directory, TIMING_FILE)) as f:
-    result['train_seconds'] = json.load(f)['seconds']
+    timing = json.load(f)
+  result['train_seconds'] = timing['seconds']
+  # A string, so that `aggregate` leaves it out; older runs did not record it.
+  result['hardware'] = '; '.join(timing.get('hardware', ['not recorded']))
   result['steps_per_sec'] = median_steps_per_sec(directory)
   return result
 
@@ -473,9 +485,11 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
            f'{train_cfg["model"]["hidden_units"]}. Seeds {results["seeds"]} (initialisation and '
            f'data order). Mean ± std over seeds (std with ddof 1).', '']
   total = sum(run['train_seconds'] for runs in results['runs'].values() for run in runs.values())
+  hardware = sorted({run.get('hardware', 'not recorded') for runs in results['runs'].values()
+                     for run in runs.values()})
   lines += [f'Training wall time, all runs together: {total / 60:.1f} min'
             + (f' (this invocation: {wall_seconds / 60:.1f} min).' if wall_seconds is not None
-               else '.'), '']
+               else '.') + f' Hardware: {"; ".join(hardware)}.', '']
   if results['missing_runs']:
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
 
@@ -493,8 +507,9 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
             f'recall: share of equivalent labels with a mode within {MODE_RADIUS_DEG:g}° on '
             'every axis; all modes: share of test images where every equivalent label has one. '
             'Density metrics score the equivalent label the model finds most likely. Train time: '
-            'wall seconds of train_and_evaluate (compilation and evaluation included, on a CPU '
-            'shared with other jobs); steps/s: median logged training speed.', '',
+            'wall seconds of train_and_evaluate (compilation and evaluation included; runs trained '
+            'at the same time on one machine slow each other down); steps/s: median logged '
+            'training speed.', '',
             '| method | NLL | CRPS | 90% coverage | mode recall | all modes | params | '
             'train time (s) | steps/s |', '|---|---|---|---|---|---|---|---|---|']
   for name in results['methods']:

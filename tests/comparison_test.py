@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from absl import flags
+import jax
 from ml_collections import config_flags
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from propel_jax import comparison
 from propel_jax import evaluation
 from propel_jax import input_pipeline
 import fake_datasets  # tests/ is on sys.path under pytest.
+import training_runs as runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = f'{REPO}/experiments/configs/compare_synthetic.py:ambiguous_small'
@@ -176,10 +178,8 @@ def _run_compare_binary(config, workdir, argv, cache_dir):
   """
   command = [sys.executable, '-m', 'experiments.compare', f'--config={config}',
              f'--workdir={workdir}', *argv]
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-  process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=600)
+  process = subprocess.run(command, cwd=REPO, env=runs.env(cache_dir), capture_output=True,
+                           text=True, timeout=600)
   assert process.returncode == 0, process.stderr[-5000:]
   with open(os.path.join(workdir, 'results.json')) as f:
     return json.load(f)
@@ -194,6 +194,10 @@ def test_compare_binary_end_to_end(tmp_path):
       'coverage.png', 'densities.png', 'error_distributions.png']
   markdown = open(os.path.join(workdir, 'results.md')).read()
   assert '--config.compare.methods=propel_i2,mse' in markdown  # The exact command.
+  # What trained the runs: this process's backend, whatever it is.
+  hardware = f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind} ×{jax.device_count()}'
+  assert results['runs']['mse']['0']['hardware'] == hardware
+  assert f'Hardware: {hardware}.' in markdown
 
   for method, metric_names in (('propel_i2', ('cmae/mode', 'cmae/mean', 'nll', 'mode_recall')),
                                ('mse', ('cmae/direct', 'mae/direct/azimuth'))):

@@ -12,6 +12,7 @@ import pytest
 
 from propel_jax import input_pipeline
 from propel_jax import train
+import training_runs as runs  # tests/ is on sys.path under pytest.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments/configs/*.py'))
@@ -116,12 +117,13 @@ def test_values_keep_their_types():
 
 
 def test_batch_size_must_split_over_devices():
-  # Eight fake CPU devices, in a subprocess so that this process keeps one.
-  code = ('import sys; sys.argv = ["x"]; '
-          'from tests.configs_test import _small_config; from propel_jax import train; '
+  # Eight fake CPU devices (CPU also where there is an accelerator), in a
+  # subprocess so that this process keeps one.
+  code = ('import sys; sys.argv = ["x"]; sys.path.insert(0, "tests"); '
+          'from configs_test import _small_config; from propel_jax import train; '
           'train.validate_config(_small_config(batch_size=12))')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             PYTHONPATH=REPO)
+  env = runs.subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8',
+                            JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=120)
   assert result.returncode != 0

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from propel_jax import parallel
+import training_runs as runs  # tests/ is on sys.path under pytest.
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,8 +59,9 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
 ''')
 
 def test_eight_device_step_equals_one_device_step(tmp_path):
-  env = dict(os.environ, PYTHONPATH=REPO,
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  # Fake CPU devices, also where an accelerator would be the default backend.
+  env = runs.subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8',
+                            JAX_PLATFORMS='cpu')
   result = subprocess.run([sys.executable, '-c', _EIGHT_DEVICES_SCRIPT, str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-5000:]

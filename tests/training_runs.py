@@ -40,17 +40,30 @@ def train_command(workdir, data_dir, *overrides):
           f'--workdir={workdir}', f'--config.data_dir={data_dir}', *TINY, *overrides]
 
 
-def env(jax_cache):
-  """The subprocesses' environment: this checkout first, a shared compilation cache."""
-  return dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=jax_cache,
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+def subprocess_env(**variables):
+  """A subprocess's environment: this checkout first on PYTHONPATH, then the caller's entries.
+
+  Keeping the caller's PYTHONPATH matters where the packages themselves come
+  from it (e.g. a GPU machine whose extra packages live in a --target folder).
+
+  Args:
+    **variables: more environment variables to set.
+  """
+  path = os.pathsep.join(p for p in (REPO, os.environ.get('PYTHONPATH')) if p)
+  return dict(os.environ, PYTHONPATH=path, **variables)
 
 
-def run(command, jax_cache, timeout=300):
+def env(jax_cache, **variables):
+  """The binaries' environment: `subprocess_env` plus a shared compilation cache."""
+  return subprocess_env(JAX_COMPILATION_CACHE_DIR=jax_cache,
+                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', **variables)
+
+
+def run(command, jax_cache, timeout=300, **variables):
   """Runs a binary to completion; fails the test with its log tail if it fails."""
-  result = subprocess.run(command, cwd=REPO, env=env(jax_cache), capture_output=True,
-                          text=True, timeout=timeout)
+  result = subprocess.run(command, cwd=REPO, env=env(jax_cache, **variables),
+                          capture_output=True, text=True, timeout=timeout)
   assert result.returncode == 0, result.stderr[-5000:]
   return result
 
