@@ -173,8 +173,8 @@ def main():
   import torch
   torch.set_num_threads(args.threads)
   import jax
-  torch_device = args.torch_device or (
-      'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu')
+  from loss_benchmark import default_torch_device  # benchmarks/ is the script's folder.
+  torch_device = args.torch_device or default_torch_device()
   batch = make_batch(args.batch, args.image_size)
   names = args.variants.split(',')
   steps = {name: (VARIANTS[name](batch, torch_device) if name == 'torch' else VARIANTS[name](batch))
