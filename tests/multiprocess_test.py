@@ -63,11 +63,18 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
   single_step, single_state = runs.final_state(single)
   assert step == single_step == 8
   assert state.keys() == single_state.keys()
-  worst = {key: float(np.max(np.abs(state[key] - single_state[key]), initial=0.0))
-            for key in state}
-  print('largest absolute differences:', sorted(worst.items(), key=lambda kv: -kv[1])[:5])
+  # Leaf by leaf, at the leaf's own scale. Each process's batch of 8 (not 16) runs through
+  # other CPU kernels, and after 8 steps the rounding has grown to 6.5e-6 of a leaf's largest
+  # value on a 2-core host but 1.7e-3 on a 16-core one; a missing or wrong cross-process
+  # reduction changes the optimiser's trace by O(1). The floor is for the convolution biases
+  # before BatchNorm, whose true gradient is 0: their values are rounding noise.
+  relative = {key: float(np.max(np.abs(state[key] - single_state[key]), initial=0.0))
+              / max(float(np.max(np.abs(single_state[key]), initial=0.0)), 1e-30)
+              for key in state}
+  print('largest relative differences:', sorted(relative.items(), key=lambda kv: -kv[1])[:8])
   for key in state:
-    np.testing.assert_allclose(state[key], single_state[key], rtol=1e-4, atol=1e-5,
+    scale = float(np.max(np.abs(single_state[key]), initial=0.0))
+    np.testing.assert_allclose(state[key], single_state[key], rtol=0, atol=1e-2 * scale + 1e-5,
                                err_msg=key)
   multi_log = runs.without_timing(runs.read_jsonl(os.path.join(multi, 'metrics.jsonl')))
   single_log = runs.without_timing(runs.read_jsonl(os.path.join(single, 'metrics.jsonl')))
