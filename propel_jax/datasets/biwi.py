@@ -30,13 +30,13 @@ Configs:
 """
 
 import dataclasses
-import io
 
 from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from propel_jax.datasets import face_crops
 from propel_jax.datasets import geometry
 from propel_jax.datasets import labels as labels_lib
 
@@ -114,12 +114,6 @@ def find_recordings(manual_dir):
   return recordings
 
 
-def _encode_jpeg(image):
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format='JPEG', quality=95)
-  return buffer.getvalue()
-
-
 class Biwi(tfds.core.GeneratorBasedBuilder):
   """Biwi Kinect Head Pose: face crops labelled with yaw, pitch, roll."""
 
@@ -139,14 +133,7 @@ class Biwi(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(size, size, 3),
-                                         encoding_format='jpeg'),
-            'label': tfds.features.Tensor(shape=(3,), dtype=np.float32),
-            'equivalent_labels': tfds.features.Tensor(shape=(1, 3),
-                                                      dtype=np.float32),
-            'recording': tfds.features.Text(),
-        }),
+        features=face_crops.features(size, 'recording'),
         supervised_keys=('image', 'label'),
         homepage='https://data.vision.ee.ethz.ch/cvl/gfanelli/head_pose/'
                  'head_forest.html',
@@ -176,9 +163,5 @@ class Biwi(tfds.core.GeneratorBasedBuilder):
         with Image.open(image_path) as pil:
           image = np.asarray(pil.convert('RGB'))
         crop = geometry.crop_square(image, face_box(centre, calibration), size)
-        yield f'{recording.name}/{frame}', {
-            'image': _encode_jpeg(crop),
-            'label': label.astype(np.float32),
-            'equivalent_labels': label[None].astype(np.float32),
-            'recording': recording.name,
-        }
+        yield f'{recording.name}/{frame}', face_crops.example(
+            crop, label, 'recording', recording.name)

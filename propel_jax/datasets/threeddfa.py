@@ -5,12 +5,12 @@ and `NAME.mat`, a MATLAB file with `Pose_Para` (1×7: pitch, yaw, roll in
 radians, translation, scale) and 68 facial landmarks in pixels (`pt2d`, 2×68,
 in 300W-LP; `pt3d_68`, 3×68, in AFLW2000-3D). This module turns one such pair
 into a labelled face crop, and `FaceCropBuilder` is the TFDS builder both
-datasets share; the builders `the300w_lp` and `aflw2000` only list the files. Faces with any angle beyond ±99° are dropped (the standard protocol;
-they are mostly failed fits).
+datasets share; the builders `the300w_lp` and `aflw2000` only list the files.
+Faces with any angle beyond ±99° are dropped (the standard protocol; they are
+mostly failed fits).
 """
 
 import dataclasses
-import io
 import sys
 
 from etils import epath
@@ -19,24 +19,13 @@ from PIL import Image
 import scipy.io
 import tensorflow_datasets as tfds
 
+from propel_jax.datasets import face_crops
 from propel_jax.datasets import geometry
 from propel_jax.datasets import labels as labels_lib
 
 # Side of the face crop over the larger side of the landmarks' bounding box:
 # the landmarks stop at the eyebrows, the margin keeps forehead and chin.
 CROP_MARGIN = 1.5
-
-
-def features(image_size):
-  """TFDS features of a head-pose example (image, label, equivalents, name)."""
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(image_size, image_size, 3),
-                                   encoding_format='jpeg'),
-      'label': tfds.features.Tensor(shape=(3,), dtype=np.float32),
-      'equivalent_labels': tfds.features.Tensor(shape=(1, 3),
-                                                dtype=np.float32),
-      'name': tfds.features.Text(),
-  })
 
 
 def read_example(image_path, landmark_key, image_size):
@@ -49,7 +38,7 @@ def read_example(image_path, landmark_key, image_size):
     image_size: side of the stored crop.
 
   Returns:
-    A dict for `features(image_size)`, or None when an angle exceeds the
+    A dict for `face_crops.features(image_size, 'name')`, or None when an angle exceeds the
     head-pose range.
   """
   image_path = epath.Path(image_path)
@@ -68,12 +57,7 @@ def read_example(image_path, landmark_key, image_size):
     image = np.asarray(pil.convert('RGB'))
   crop = geometry.crop_square(
       image, geometry.square_around_points(landmarks, CROP_MARGIN), image_size)
-  buffer = io.BytesIO()
-  Image.fromarray(crop).save(buffer, format='JPEG', quality=95)
-  return {'image': buffer.getvalue(),
-          'label': label.astype(np.float32),
-          'equivalent_labels': label[None].astype(np.float32),
-          'name': image_path.stem}
+  return face_crops.example(crop, label, 'name', image_path.stem)
 
 
 @dataclasses.dataclass(eq=False)
@@ -108,7 +92,7 @@ class FaceCropBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _info(self):
     return tfds.core.DatasetInfo(
         builder=self, description=sys.modules[type(self).__module__].__doc__,
-        features=features(self.builder_config.image_size),
+        features=face_crops.features(self.builder_config.image_size, 'name'),
         supervised_keys=('image', 'label'),
         homepage='http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm')
 
