@@ -25,7 +25,7 @@ from propel_jax import input_pipeline
 import fake_datasets  # tests/ is on sys.path under pytest.
 import training_runs as runs
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = runs.REPO
 CONFIG = f'{REPO}/experiments/configs/compare_synthetic.py:ambiguous_small'
 TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
         '--config.batch_size=8', '--config.num_train_steps=4', '--config.log_every_steps=2',

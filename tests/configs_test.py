@@ -14,7 +14,7 @@ from propel_jax import input_pipeline
 from propel_jax import train
 import training_runs as runs  # tests/ is on sys.path under pytest.
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = runs.REPO
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments/configs/*.py'))
                       if not p.endswith('__init__.py'))
 # The argument after ':' each config file needs, or each variant it has.

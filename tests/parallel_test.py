@@ -4,7 +4,6 @@ Runs in a subprocess with 8 fake CPU devices (XLA's host platform device
 count), so the other tests keep their single device.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import pytest
 from propel_jax import parallel
 import training_runs as runs  # tests/ is on sys.path under pytest.
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = runs.REPO
 
 # Two training steps of the real model on real batches of the small
 # synthetic dataset, once on a mesh of all 8 devices (the batch split 2 per
