@@ -3,37 +3,49 @@ PY ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+# torch 2.13.0: this project's CI image holds its CPU wheel locally (a plain `torch` from PyPI
+# pulls several GB of CUDA libraries). Any torch >= 1.10 works with torchpropel.
+TORCH ?= torch==2.13.0
 # Two workers: CI machines have two cores; tests each keep to one XLA thread pool.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
-$(STAMP): requirements.txt requirements-torch.txt setup.cfg pyproject.toml
+$(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -r requirements.txt -r requirements-torch.txt
-	$(PYTHON) -m pip install -q --no-deps -e .
+	$(PYTHON) -m pip install -q -e '.[experiments,test]'
+	touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PYTHON) -m pip install -q '$(TORCH)' -e '.[experiments,test,bench]'
 	touch $@
 
 install: $(STAMP)
 
+# Everything: unit tests, doctests of the pure core, and the slow end-to-end runs.
 test: $(STAMP)
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) tests
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --doctest-modules propel_jax tests
+
+# The fast tier: everything but the end-to-end runs marked `slow`.
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -m 'not slow' --doctest-modules propel_jax tests
 
 # `make demo`: build the synthetic ambiguous hands, train PROPEL on them for a few minutes on
 # the CPU, evaluate, and say where the results are. Rerunning resumes (or just re-evaluates) the
 # run in DEMO_DIR; `rm -rf` it to start over.
 DEMO_DIR ?= /tmp/propel_jax_demo
 demo: $(STAMP)
-	$(PYTHON) -m propel_jax.datasets.build --dataset=synthetic_hands/ambiguous
+	$(PYTHON) -m experiments.build_dataset --dataset=synthetic_hands/ambiguous
 	$(PYTHON) -m experiments.train --config=experiments/configs/synthetic.py:demo \
 	    --workdir=$(DEMO_DIR)
 	$(PYTHON) -m experiments.evaluate --workdir=$(DEMO_DIR)
 	@echo "Metrics: $(DEMO_DIR)/eval_metrics.json (per-example outputs: eval_outputs.npz)"
 	@echo "Plots:   $(DEMO_DIR)/plots/ (predicted_vs_true.png, density_*.png)"
-	@echo "Log:     $(DEMO_DIR)/metrics.jsonl; TensorBoard: tensorboard --logdir=$(DEMO_DIR)"
+	@echo "Log:     $(DEMO_DIR)/metrics.jsonl; TensorBoard: $(VENV)/bin/tensorboard --logdir=$(DEMO_DIR)"
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(PYTHON) benchmarks/loss_benchmark.py
 
 clean:

@@ -25,8 +25,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from propel_jax import input_pipeline
-from propel_jax.datasets import synthetic_hands
+from propel_jax.data import input_pipeline
+from propel_jax.data.builders import synthetic_hands
 
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'TFDS data dir; default: a fresh temporary directory '
@@ -66,7 +66,7 @@ def _train_step_runner(info, batch_size):
     from flax import nnx  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    from propel_jax import models  # pylint: disable=g-import-not-at-top
+    from propel_jax.nn import models  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     print(f'(no training-step comparison: {e})')
     return None

@@ -88,7 +88,7 @@ def torch_step_fn(batch, device='cpu'):
 def _jax_model(image_size, **model_config):
   import ml_collections
   from flax import nnx
-  from propel_jax import models
+  from propel_jax.nn import models
   config = ml_collections.ConfigDict({
       'loss': 'propel', 'num_gaussians': NUM_GAUSSIANS, 'target_scale': TARGET_SCALE,
       'model': {'hidden_units': HIDDEN, 'scale_activation': 'sigmoid',

@@ -10,16 +10,18 @@ DIR/runs/<method>/seed_<k>/. Rerunning the same command skips finished runs
 and resumes unfinished ones, then rewrites the report.
 """
 
+import os
 import shlex
 import sys
+import time
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from propel_jax import comparison
-from propel_jax import reporting
+from experiments.comparison import runner as comparison
+from propel_jax.training import reporting
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Comparison config (experiments/configs/compare_*.py[:variant]).',
@@ -33,10 +35,15 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
   command = 'python -m experiments.compare ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-  results = comparison.compare(_CONFIG.value, _WORKDIR.value, command=command)
-  if results is None:
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  runner.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  start = time.perf_counter()
+  if not runner.run_all(config, workdir):
     logging.warning('Stopped by a preemption notice; rerun the same command to resume.')
   else:
+    report.write_report(config, workdir, command=command,
+                        wall_seconds=time.perf_counter() - start)
     logging.info('Done: %s/results.md, %s/results.json, %s/plots/.', _WORKDIR.value,
                  _WORKDIR.value, _WORKDIR.value)
 

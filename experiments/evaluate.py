@@ -8,10 +8,13 @@ than the config's test_split) and plots to DIR/plots/.
 
 from absl import app
 from absl import flags
+from absl import logging
 
-from propel_jax import parallel
-from propel_jax import reporting
-from propel_jax import train
+from experiments import plots
+from propel_jax.data import input_pipeline
+from propel_jax.training import parallel
+from propel_jax.training import reporting
+from propel_jax.training import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
 _SPLIT = flags.DEFINE_string('split', None, "Split to evaluate (default: the config's "
@@ -35,6 +38,11 @@ def main(argv):
     config.data_dir = _DATA_DIR.value
   # Logs the summary and where the files went.
   train.evaluate(config, _WORKDIR.value, _SPLIT.value)
+  if parallel.is_main_process():
+    info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                           image_size=config.image_size)
+    plot_dir = plots.write_for_run(_WORKDIR.value, config, info, _SPLIT.value)
+    logging.info('Plots: %s/', plot_dir)
 
 
 if __name__ == '__main__':

@@ -13,9 +13,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from propel_jax import parallel
-from propel_jax import reporting
-from propel_jax import train
+from experiments import plots
+from propel_jax.data import input_pipeline
+from propel_jax.training import parallel
+from propel_jax.training import reporting
+from propel_jax.training import train
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file (experiments/configs/*.py[:variant]).',
@@ -33,11 +35,14 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  results = train.train_and_evaluate(config, workdir)
   if results is not None and parallel.is_main_process():
-    logging.info('Done. Metrics: %s/eval_metrics.json, plots: %s/plots/, '
-                 'TensorBoard: tensorboard --logdir=%s', _WORKDIR.value, _WORKDIR.value,
-                 _WORKDIR.value)
+    info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                           image_size=config.image_size)
+    plot_dir = plots.write_for_run(workdir, config, info)
+    logging.info('Done. Metrics: %s/eval_metrics.json, plots: %s/, '
+                 'TensorBoard: tensorboard --logdir=%s', workdir, plot_dir, workdir)
 
 
 if __name__ == '__main__':

@@ -1,20 +1,24 @@
 """propel_jax: PROPEL, a probabilistic parametric regression loss, in JAX.
 
-`import propel_jax` pulls in only jax, numpy and chex: the loss, baseline
-losses and the Gaussian-mixture tools (`propel_jax.mixtures`). Models, data
-and training live in submodules that are imported explicitly
-(`propel_jax.models`, `propel_jax.train`, ...).
+`import propel_jax` needs only jax and numpy: the losses, the Gaussian-mixture
+type and tools (`propel_jax.mixtures`) and the scores (`propel_jax.scoring`).
+Models (`propel_jax.nn`), data (`propel_jax.data`) and training
+(`propel_jax.training`) are subpackages imported explicitly; they need the
+extra `pip install 'propel-jax[experiments]'`.
 """
 
 from propel_jax import mixtures
+from propel_jax import scoring
 from propel_jax.losses import check_inputs
 from propel_jax.losses import l1_loss
 from propel_jax.losses import mixture_distance
 from propel_jax.losses import mixture_nll
 from propel_jax.losses import mse_loss
 from propel_jax.losses import propel_loss
+from propel_jax.mixtures import Mixture
 
 __all__ = [
+    'Mixture',
     'check_inputs',
     'l1_loss',
     'mixture_distance',
@@ -22,5 +26,6 @@ __all__ = [
     'mixtures',
     'mse_loss',
     'propel_loss',
+    'scoring',
 ]
-__version__ = '0.1.0'
+__version__ = '0.2.0'

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from propel_jax import input_pipeline
-from propel_jax.datasets import biwi
-from propel_jax.datasets import build
+from propel_jax.data import input_pipeline
+from propel_jax.data.builders import biwi
 from fake_datasets import BIWI_POSES as _POSES
 from fake_datasets import write_biwi_recording as _write_recording
 
@@ -20,7 +19,7 @@ def manual_dir(tmp_path_factory):
 
 
 def test_all_frames_with_labels_and_centred_face_crops(manual_dir, tmp_path):
-  builder = build.build('biwi/all', tmp_path, manual_dir)
+  builder = input_pipeline.prepare_builder('biwi/all', tmp_path, manual_dir)
   assert list(builder.info.splits) == ['test']
   source = builder.as_data_source('test')
   assert len(source) == 5
@@ -41,7 +40,7 @@ def test_all_frames_with_labels_and_centred_face_crops(manual_dir, tmp_path):
 
 
 def test_split_by_recording(manual_dir, tmp_path):
-  builder = build.build('biwi/split_70_30', tmp_path, manual_dir)
+  builder = input_pipeline.prepare_builder('biwi/split_70_30', tmp_path, manual_dir)
   train = builder.as_data_source('train')
   test = builder.as_data_source('test')
   # 3 recordings: round(2.1) = 2 train (01, 02), 1 test (03).
@@ -51,10 +50,10 @@ def test_split_by_recording(manual_dir, tmp_path):
 
 
 def test_pipeline_reads_biwi_with_flip(manual_dir, tmp_path):
-  build.build('biwi/split_70_30', tmp_path, manual_dir)
+  input_pipeline.prepare_builder('biwi/split_70_30', tmp_path, manual_dir)
   info = input_pipeline.get_dataset_info('biwi/split_70_30', data_dir=tmp_path)
-  assert info.label_names == ('yaw', 'pitch', 'roll') and info.num_equivalents == 1
-  assert info.flip_negates == (True, False, True)
+  assert info.labels.names == ('yaw', 'pitch', 'roll') and info.num_equivalents == 1
+  assert info.labels.flip_negates == (True, False, True)
   batch = next(input_pipeline.create_iterator(
       'biwi/split_70_30', 'train', global_batch_size=3, seed=0, train=True,
       data_dir=tmp_path, image_size=64))
@@ -68,11 +67,11 @@ def test_pipeline_reads_biwi_with_flip(manual_dir, tmp_path):
 
 def test_missing_download_says_what_and_where(tmp_path):
   with pytest.raises(Exception, match='kinect_head_pose_db'):
-    build.build('biwi/all', tmp_path / 'data', tmp_path / 'empty_manual')
+    input_pipeline.prepare_builder('biwi/all', tmp_path / 'data', tmp_path / 'empty_manual')
   (tmp_path / 'not_biwi').mkdir()
   (tmp_path / 'not_biwi' / 'readme.txt').write_text('x')
   with pytest.raises(FileNotFoundError, match='No Biwi recordings'):
-    build.build('biwi/all', tmp_path / 'data', tmp_path / 'not_biwi')
+    input_pipeline.prepare_builder('biwi/all', tmp_path / 'data', tmp_path / 'not_biwi')
 
 
 def test_readers_reject_malformed_files(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from propel_jax import checkpointing
+from propel_jax.training import checkpointing
 import training_runs as runs
 
 
@@ -127,16 +127,7 @@ def test_sigterm_sets_the_stop_flag_and_handler_is_restored(tmp_path):
   checkpointer.close()
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('data'))
-
-
-@pytest.fixture(scope='module')
-def jax_cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('jax_cache'))
-
-
+@pytest.mark.slow
 def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, data_dir,
                                                                     jax_cache):
   overrides = ['--config.num_train_steps=60', '--config.checkpoint_every_steps=20',
@@ -166,6 +157,7 @@ def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, da
     assert json.load(f) == json.load(g)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits(tmp_path, data_dir, jax_cache):
   workdir = str(tmp_path / 'run')
   command = runs.train_command(workdir, data_dir, '--config.num_train_steps=100000',

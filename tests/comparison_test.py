@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from propel_jax import comparison
-from propel_jax import evaluation
-from propel_jax import input_pipeline
+from experiments.comparison import report
+from experiments.comparison import runner
+from propel_jax.data import input_pipeline
+from propel_jax.training import evaluation
 import fake_datasets  # tests/ is on sys.path under pytest.
 import training_runs as runs
 
@@ -32,13 +33,6 @@ TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
         '--config.eval_every_steps=4', '--config.checkpoint_every_steps=4',
         '--config.num_plot_examples=2', '--config.compare.methods=propel_i2,mse',
         '--config.compare.sweep=', '--config.compare.seeds=(0, 1)']
-# Azimuth and elevation within ±45°, as the synthetic hands.
-INFO = input_pipeline.DatasetInfo(
-    name='hand_built', label_names=('azimuth', 'elevation'), label_low=(-45.0, -45.0),
-    label_high=(45.0, 45.0), image_shape=(8, 8, 1), num_equivalents=2,
-    split_sizes={'test': 3})
-
-
 def _parse(*argv):
   argv = ['prog', f'--config={CONFIG}', *argv]
   flag_values = flags.FlagValues()
@@ -57,7 +51,7 @@ def _parse(*argv):
     ('propel_s1e-3', ('propel', None, 0.001)),
 ])
 def test_parse_method(name, expected):
-  method = comparison.parse_method(name)
+  method = runner.parse_method(name)
   assert (method.name, method.loss, method.num_gaussians, method.target_scale) == (
       name, *expected)
 
@@ -68,29 +62,29 @@ def test_parse_method(name, expected):
 ])
 def test_parse_method_rejects_bad_names(name, message):
   with pytest.raises(ValueError, match=message):
-    comparison.parse_method(name)
+    runner.parse_method(name)
 
 
 def test_parse_methods_refuses_duplicates():
-  assert [m.name for m in comparison.parse_methods(' mse, propel_i2 ,')] == ['mse', 'propel_i2']
+  assert [m.name for m in runner.parse_methods(' mse, propel_i2 ,')] == ['mse', 'propel_i2']
   with pytest.raises(ValueError, match=r"\['mse'\] are listed more than once"):
-    comparison.parse_methods('mse,l1,mse')
+    runner.parse_methods('mse,l1,mse')
 
 
 def test_mean_and_std_by_hand():
   # mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9, over n − 1 = 2: 7/3.
-  result = comparison.mean_and_std([1.0, 2.0, 4.0])
+  result = report.mean_and_std([1.0, 2.0, 4.0])
   assert result['mean'] == pytest.approx(7 / 3)
   assert result['std'] == pytest.approx(math.sqrt(7 / 3))
   assert result['values'] == [1.0, 2.0, 4.0]
-  assert comparison.mean_and_std([5.0]) == {'mean': 5.0, 'std': None, 'values': [5.0]}
+  assert report.mean_and_std([5.0]) == {'mean': 5.0, 'std': None, 'values': [5.0]}
 
 
 def test_aggregate_by_hand():
   seed_0 = {'cmae/mode': 1.0, 'num_params': 10, 'dataset': 'd', 'coverage_curve': [0.1, 0.5],
             'only_here': 3.0}
   seed_1 = {'cmae/mode': 3.0, 'num_params': 10, 'dataset': 'd', 'coverage_curve': [0.3, 0.5]}
-  result = comparison.aggregate([seed_0, seed_1])
+  result = report.aggregate([seed_0, seed_1])
   assert set(result) == {'cmae/mode', 'num_params', 'coverage_curve'}
   # Two values a, b: std (ddof 1) = |a − b| / √2.
   assert result['cmae/mode']['mean'] == 2.0
@@ -101,54 +95,18 @@ def test_aggregate_by_hand():
                              atol=1e-12)
 
 
-def _to_unit(degrees):
-  return (np.asarray(degrees, np.float32) + 45.0) / 90.0
-
-
-def test_mode_recall_all_on_hand_built_mixtures():
-  # Equivalent labels (φ, ψ) and (−φ, −ψ); two narrow components (1°).
-  labels = np.array([[[20.0, 10.0], [-20.0, -10.0]]] * 3)
-  means = np.array([
-      [[20.0, 10.0], [-20.0, -10.0]],  # One mode on each label: both found.
-      [[20.0, 10.0], [20.5, 10.5]],    # Both components on one label.
-      [[20.0, 10.0], [-26.0, -10.0]],  # The second mode 6° off on one axis.
-  ])
-  outputs = {'means': _to_unit(means), 'scales': np.full((3, 2, 2), 1.0 / 90.0, np.float32),
-             'log_weights': np.full((3, 2), -math.log(2.0), np.float32),
-             'equivalent_labels': _to_unit(labels)}
-  result = comparison.analyse_run(outputs, INFO)
-  assert result['mode_recall_all'] == pytest.approx(1 / 3)
-  assert comparison.analyse_run({'prediction/direct': outputs['means'][:, 0]}, INFO) == {}
-
-
-def test_coverage_curve_against_scipy():
-  # One Gaussian per example (σ = 4.5°), labels z = 0, 1, 2 σ away on both
-  # axes: the central interval of probability p covers z iff p ≥ 2Φ(z) − 1.
-  sigma, z = 4.5, np.array([0.0, 1.0, 2.0])
-  means = np.zeros((3, 1, 2))
-  labels = np.repeat((z * sigma)[:, None, None], 2, axis=-1)  # [3, 1, 2]
-  outputs = {'means': _to_unit(means), 'scales': np.full((3, 1, 2), sigma / 90.0, np.float32),
-             'log_weights': np.zeros((3, 1), np.float32),
-             'equivalent_labels': _to_unit(labels)}
-  curve = comparison.analyse_run(outputs, INFO)['coverage_curve']
-  needed = 2.0 * stats.norm.cdf(z) - 1.0  # 0, 0.683, 0.954
-  expected = [np.mean(level >= needed) for level in comparison.COVERAGE_LEVELS]
-  assert expected == pytest.approx([1 / 3] * 6 + [2 / 3] * 4 + [1.0])
-  np.testing.assert_allclose(curve, expected, atol=1e-6)
-
-
 def test_validate_names_the_bad_key():
   with pytest.raises(ValueError, match='seeds'):
-    comparison.validate(_parse('--config.compare.seeds=(1, 1)'))
+    runner.validate(_parse('--config.compare.seeds=(1, 1)'))
   with pytest.raises(ValueError, match='Unknown method'):
-    comparison.validate(_parse('--config.compare.methods=mse,svm'))
+    runner.validate(_parse('--config.compare.methods=mse,svm'))
   with pytest.raises(ValueError, match='batch_size'):
-    comparison.validate(_parse('--config.batch_size=0'))
+    runner.validate(_parse('--config.batch_size=0'))
   config = _parse()
   with config.unlocked():
     del config['compare']
   with pytest.raises(ValueError, match='no `compare` section'):
-    comparison.validate(config)
+    runner.validate(config)
 
 
 def test_sensitivity_table_lists_every_propel_setting():
@@ -162,7 +120,7 @@ def test_sensitivity_table_lists_every_propel_setting():
              'method_settings': settings,
              'summary': {'propel_i2': {'cmae/mode': cmae}, 'mse': {'cmae/direct': cmae},
                          'propel_i2_s0.1': {}}}
-  text = comparison.markdown(results, command='cmd')
+  text = report.markdown(results, command='cmd')
   assert '| mse | direct | 3.00 ± 0.50 | – |' in text
   sensitivity = text.split('## Sensitivity')[1]
   assert '| propel_i2 | 2 | 0.02 | 3.00 ± 0.50 | – |' in sensitivity
@@ -185,6 +143,7 @@ def _run_compare_binary(config, workdir, argv, cache_dir):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_compare_binary_end_to_end(tmp_path):
   workdir, data_dir = str(tmp_path / 'compare'), str(tmp_path / 'data')
   cache = str(tmp_path / 'jax_cache')  # Seeds share compilations.
@@ -209,8 +168,8 @@ def test_compare_binary_end_to_end(tmp_path):
       with open(os.path.join(directory, 'config.json')) as f:
         assert json.load(f)['seed'] == seed
       # The saved outputs are the final model's: they reproduce its metrics.
-      outputs, images = comparison.load_outputs(directory)
-      assert images.shape == (2, 32, 32, 1) and outputs['loss'].shape == (256,)
+      outputs = evaluation.Outputs.load(os.path.join(directory, evaluation.OUTPUTS_FILE))
+      assert outputs.images.shape == (2, 32, 32, 1) and outputs.loss.shape == (256,)
       info = input_pipeline.get_dataset_info('synthetic_hands/ambiguous_small',
                                              data_dir=data_dir)
       again = evaluation.compute_metrics(outputs, info)
@@ -228,13 +187,15 @@ def test_compare_binary_end_to_end(tmp_path):
 
   # Rerunning skips the finished runs and rewrites the same report.
   config = _parse(f'--config.data_dir={data_dir}', *TINY)
-  timing = os.path.join(workdir, 'runs', 'mse', 'seed_1', comparison.TIMING_FILE)
+  timing = os.path.join(workdir, 'runs', 'mse', 'seed_1', runner.TIMING_FILE)
   before = open(timing).read()
-  again = comparison.compare(config, workdir, command='again')
+  assert runner.run_all(config, workdir)
+  again = report.write_report(config, workdir, command='again')
   assert open(timing).read() == before
   assert again['summary'] == results['summary']
 
 
+@pytest.mark.slow
 def test_head_pose_recipe_smoke(tmp_path):
   """A real-data recipe runs end to end on tiny fakes in the original formats.
 

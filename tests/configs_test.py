@@ -10,8 +10,8 @@ from ml_collections import config_flags
 from PIL import Image
 import pytest
 
-from propel_jax import input_pipeline
-from propel_jax import train
+from propel_jax.data import input_pipeline
+from propel_jax.training import train
 import training_runs as runs  # tests/ is on sys.path under pytest.
 
 REPO = runs.REPO
@@ -61,8 +61,8 @@ def test_image_folder_config_registers_the_folder(tmp_path):
                    f'--config.data_dir={tmp_path}/data', '--config.image_folder.image_size=16'])
   train.register_image_folder(config)
   info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir)
-  assert info.label_names == ('azimuth', 'elevation')
-  assert (info.label_low, info.label_high) == ((-20.0, 0.0), (30.0, 25.0))
+  assert info.labels.names == ('azimuth', 'elevation')
+  assert (info.labels.low, info.labels.high) == ((-20.0, 0.0), (30.0, 25.0))
   assert info.image_shape == (16, 16, 3)
   with config.unlocked():
     config.image_folder.name = 'other'
@@ -120,7 +120,7 @@ def test_batch_size_must_split_over_devices():
   # Eight fake CPU devices (CPU also where there is an accelerator), in a
   # subprocess so that this process keeps one.
   code = ('import sys; sys.argv = ["x"]; sys.path.insert(0, "tests"); '
-          'from configs_test import _small_config; from propel_jax import train; '
+          'from configs_test import _small_config; from propel_jax.training import train; '
           'train.validate_config(_small_config(batch_size=12))')
   env = runs.subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8',
                             JAX_PLATFORMS='cpu')

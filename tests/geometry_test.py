@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from propel_jax.datasets import geometry
+from propel_jax.data import geometry
 
 
 def test_euler_zyx_inverts_scipy_composition():

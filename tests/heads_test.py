@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from propel_jax import heads
+from propel_jax import mixtures
+from propel_jax.nn import heads
 
 RNG = np.random.default_rng(0)
 
@@ -31,8 +32,8 @@ def _propel_reference(means, scales, label, target_scale, weights):
 
 
 def _mixture_outputs(means, scales, weights):
-  return {'means': jnp.asarray(means, jnp.float32), 'scales': jnp.asarray(scales, jnp.float32),
-          'log_weights': jnp.log(jnp.asarray(weights, jnp.float32))}
+  return mixtures.Mixture(jnp.asarray(means, jnp.float32), jnp.asarray(scales, jnp.float32),
+                          jnp.log(jnp.asarray(weights, jnp.float32)))
 
 
 @pytest.mark.parametrize('activation', ['softplus', 'sigmoid'])
@@ -41,15 +42,16 @@ def test_mixture_head_output_ranges(activation, learn_weights):
   head = heads.PropelHead(7, 3, 4, target_scale=0.05, scale_activation=activation,
                           min_scale=0.01, learn_weights=learn_weights, rngs=nnx.Rngs(0))
   out = head(jnp.asarray(RNG.normal(size=(5, 7)) * 10, jnp.float32))
-  assert out['means'].shape == out['scales'].shape == (5, 4, 3)
-  assert out['log_weights'].shape == (5, 4)
-  assert np.all((out['means'] >= 0) & (out['means'] <= 1))
-  assert np.all(out['scales'] >= 0.01)
+  assert isinstance(out, mixtures.Mixture) and head.mixture(out) is out
+  assert out.means.shape == out.scales.shape == (5, 4, 3)
+  assert out.log_weights.shape == (5, 4)
+  assert np.all((out.means >= 0) & (out.means <= 1))
+  assert np.all(out.scales >= 0.01)
   if activation == 'sigmoid':
-    assert np.all(out['scales'] <= 1.01)
-  np.testing.assert_allclose(np.exp(out['log_weights']).sum(-1), 1, rtol=1e-5)
+    assert np.all(out.scales <= 1.01)
+  np.testing.assert_allclose(np.exp(out.log_weights).sum(-1), 1, rtol=1e-5)
   if not learn_weights:
-    np.testing.assert_allclose(out['log_weights'], -math.log(4), rtol=1e-6)
+    np.testing.assert_allclose(out.log_weights, -math.log(4), rtol=1e-6)
   for decoded in jax.jit(head.decode)(out).values():
     assert decoded.shape == (5, 3)
 
@@ -126,14 +128,14 @@ def test_mixture_decoders_on_hand_made_outputs():
 def test_direct_head(loss):
   head = heads.DirectHead(6, 3, loss=loss, rngs=nnx.Rngs(0))
   out = head(jnp.asarray(RNG.normal(size=(4, 6)), jnp.float32))
-  assert out['prediction'].shape == (4, 3)
-  assert np.all((out['prediction'] > 0) & (out['prediction'] < 1))
+  assert out.shape == (4, 3)
+  assert np.all((out > 0) & (out < 1))
   labels = RNG.uniform(0, 1, (4, 3))
-  diff = np.asarray(out['prediction'], np.float64) - labels
+  diff = np.asarray(out, np.float64) - labels
   want = np.mean(diff ** 2 if loss == 'mse' else np.abs(diff), axis=-1)
   np.testing.assert_allclose(jax.jit(head.loss)(out, {'label': jnp.asarray(labels)}), want,
                              rtol=1e-5)
-  np.testing.assert_array_equal(jax.jit(head.decode)(out)['direct'], out['prediction'])
+  np.testing.assert_array_equal(jax.jit(head.decode)(out)['direct'], out)
   assert head.mixture(out) is None
 
 
@@ -142,7 +144,7 @@ def test_heatmap_joint_target_and_loss():
   head = heads.HeatmapHead(4, 2, bins=bins, sigma=sigma, rngs=nnx.Rngs(0))
   assert head.layout == 'joint' and head.grid_shape == (bins, bins)
   out = head(jnp.asarray(RNG.normal(size=(3, 4)), jnp.float32))
-  assert out['heatmap'].shape == (3, bins, bins)
+  assert out.shape == (3, bins, bins)
   labels = RNG.uniform(0, 1, (3, 2))
   centres = (np.arange(bins) + 0.5) / bins
   # Written out cell by cell: exp(-|c - y|² / 2σ²) with c = (centres[j], centres[k]).
@@ -151,7 +153,7 @@ def test_heatmap_joint_target_and_loss():
                        / (2 * sigma ** 2))
   np.testing.assert_allclose(head.target_heatmap(jnp.asarray(labels)), want_target,
                              rtol=1e-5, atol=1e-7)
-  want_loss = np.mean((np.asarray(out['heatmap'], np.float64) - want_target) ** 2,
+  want_loss = np.mean((np.asarray(out, np.float64) - want_target) ** 2,
                       axis=(1, 2))
   np.testing.assert_allclose(jax.jit(head.loss)(out, {'label': jnp.asarray(labels)}), want_loss,
                              rtol=1e-4)

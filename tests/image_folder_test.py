@@ -4,9 +4,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from propel_jax import input_pipeline
-from propel_jax.datasets import build
-from propel_jax.datasets import image_folder
+from propel_jax.data import input_pipeline
+from propel_jax.data.builders import image_folder
 
 
 def _write_folder(root, rows, header='filename,a,b,c'):
@@ -26,7 +25,7 @@ def test_random_split_targets_and_images(tmp_path):
   rows = [(f'{i}.png', (10.0 * i, -i, 0.5 * i), ()) for i in range(10)]
   csv_path = _write_folder(tmp_path / 'src', rows)
   image_folder.register('three_targets', csv_path=csv_path, image_size=16)
-  builder = build.build('image_folder/three_targets', tmp_path / 'data')
+  builder = input_pipeline.prepare_builder('image_folder/three_targets', tmp_path / 'data')
   assert builder.info.splits['train'].num_examples == 7
   assert builder.info.splits['test'].num_examples == 3
   seen = []
@@ -42,9 +41,9 @@ def test_random_split_targets_and_images(tmp_path):
       seen.append(index)
   assert sorted(seen) == list(range(10))
   info = input_pipeline.get_dataset_info('image_folder/three_targets', data_dir=tmp_path / 'data')
-  assert info.label_names == ('a', 'b', 'c')
-  assert info.label_low == (0.0, -9.0, 0.0) and info.label_high == (90.0, 0.0, 4.5)
-  assert info.flip_negates is None
+  assert info.labels.names == ('a', 'b', 'c')
+  assert info.labels.low == (0.0, -9.0, 0.0) and info.labels.high == (90.0, 0.0, 4.5)
+  assert info.labels.flip_negates is None
   batch = next(input_pipeline.create_iterator(
       'image_folder/three_targets', 'train', global_batch_size=4, seed=0, train=True,
       data_dir=tmp_path / 'data'))
@@ -57,22 +56,22 @@ def test_split_column_and_grayscale(tmp_path):
   csv_path = _write_folder(tmp_path / 'src', rows, header='filename,angle,split')
   image_folder.register('with_split', csv_path=csv_path, image_size=8, channels=1,
                         label_low=(-10,), label_high=(10,), flip_negates=(True,))
-  builder = build.build('image_folder/with_split', tmp_path / 'data')
+  builder = input_pipeline.prepare_builder('image_folder/with_split', tmp_path / 'data')
   test = builder.as_data_source('test')
   assert sorted(test[i]['label'][0] for i in range(len(test))) == [0.0, 1.0]
   assert test[0]['image'].shape == (8, 8, 1)
   info = input_pipeline.get_dataset_info('image_folder/with_split', data_dir=tmp_path / 'data')
-  assert info.label_low == (-10.0,) and info.flip_negates == (True,)
+  assert info.labels.low == (-10.0,) and info.labels.flip_negates == (True,)
 
 
 def test_clear_errors(tmp_path):
   with pytest.raises(ValueError, match='not registered'):
-    build.build('image_folder/never_registered', tmp_path / 'data')
+    input_pipeline.prepare_builder('image_folder/never_registered', tmp_path / 'data')
   csv_path = _write_folder(tmp_path / 'src', [('0.png', (1.0,), ())], header='filename,x')
   (tmp_path / 'src' / 'targets.csv').write_text('filename,x\nimgs/0.png,1\nimgs/missing.png,2\n')
   image_folder.register('missing_file', csv_path=csv_path, test_fraction=0.0)
   with pytest.raises(FileNotFoundError, match='missing.png'):
-    build.build('image_folder/missing_file', tmp_path / 'data')
+    input_pipeline.prepare_builder('image_folder/missing_file', tmp_path / 'data')
   (tmp_path / 'bad.csv').write_text('filename,x\na.png,not_a_number\n')
   with pytest.raises(ValueError, match='bad.csv:2'):
     image_folder.register('bad', csv_path=tmp_path / 'bad.csv')

@@ -7,8 +7,9 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
-from propel_jax.datasets import synthetic_hands
+from propel_jax.data.builders import synthetic_hands
 
 _WORKER = textwrap.dedent('''
     import sys
@@ -18,7 +19,7 @@ _WORKER = textwrap.dedent('''
     jax.distributed.initialize(f'127.0.0.1:{port}', num_processes=2,
                                process_id=int(process_id))
     import numpy as np
-    from propel_jax import input_pipeline
+    from propel_jax.data import input_pipeline
     name = 'synthetic_hands/ambiguous_small'
     # No shard arguments: the pipeline asks JAX which process this is.
     evals = list(input_pipeline.create_iterator(
@@ -38,6 +39,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_read_disjoint_shares(tmp_path):
   synthetic_hands.build(tmp_path, 'ambiguous_small')  # built once, before both start
   script = tmp_path / 'worker.py'

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from propel_jax import input_pipeline
-from propel_jax.datasets import synthetic_hands
+from propel_jax.data import input_pipeline
+from propel_jax.data.builders import synthetic_hands
 
 DATASET = 'synthetic_hands/ambiguous_small'  # 512 train / 256 test, 32x32
 
@@ -35,8 +35,8 @@ def _train(data_dir, **kwargs):
 
 def test_dataset_info(info):
   assert info.name == DATASET
-  assert info.label_names == ('azimuth', 'elevation')
-  assert info.label_low == (-45.0, -45.0) and info.label_high == (45.0, 45.0)
+  assert info.labels.names == ('azimuth', 'elevation')
+  assert info.labels.low == (-45.0, -45.0) and info.labels.high == (45.0, 45.0)
   assert info.image_shape == (32, 32, 1)
   assert info.num_equivalents == 2
   assert info.split_sizes == {'train': 512, 'test': 256}

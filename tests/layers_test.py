@@ -7,7 +7,7 @@ from jax.test_util import check_grads
 import numpy as np
 import pytest
 
-from propel_jax import layers
+from propel_jax.nn import layers
 
 RNG = np.random.default_rng(0)
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from propel_jax import models
+from propel_jax.nn import models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ def test_eval_mode_uses_running_statistics():
   after = batch_stats()
   assert not any(np.array_equal(a, b) for a, b in zip(before, after))
   model.eval()
-  predict = nnx.jit(lambda model, images: model(images)['prediction'])
+  predict = nnx.jit(lambda model, images: model(images))
   # Full float32 products: on GPUs, TF32 rounding differs between batch sizes.
   with jax.default_matmul_precision('highest'):
     alone = predict(model, images[:1])

@@ -29,11 +29,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('data'))
-
-
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path, data_dir):
   jax_cache = str(tmp_path / 'jax_cache')
   single = str(tmp_path / 'single')

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from propel_jax import parallel
+from propel_jax.training import parallel
 import training_runs as runs  # tests/ is on sys.path under pytest.
 
 REPO = runs.REPO
@@ -25,7 +25,7 @@ REPO = runs.REPO
 _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
     import sys
     import jax, numpy as np
-    from propel_jax import input_pipeline, parallel, train
+    from propel_jax.data import input_pipeline; from propel_jax.training import parallel, train
     sys.path.insert(0, 'tests')
     import training_runs as runs
 
@@ -43,7 +43,8 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
     for name, mesh in [('eight', parallel.create_mesh()),
                        ('one', jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',)))]:
       model, state = train.create_model_and_state(config, info, tx, mesh)
-      step, predict = train.jit_steps(model, tx, schedule, mesh)
+      step = train.jit_train_step(model, tx, schedule, mesh)
+      predict = train.jit_predict_step(model, mesh)
       for batch in batches:
         state, metrics = step(state, parallel.shard_batch(batch, mesh))
       outputs = predict(state, parallel.shard_batch(batches[0], mesh))
@@ -57,6 +58,7 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 ''')
 
+@pytest.mark.slow
 def test_eight_device_step_equals_one_device_step(tmp_path):
   # Fake CPU devices, also where an accelerator would be the default backend.
   env = runs.subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=8',

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from propel_jax import reporting
+from propel_jax.training import reporting
 
 
 def _read_jsonl(path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from propel_jax.datasets import synthetic_hands
+from propel_jax.data.builders import synthetic_hands
 
 
 def _random_nuisances(rng):

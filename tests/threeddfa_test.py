@@ -5,9 +5,8 @@ from PIL import Image
 import pytest
 import scipy.io
 
-from propel_jax import input_pipeline
-from propel_jax.datasets import build
-from propel_jax.datasets import threeddfa
+from propel_jax.data import input_pipeline
+from propel_jax.data.builders import threeddfa
 from fake_datasets import FACES as _FACES
 from fake_datasets import write_3ddfa_face as _write_face
 
@@ -34,7 +33,7 @@ def test_aflw2000(tmp_path):
   manual = tmp_path / 'manual'
   for i, (angles, centre) in enumerate(_FACES):
     _write_face(manual / 'AFLW2000', f'image{i:05d}', angles, centre, 'pt3d_68')
-  builder = build.build('aflw2000', tmp_path / 'data', manual)
+  builder = input_pipeline.prepare_builder('aflw2000', tmp_path / 'data', manual)
   assert list(builder.info.splits) == ['test']
   _check_examples(builder.as_data_source('test'), ['image00000', 'image00001'])
 
@@ -45,11 +44,11 @@ def test_300w_lp_reads_the_four_subsets_without_flipped_copies(tmp_path):
   _write_face(root / 'HELEN', 'HELEN_2_0', *_FACES[1], 'pt2d')
   _write_face(root / 'IBUG', 'IBUG_3_0', *_FACES[2], 'pt2d')
   _write_face(root / 'AFW_Flip', 'AFW_1_0', *_FACES[0], 'pt2d')  # mirror copies: skipped
-  builder = build.build('the300w_lp_pose', tmp_path / 'data', tmp_path / 'manual')
+  builder = input_pipeline.prepare_builder('the300w_lp_pose', tmp_path / 'data', tmp_path / 'manual')
   assert list(builder.info.splits) == ['train']
   _check_examples(builder.as_data_source('train'), ['AFW_1_0', 'HELEN_2_0'])
   info = input_pipeline.get_dataset_info('the300w_lp_pose', data_dir=tmp_path / 'data')
-  assert info.label_low == (-99.0,) * 3 and info.image_shape == (128, 128, 3)
+  assert info.labels.low == (-99.0,) * 3 and info.image_shape == (128, 128, 3)
   batch = next(input_pipeline.create_iterator(
       'the300w_lp_pose', 'train', global_batch_size=2, seed=0, train=True,
       data_dir=tmp_path / 'data'))
@@ -60,9 +59,9 @@ def test_missing_downloads_say_what_and_where(tmp_path):
   (tmp_path / 'manual').mkdir()
   (tmp_path / 'manual' / 'unrelated.txt').write_text('x')
   with pytest.raises(FileNotFoundError, match='AFLW2000-3D.zip'):
-    build.build('aflw2000', tmp_path / 'data', tmp_path / 'manual')
+    input_pipeline.prepare_builder('aflw2000', tmp_path / 'data', tmp_path / 'manual')
   with pytest.raises(FileNotFoundError, match='300W-LP.zip'):
-    build.build('the300w_lp_pose', tmp_path / 'data', tmp_path / 'manual')
+    input_pipeline.prepare_builder('the300w_lp_pose', tmp_path / 'data', tmp_path / 'manual')
 
 
 def test_mat_without_pose_is_named(tmp_path):

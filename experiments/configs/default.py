@@ -7,7 +7,7 @@ them before any work starts.
 
 import ml_collections
 
-from propel_jax import models
+from propel_jax.nn import models
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -4,7 +4,7 @@
         --workdir=DIR [--config.image_folder.label_low="(-45., -45.)" \
         --config.image_folder.label_high="(45., 45.)" --config.model.hidden_units=50 ...]
 
-The CSV format is `propel_jax.datasets.image_folder`'s: a header
+The CSV format is `propel_jax.data.builders.image_folder`'s: a header
 `filename,target1,...[,split]`. The folder is registered as the dataset
 'image_folder/<config.image_folder.name>' in every program that reads the run
 (training and `experiments.evaluate`, from the saved config), and built into
@@ -22,7 +22,7 @@ def get_config(csv_path: str = '') -> ml_collections.ConfigDict:
     raise ValueError('Name the CSV of targets after the config file, e.g. '
                      '--config=experiments/configs/image_folder.py:/data/hands/labels.csv.')
   config = default.get_config()
-  # The keyword arguments of propel_jax.datasets.image_folder.register.
+  # The keyword arguments of propel_jax.data.builders.image_folder.register.
   config.image_folder = ml_collections.ConfigDict({
       'name': 'custom',
       'csv_path': csv_path,

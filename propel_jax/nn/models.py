@@ -5,21 +5,8 @@ Asad et al. (ICPR 2020) use a small CNN: blocks of [3×3 conv, BatchNorm, ReLU,
 (50 units for hand orientation, 20 for head orientation), ReLU, and an output
 layer. For a 128×128 input the four pools leave 8×8×32 = 2048 features.
 
-Parameter counts (trainable: conv kernels and biases, BatchNorm scale and
-bias, dense weights and biases; BatchNorm running statistics are not
-parameters):
-  backbone, 128×128×3 input, FC 50:  23,808 conv+BN + 102,450 FC = 126,258
-  + PROPEL head n = 2, I = 2 (8 outputs):      408  -> 126,666 ≈ 1.27·10⁵
-  + PROPEL head n = 2, I = 8 (32 outputs):   1,632  -> 127,890 ≈ 1.28·10⁵
-  The paper's hand figure reads ≈ 1.28·10⁵, reproduced for I ≈ 2–10 with
-  n = 2 (the count moves by 204 per component).
-  backbone, 128×128×3 input, FC 20:  23,808 + 40,980 = 64,788
-  + PROPEL head n = 3, I = 2 (12 outputs):     252  -> 65,040 ≈ 6.5·10⁴
-  The paper's head figure reads ≈ 5·10⁴ off a log scale; the stated network
-  (the 2048→20 layer alone is 40,980) gives 6.5·10⁴.
-  HEATMAP-MSE, n = 2, 100×100 grid, FC 50: 126,258 + 510,000 = 636,258
-  ≈ 6.4·10⁵; the paper's ≈ 1.25·10⁶ needs about 155×155 bins at FC 50.
-  tests/models_test.py recomputes all of these from the layer shapes.
+Its parameter counts against the paper's figures are in docs/training.md
+(tests/models_test.py recomputes them from the layer shapes).
 """
 
 from typing import Any
@@ -28,8 +15,8 @@ from flax import nnx
 import jax
 import ml_collections
 
-from propel_jax import heads
-from propel_jax import layers
+from propel_jax.nn import heads
+from propel_jax.nn import layers
 
 LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn')
 
@@ -149,7 +136,7 @@ def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
   if loss not in LOSSES:
     raise ValueError(f'config.loss must be one of {LOSSES}; got {loss!r}.')
   cfg = _model_config(config)
-  num_targets = len(info.label_names)
+  num_targets = len(info.labels.names)
   backbone = PaperCNN(tuple(info.image_shape), channels=tuple(cfg.channels),
                       hidden_units=cfg.hidden_units,
                       batch_norm_momentum=cfg.batch_norm_momentum,

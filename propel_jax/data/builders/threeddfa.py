@@ -19,9 +19,9 @@ from PIL import Image
 import scipy.io
 import tensorflow_datasets as tfds
 
-from propel_jax.datasets import face_crops
-from propel_jax.datasets import geometry
-from propel_jax.datasets import labels as labels_lib
+from propel_jax.data.builders import face_crops
+from propel_jax.data import geometry
+from propel_jax.data import labels as labels_lib
 
 # Side of the face crop over the larger side of the landmarks' bounding box:
 # the landmarks stop at the eyebrows, the margin keeps forehead and chin.

@@ -9,7 +9,9 @@ import pytest
 from scipy import integrate
 from scipy import stats
 
-from propel_jax import metrics
+from propel_jax import losses
+from propel_jax import mixtures
+from propel_jax import scoring
 
 RNG = np.random.default_rng(0)
 
@@ -25,28 +27,18 @@ def test_absolute_errors_pick_the_nearest_equivalent():
       [[1.0, -1.0], [-1.0, 1.0]],  # A tie on mean error: the first wins.
       [[5.0, 5.0], [5.0, 5.0]],  # Duplicates (padding) change nothing.
   ])
-  errors = metrics.absolute_errors(*_f32(predictions, equivalents))
+  errors = scoring.absolute_errors(*_f32(predictions, equivalents))
   np.testing.assert_allclose(errors, [[2, 3], [1, 1], [0, 0]])
-  np.testing.assert_allclose(metrics.nearest_equivalent(*_f32(predictions, equivalents)),
+  np.testing.assert_allclose(scoring.nearest_equivalent(*_f32(predictions, equivalents)),
                              [[12, 17], [1, -1], [5, 5]])
   # Nearest by the mean over axes, not per axis independently.
-  errors = metrics.absolute_errors(*_f32([[0.0, 0.0]], [[[1.0, 9.0], [4.0, 4.0]]]))
+  errors = scoring.absolute_errors(*_f32([[0.0, 0.0]], [[[1.0, 9.0], [4.0, 4.0]]]))
   np.testing.assert_allclose(errors, [[4, 4]])
 
 
 def test_absolute_errors_reject_mismatched_shapes():
   with pytest.raises(ValueError, match=r'\(4, 2, 3\).*\(4, 2\)'):
-    metrics.absolute_errors(jnp.zeros((4, 2)), jnp.zeros((4, 2, 3)))
-
-
-def test_mae_and_cmae_with_mask():
-  errors = RNG.uniform(0, 10, (7, 3))
-  mask = np.array([True, True, False, True, True, True, False])
-  np.testing.assert_allclose(metrics.mae_per_axis(*_f32(errors)), errors.mean(0), rtol=1e-6)
-  np.testing.assert_allclose(metrics.mae_per_axis(jnp.asarray(errors), jnp.asarray(mask)),
-                             errors[mask].mean(0), rtol=1e-6)
-  np.testing.assert_allclose(metrics.cmae(jnp.asarray(errors), jnp.asarray(mask)),
-                             errors[mask].mean(0).mean(), rtol=1e-6)
+    scoring.absolute_errors(jnp.zeros((4, 2)), jnp.zeros((4, 2, 3)))
 
 
 def _random_mixture(b, i, n, spread=30.0):
@@ -61,21 +53,25 @@ def _mixture_pdf(x, means, scales, weights):
   return sum(w * np.prod(stats.norm.pdf(x, m, s)) for w, m, s in zip(weights, means, scales))
 
 
-def test_nll_matches_scipy_and_includes_the_jacobian():
+def test_nll_in_degrees_matches_scipy_and_includes_the_jacobian():
   means01, scales01, weights = _random_mixture(4, 3, 2, spread=1.0)
   means01, scales01 = np.abs(means01), scales01 / 20
   labels01 = RNG.uniform(0, 1, (4, 2))
   low, high = np.array([-45.0, -90.0]), np.array([45.0, 60.0])
-  means, scales = metrics.to_degrees(*_f32(means01, scales01), low, high)
-  np.testing.assert_allclose(means, low + (high - low) * means01, rtol=1e-5)
-  np.testing.assert_allclose(scales, (high - low) * scales01, rtol=1e-5)
+  unit = mixtures.Mixture(*_f32(means01, scales01, np.log(weights)))
+  degrees = unit.affine(low, high - low)
+  np.testing.assert_allclose(degrees.means, low + (high - low) * means01, rtol=1e-5)
+  np.testing.assert_allclose(degrees.scales, (high - low) * scales01, rtol=1e-5)
   labels = low + (high - low) * labels01
-  got = metrics.nll(*_f32(labels), means, scales, jnp.log(jnp.asarray(weights, jnp.float32)))
-  want = [-np.log(_mixture_pdf(labels[k], np.asarray(means[k], np.float64),
-                               np.asarray(scales[k], np.float64), weights[k])) for k in range(4)]
+  got = losses.mixture_nll(degrees.means, degrees.scales, *_f32(labels),
+                           log_weights=degrees.log_weights)
+  want = [-np.log(_mixture_pdf(labels[k], np.asarray(degrees.means[k], np.float64),
+                               np.asarray(degrees.scales[k], np.float64), weights[k]))
+          for k in range(4)]
   np.testing.assert_allclose(got, want, rtol=1e-4)
-  unit = metrics.nll(*_f32(labels01, means01, scales01, np.log(weights)))
-  np.testing.assert_allclose(got, unit + np.log(high - low).sum(), rtol=1e-4)
+  in_unit = losses.mixture_nll(unit.means, unit.scales, *_f32(labels01),
+                               log_weights=unit.log_weights)
+  np.testing.assert_allclose(got, in_unit + np.log(high - low).sum(), rtol=1e-4)
 
 
 def _crps_by_quadrature(y, means, scales, weights):
@@ -92,20 +88,20 @@ def test_crps_matches_numerical_integration(num_components):
   means, scales, weights = _random_mixture(3, num_components, 2)
   labels = RNG.uniform(-40, 40, (3, 2))
   labels[0, 0] = 500.0  # Far outside: CRPS ≈ E|X − y|.
-  got = metrics.crps(*_f32(labels, means, scales, np.log(weights)))
+  got = scoring.crps(*_f32(labels, means, scales, np.log(weights)))
   want = [[_crps_by_quadrature(labels[k, d], means[k, :, d], scales[k, :, d], weights[k])
            for d in range(2)] for k in range(3)]
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-4)
   # Uniform weights by default.
   uniform = np.full((3, num_components), 1.0 / num_components)
-  np.testing.assert_allclose(metrics.crps(*_f32(labels, means, scales)),
-                             metrics.crps(*_f32(labels, means, scales, np.log(uniform))),
+  np.testing.assert_allclose(scoring.crps(*_f32(labels, means, scales)),
+                             scoring.crps(*_f32(labels, means, scales, np.log(uniform))),
                              rtol=1e-6)
 
 
 def test_crps_of_a_gaussian_has_the_known_closed_form():
   # CRPS(N(0, 1), 0) = 2φ(0) − 1/√π = (√2 − 1)/√π.
-  got = metrics.crps(*_f32([[0.0]], [[[0.0]]], [[[1.0]]]))
+  got = scoring.crps(*_f32([[0.0]], [[[0.0]]], [[[1.0]]]))
   np.testing.assert_allclose(got, [[(math.sqrt(2) - 1) / math.sqrt(math.pi)]], rtol=1e-6)
 
 
@@ -116,7 +112,7 @@ def test_interval_coverage_agrees_with_sampled_quantiles():
       for c in range(3)])
   low, high = np.quantile(samples, [0.05, 0.95], axis=0)
   labels = RNG.uniform(samples.min(0), samples.max(0), (300, 2))
-  covered = metrics.interval_coverage(*_f32(labels, np.repeat(means, 300, 0),
+  covered = scoring.interval_coverage(*_f32(labels, np.repeat(means, 300, 0),
                                             np.repeat(scales, 300, 0),
                                             np.log(np.repeat(weights, 300, 0))))
   expected = (labels >= low) & (labels <= high)
@@ -132,7 +128,7 @@ def test_interval_coverage_is_calibrated_on_its_own_samples():
   component = RNG.choice(2, size=20_000, p=weights[0])
   labels = RNG.normal(means[0, component], scales[0, component])
   tile = lambda a: np.repeat(a, len(labels), 0)
-  covered = metrics.interval_coverage(*_f32(labels, tile(means), tile(scales),
+  covered = scoring.interval_coverage(*_f32(labels, tile(means), tile(scales),
                                             np.log(tile(weights))), level=0.8)
   # Binomial sd at 20k draws is 0.003 per axis.
   np.testing.assert_allclose(np.asarray(covered).mean(0), 0.8, atol=0.012)
@@ -146,7 +142,7 @@ def test_mode_recall_on_hand_cases():
       [[1.0, -2.0], [90.0, 0.0], [40.0, 40.0]],  # Second exact but marked invalid.
   ])
   valid = np.array([[True, True, False], [True, True, True], [True, False, True]])
-  got = metrics.mode_recall(*_f32(modes), jnp.asarray(valid), jnp.asarray(equivalents),
+  got = scoring.mode_recall(*_f32(modes), jnp.asarray(valid), jnp.asarray(equivalents),
                             radius_deg=5.0)
   np.testing.assert_allclose(got, [1.0, 0.5, 0.5])
 
@@ -156,7 +152,7 @@ def test_most_likely_equivalent():
   means = np.array([[[9.0, 11.0], [30.0, 30.0]]])
   scales = np.ones((1, 2, 2))
   np.testing.assert_allclose(
-      metrics.most_likely_equivalent(*_f32(equivalents, means, scales)), [[10.0, 10.0]])
+      scoring.most_likely_equivalent(*_f32(equivalents, means, scales)), [[10.0, 10.0]])
 
 
 def test_batch_sums_ignore_padding_and_add_across_batches():
@@ -164,38 +160,57 @@ def test_batch_sums_ignore_padding_and_add_across_batches():
   equivalents = RNG.uniform(-30, 30, (b, k, n))
   predictions = {'mode': RNG.uniform(-30, 30, (b, n)), 'mean': RNG.uniform(-30, 30, (b, n))}
   means, scales, weights = _random_mixture(b, i, n)
-  mixture = _f32(means, scales, np.log(weights))
-  modes = (jnp.asarray(means, jnp.float32), jnp.asarray([[True, False, True]] * b))
+  # Example 1 has a component on each equivalent: every mode is found.
+  means[1, :2], scales[1] = equivalents[1], 1.0
+  mixture = mixtures.Mixture(*_f32(means, scales, np.log(weights)))
   mask = np.array([True, True, True, True, False, False])
-  sums = jax.jit(metrics.batch_sums)(
-      {k: jnp.asarray(v, jnp.float32) for k, v in predictions.items()},
-      jnp.asarray(equivalents, jnp.float32), mixture=mixture, modes=modes,
-      mask=jnp.asarray(mask))
+  levels = (0.5, 0.9)
+  batch_sums = jax.jit(scoring.batch_sums, static_argnames='levels')
+  sums = batch_sums({k: jnp.asarray(v, jnp.float32) for k, v in predictions.items()},
+                    jnp.asarray(equivalents, jnp.float32), mixture=mixture,
+                    mask=jnp.asarray(mask), levels=levels)
 
   def part(rows):
-    return jax.jit(metrics.batch_sums)(
+    return batch_sums(
         {k: jnp.asarray(v[rows], jnp.float32) for k, v in predictions.items()},
-        jnp.asarray(equivalents[rows], jnp.float32), mixture=[m[rows] for m in mixture],
-        modes=[m[rows] for m in modes])
+        jnp.asarray(equivalents[rows], jnp.float32),
+        mixture=jax.tree.map(lambda m: m[rows], mixture), levels=levels)
   first, second = part(slice(0, 2)), part(slice(2, 4))
   added = jax.tree.map(lambda a, c: a + c, first, second)
   jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5), sums, added)
 
-  summary = metrics.summarize(sums, ('yaw', 'pitch'))
+  summary = scoring.summarize(sums, ('yaw', 'pitch'), levels)
   kept = slice(0, 4)
   errors = np.abs(predictions['mode'][kept] -
-                  np.asarray(metrics.nearest_equivalent(
+                  np.asarray(scoring.nearest_equivalent(
                       *_f32(predictions['mode'][kept], equivalents[kept]))))
   np.testing.assert_allclose(summary['mae/mode/yaw'], errors[:, 0].mean(), rtol=1e-5)
   np.testing.assert_allclose(summary['cmae/mode'], errors.mean(), rtol=1e-5)
-  label = np.asarray(metrics.most_likely_equivalent(*_f32(equivalents[kept]),
-                                                    *[m[kept] for m in mixture]))
+  label = np.asarray(scoring.most_likely_equivalent(
+      *_f32(equivalents[kept]), *jax.tree.map(lambda m: m[kept], mixture)))
   want_nll = np.mean([-np.log(_mixture_pdf(label[r], means[r], scales[r], weights[r]))
                       for r in range(4)])
   np.testing.assert_allclose(summary['nll'], want_nll, rtol=1e-4)
+  # Mode recall from the mixture's own modes, in [0, 1], and example 1 finds all.
+  recall = np.asarray(scoring.mode_recall(
+      *[np.asarray(a)[kept] for a in mixtures.modes(*mixture)[::2]], equivalents[kept]))
+  np.testing.assert_allclose(summary['mode_recall'], recall.mean(), rtol=1e-5)
+  np.testing.assert_allclose(summary['mode_recall_all'], np.mean(recall == 1.0), rtol=1e-5)
+  assert recall[1] == 1.0
+  coverage = np.stack([np.asarray(scoring.interval_coverage(
+      label, *jax.tree.map(lambda m: m[kept], mixture), level=level)).mean(0)
+                       for level in levels])
+  np.testing.assert_allclose(summary['coverage_50/pitch'], coverage[0, 1], rtol=1e-5)
+  np.testing.assert_allclose(summary['coverage_90'], coverage[1].mean(), rtol=1e-5)
   assert set(summary) == {
       'mae/mode/yaw', 'mae/mode/pitch', 'cmae/mode', 'mae/mean/yaw', 'mae/mean/pitch',
-      'cmae/mean', 'nll', 'crps/yaw', 'crps/pitch', 'crps', 'coverage_90/yaw',
-      'coverage_90/pitch', 'coverage_90', 'mode_recall'}
+      'cmae/mean', 'nll', 'crps/yaw', 'crps/pitch', 'crps', 'coverage_50/yaw',
+      'coverage_50/pitch', 'coverage_50', 'coverage_90/yaw', 'coverage_90/pitch',
+      'coverage_90', 'mode_recall', 'mode_recall_all'}
   with pytest.raises(ValueError, match='count 0'):
-    metrics.summarize({'count': 0.0}, ('yaw',))
+    scoring.summarize({'count': 0.0}, ('yaw',))
+
+
+def test_coverage_names():
+  assert [scoring.coverage_name(level) for level in (0.1, 0.9, 0.95, 0.99)] == [
+      'coverage_10', 'coverage_90', 'coverage_95', 'coverage_99']

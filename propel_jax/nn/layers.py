@@ -1,23 +1,15 @@
 """The paper's CNN building blocks, written for a fast training step on CPU.
 
-Profiling one training step of the paper's network on XLA:CPU (2-core EPYC,
-jax 0.10.2; benchmarks/train_step_benchmark.py) showed two slow gradients:
+Two gradients are slow on XLA:CPU, so they are computed another way with the
+same values (measurements: docs/benchmarks.md):
 
-  * the 3×3 convolution's weight gradient, which XLA lowers to a convolution
-    over the whole batch and image; it took 3–10× the forward pass. Here it
-    is an im2col matrix product computed in blocks of image rows (over every
-    image of the batch at once) inside a `lax.scan`, so that each block's
-    patches stay in cache: 3–7× faster per layer. The input gradient and the
-    forward pass remain XLA's convolutions, which are fast. Row blocks keep
-    the batch axis whole, so a batch sharded over devices stays sharded (the
-    per-device partial sums of the weight gradient are reduced by the
-    partitioner like any other).
-  * 2×2 max-pooling through `reduce_window`, whose gradient
-    (`select_and_scatter`) is slow on CPU; an elementwise maximum of the four
-    strided sub-grids has the same value and an elementwise gradient.
-
-On other backends (GPU, TPU) the default convolution gradient is left to
-XLA, whose libraries do it well ('auto').
+  * the 3×3 convolution's weight gradient: an im2col matrix product in blocks
+    of image rows inside a `lax.scan`, so that each block's patches stay in
+    cache. Row blocks keep the batch axis whole, so a batch sharded over
+    devices stays sharded. On GPU and TPU ('auto') it is left to XLA.
+  * 2×2 max-pooling: an elementwise maximum of the four strided sub-grids,
+    whose gradient is elementwise (`reduce_window`'s `select_and_scatter`
+    gradient is slow on CPU).
 """
 
 from flax import nnx

@@ -17,43 +17,46 @@
                              decoded predictions (dots).
 
 Only the comparison's main methods are drawn, not the sensitivity sweep.
-matplotlib runs with the Agg backend.
+Figures are `matplotlib.figure.Figure` objects written straight to files.
 """
 
 import os
 from typing import Any
 
-import matplotlib
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import colormaps
+from matplotlib import figure
 import ml_collections
 import numpy as np
 
-from propel_jax import comparison
-from propel_jax import input_pipeline
-from propel_jax import metrics as metrics_lib
-from propel_jax import mixtures
+from experiments import plots as eval_plots
+from experiments.comparison import runner
+from propel_jax.training import evaluation
 
 GRID_POINTS = 100
 # Decoders drawn dashed: the second reading of a head (the first is solid).
 _SECONDARY_DECODERS = ('mean', 'argmax')
 
 
-def _finished_dirs(results, config, workdir, method_name):
-  return [comparison.run_dir(workdir, comparison.parse_method(method_name), int(seed))
+def _finished_dirs(results, workdir, method_name):
+  return [runner.run_dir(workdir, runner.parse_method(method_name), int(seed))
           for seed in results['runs'].get(method_name, {})]
 
 
-def plot_error_distributions(results: dict[str, Any], config: ml_collections.ConfigDict,
-                             workdir: str, info: Any, path: str) -> None:
+def _load_outputs(directory):
+  return evaluation.Outputs.load(os.path.join(directory, evaluation.OUTPUTS_FILE))
+
+
+def plot_error_distributions(results: dict[str, Any], workdir: str, info: Any,
+                             path: str) -> None:
   """Empirical CDFs of the per-image error, one curve per (method, decoder)."""
-  fig, ax = plt.subplots(figsize=(8, 5))
-  colours = plt.get_cmap('tab10')
+  fig = figure.Figure(figsize=(8, 5))
+  ax = fig.subplots()
+  colours = colormaps['tab10']
   for index, name in enumerate(results['methods']):
     errors = {}
-    for directory in _finished_dirs(results, config, workdir, name):
-      outputs, _ = comparison.load_outputs(directory)
-      for decoder, values in comparison.per_example_errors(outputs, info).items():
+    for directory in _finished_dirs(results, workdir, name):
+      outputs = _load_outputs(directory)
+      for decoder, values in evaluation.per_example_errors(outputs, info).items():
         errors.setdefault(decoder, []).append(values)
     for decoder, chunks in sorted(errors.items()):
       values = np.sort(np.concatenate(chunks))
@@ -67,13 +70,13 @@ def plot_error_distributions(results: dict[str, Any], config: ml_collections.Con
   ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
   fig.tight_layout()
   fig.savefig(path, dpi=90)
-  plt.close(fig)
 
 
 def plot_coverage(results: dict[str, Any], path: str) -> None:
   """Observed vs nominal coverage of central intervals, per mixture method."""
   levels = np.asarray(results['coverage_levels'])
-  fig, ax = plt.subplots(figsize=(5.5, 5))
+  fig = figure.Figure(figsize=(5.5, 5))
+  ax = fig.subplots()
   ax.plot([0, 1], [0, 1], color='0.6', lw=1, label='calibrated')
   for name in results['methods']:
     curve = results['summary'].get(name, {}).get('coverage_curve')
@@ -88,69 +91,53 @@ def plot_coverage(results: dict[str, Any], path: str) -> None:
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=90)
-  plt.close(fig)
 
 
-def _density_on_grid(outputs, index, info):
-  """The predicted density (degrees) over the first two axes on a grid; (extent, [G, G])."""
-  low = np.asarray(info.label_low, np.float64)[:2]
-  high = np.asarray(info.label_high, np.float64)[:2]
-  means, scales = metrics_lib.to_degrees(outputs['means'][index][:, :2],
-                                         outputs['scales'][index][:, :2],
-                                         low, high)
-  xs = np.linspace(low[0], high[0], GRID_POINTS)
-  ys = np.linspace(low[1], high[1], GRID_POINTS)
-  points = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
-  log_density = mixtures.log_prob(points[:, None, :], np.asarray(means)[None],
-                                  np.asarray(scales)[None],
-                                  outputs['log_weights'][index][None])
-  return (low[0], high[0], low[1], high[1]), np.exp(np.asarray(log_density)).reshape(
-      GRID_POINTS, GRID_POINTS)
-
-
-def plot_densities(results: dict[str, Any], config: ml_collections.ConfigDict, workdir: str,
-                   info: Any, path: str) -> None:
+def plot_densities(results: dict[str, Any], workdir: str, info: Any, path: str) -> None:
   """Images on top, then one row per method: density (mixtures) or points, with the labels.
 
   Skipped for a one-dimensional target (no pair of axes).
   """
   rows = []
   for name in results['methods']:
-    directories = _finished_dirs(results, config, workdir, name)
+    directories = _finished_dirs(results, workdir, name)
     if directories:
-      rows.append((name, *comparison.load_outputs(directories[0])))
+      rows.append((name, _load_outputs(directories[0])))
   if not rows:
     return
   # Every run saved its first config.num_plot_examples test images.
-  count = min(len(images) for _, _, images in rows)
-  names = info.label_names
+  count = min(len(outputs.images) for _, outputs in rows)
+  names = info.labels.names
   if count == 0 or len(names) < 2:  # A pair of axes to draw the density over.
     return
-  fig, axes = plt.subplots(1 + len(rows), count, squeeze=False,
-                           figsize=(2.2 * count, 2.2 * (1 + len(rows))))
-  images = rows[0][2]
+  fig = figure.Figure(figsize=(2.2 * count, 2.2 * (1 + len(rows))))
+  axes = fig.subplots(1 + len(rows), count, squeeze=False)
+  images = rows[0][1].images
   for col in range(count):
     axes[0, col].imshow(np.squeeze(images[col]), cmap='gray', vmin=0.0, vmax=1.0)
     axes[0, col].set_axis_off()
     axes[0, col].set_title(f'test image {col}', fontsize=8)
-  for row, (name, outputs, _) in enumerate(rows, start=1):
+  low, high = info.labels.low, info.labels.high
+  for row, (name, outputs) in enumerate(rows, start=1):
     for col in range(count):
       ax = axes[row, col]
-      if 'means' in outputs:
-        extent, density = _density_on_grid(outputs, col, info)
-        ax.imshow(density, origin='lower', extent=extent, aspect='auto', cmap='viridis')
-      equivalents = input_pipeline.denormalize_labels(outputs['equivalent_labels'][col], info)
-      label = input_pipeline.denormalize_labels(outputs['label'][col], info)
+      if outputs.mixture is not None:
+        mixture = info.labels.mixture_to_degrees(eval_plots.example(outputs.mixture, col))
+        density = eval_plots.density_grid(mixture, (0, 1), low, high, GRID_POINTS)
+        ax.imshow(density, origin='lower', extent=(low[0], high[0], low[1], high[1]),
+                  aspect='auto', cmap='viridis')
+      equivalents = info.labels.to_degrees(outputs.equivalent_labels[col])
+      label = info.labels.to_degrees(outputs.label[col])
       ax.scatter(equivalents[:, 0], equivalents[:, 1], s=40, facecolors='none',
                  edgecolors='red')
       ax.scatter([label[0]], [label[1]], marker='x', s=40, color='red')
-      for key in sorted(k for k in outputs if k.startswith('prediction/')):
-        prediction = input_pipeline.denormalize_labels(outputs[key][col], info)
+      for decoder, predictions in sorted(outputs.predictions.items()):
+        prediction = info.labels.to_degrees(predictions[col])
         ax.scatter([prediction[0]], [prediction[1]], s=12,
-                   color='white' if key.endswith(_SECONDARY_DECODERS) else 'orange',
+                   color='white' if decoder in _SECONDARY_DECODERS else 'orange',
                    edgecolors='black', linewidths=0.5)
-      ax.set(xlim=(info.label_low[0], info.label_high[0]),
-             ylim=(info.label_low[1], info.label_high[1]))
+      ax.set(xlim=(info.labels.low[0], info.labels.high[0]),
+             ylim=(info.labels.low[1], info.labels.high[1]))
       ax.tick_params(labelsize=6)
       if col == 0:
         ax.set_ylabel(f'{name}\n{names[1]} (°)', fontsize=8)
@@ -160,7 +147,6 @@ def plot_densities(results: dict[str, Any], config: ml_collections.ConfigDict, w
                'decoder, white: the second (mean / argmax)', fontsize=9)
   fig.tight_layout(rect=(0, 0, 1, 0.97))
   fig.savefig(path, dpi=80)
-  plt.close(fig)
 
 
 def write_all(results: dict[str, Any], workdir: str, *,
@@ -168,10 +154,10 @@ def write_all(results: dict[str, Any], workdir: str, *,
   """Writes every plot into workdir/plots/; returns their paths."""
   directory = os.path.join(workdir, 'plots')
   os.makedirs(directory, exist_ok=True)
-  info = comparison.dataset_info(config)
+  info = runner.dataset_info(config)
   paths = [os.path.join(directory, f) for f in
            ('error_distributions.png', 'coverage.png', 'densities.png')]
-  plot_error_distributions(results, config, workdir, info, paths[0])
+  plot_error_distributions(results, workdir, info, paths[0])
   plot_coverage(results, paths[1])
-  plot_densities(results, config, workdir, info, paths[2])
+  plot_densities(results, workdir, info, paths[2])
   return [p for p in paths if os.path.exists(p)]

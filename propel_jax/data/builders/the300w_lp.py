@@ -19,14 +19,14 @@ Layout read (300W-LP.zip extracted):
 
 from etils import epath
 
-from propel_jax.datasets import threeddfa
+from propel_jax.data.builders import threeddfa
 
 _INSTRUCTIONS = """\
 Download 300W-LP.zip from the 3DDFA page
 (http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm) and
 extract it into the manual folder, so that <manual_dir>/300W_LP/AFW/*.jpg and
 *.mat exist (<manual_dir> is <data_dir>/downloads/manual/ unless you pass
---manual_dir to `python -m propel_jax.datasets.build
+--manual_dir to `python -m experiments.build_dataset
 --dataset=the300w_lp_pose`).
 """
 

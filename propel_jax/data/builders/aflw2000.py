@@ -15,7 +15,7 @@ Layout read (AFLW2000-3D.zip extracted):
 
 from etils import epath
 
-from propel_jax.datasets import threeddfa
+from propel_jax.data.builders import threeddfa
 
 _INSTRUCTIONS = """\
 Download AFLW2000-3D.zip from the 3DDFA page
@@ -23,7 +23,7 @@ Download AFLW2000-3D.zip from the 3DDFA page
 extract it into the manual folder, so that
 <manual_dir>/AFLW2000/image00002.jpg and image00002.mat exist (<manual_dir>
 is <data_dir>/downloads/manual/ unless you pass --manual_dir to
-`python -m propel_jax.datasets.build --dataset=aflw2000`).
+`python -m experiments.build_dataset --dataset=aflw2000`).
 """
 
 

@@ -1,14 +1,14 @@
 """Output heads: the layer after the backbone's features, its loss and its decoders.
 
-Every head maps features [B, F] to a dict of arrays and implements the same
-protocol, so that the training loop does not depend on which head it trains:
+Every head implements the same protocol, so that the training loop and the
+evaluation do not depend on which head they run:
 
-  head(features)          -> outputs, a dict of arrays (head-specific keys)
-  head.loss(outputs, batch)   -> [B] per-example loss; labels in [0, 1]
-  head.decode(outputs)    -> {decoder name: [B, n] point estimate in [0, 1]}
-  head.mixture(outputs)   -> (means [B, I, n], scales [B, I, n],
-                              log_weights [B, I]) in [0, 1] units, or None
-                              for heads without a parametric density
+  head(features)             -> outputs: a `mixtures.Mixture` for the mixture
+                                heads, an array for the others
+  head.loss(outputs, batch)  -> [B] per-example loss; labels in [0, 1]
+  head.decode(outputs)       -> {decoder name: [B, n] point estimate in [0, 1]}
+  head.mixture(outputs)      -> the predicted `mixtures.Mixture` in [0, 1]
+                                units, or None for heads without a density
 
 `batch` is the input pipeline's dict: 'label' [B, n] and
 'equivalent_labels' [B, K, n], both normalised to [0, 1].
@@ -67,8 +67,8 @@ class MixtureHead(nnx.Module):
         num_components if learn_weights else 0)
     self.dense = nnx.Linear(in_features, num_outputs, rngs=rngs)
 
-  def __call__(self, features):
-    """features [B, F] -> {'means', 'scales': [B, I, n], 'log_weights': [B, I]}."""
+  def __call__(self, features: jax.Array) -> mixtures.Mixture:
+    """features [B, F] -> the mixture: means, scales [B, I, n], log_weights [B, I]."""
     raw = self.dense(features)
     i, n = self.num_components, self.num_targets
     shape = raw.shape[:-1] + (i, n)
@@ -77,25 +77,23 @@ class MixtureHead(nnx.Module):
         raw[..., i * n:2 * i * n].reshape(shape)) + self.min_scale
     if self.learn_weights:
       log_weights = jax.nn.log_softmax(raw[..., 2 * i * n:], axis=-1)
-    else:
-      log_weights = jnp.full(shape[:-1], -math.log(i), raw.dtype)
-    return {'means': means, 'scales': scales, 'log_weights': log_weights}
+      return mixtures.Mixture(means, scales, log_weights)
+    return mixtures.Mixture.uniform(means, scales)
 
-  def _loss_log_weights(self, outputs):
+  def _loss_log_weights(self, mixture):
     # None selects the losses' uniform-weight path; the weights are then
     # constants anyway, so nothing is lost.
-    return outputs['log_weights'] if self.learn_weights else None
+    return mixture.log_weights if self.learn_weights else None
 
   def loss(self, outputs, batch):
     raise NotImplementedError
 
-  def decode(self, outputs):
+  def decode(self, outputs: mixtures.Mixture) -> dict[str, jax.Array]:
     """-> {'mode': the most likely mode, 'mean': the mixture mean}, each [B, n]."""
-    args = (outputs['means'], outputs['scales'], outputs['log_weights'])
-    return {'mode': mixtures.most_likely_mode(*args), 'mean': mixtures.mean(*args)}
+    return {'mode': outputs.most_likely_mode(), 'mean': outputs.mean()}
 
-  def mixture(self, outputs):
-    return outputs['means'], outputs['scales'], outputs['log_weights']
+  def mixture(self, outputs: mixtures.Mixture) -> mixtures.Mixture:
+    return outputs
 
 
 class PropelHead(MixtureHead):
@@ -123,15 +121,15 @@ class PropelHead(MixtureHead):
   def loss(self, outputs, batch):
     """-> [B] PROPEL (natural log) in normalised label units."""
     log_weights = self._loss_log_weights(outputs)
+    # [1, n] (or a scalar): per target dimension, whatever the batch size.
+    target_scale = jnp.reshape(jnp.asarray(self.target_scale), (1, -1))
     if self.target == 'label':
-      return losses.propel_loss(outputs['means'], outputs['scales'], batch['label'],
-                                target_scale=jnp.asarray(self.target_scale),
-                                log_weights=log_weights)
+      return losses.propel_loss(outputs.means, outputs.scales, batch['label'],
+                                target_scale=target_scale, log_weights=log_weights)
     targets = batch['equivalent_labels']
-    target_scales = jnp.broadcast_to(
-        jnp.asarray(self.target_scale, targets.dtype), targets.shape)
-    return losses.mixture_distance(targets, target_scales, outputs['means'],
-                                   outputs['scales'], q_log_weights=log_weights)
+    target_scales = jnp.broadcast_to(target_scale.astype(targets.dtype), targets.shape)
+    return losses.mixture_distance(targets, target_scales, outputs.means,
+                                   outputs.scales, q_log_weights=log_weights)
 
 
 class MDNHead(MixtureHead):
@@ -144,8 +142,8 @@ class MDNHead(MixtureHead):
 
   def loss(self, outputs, batch):
     """-> [B] -log p(label) in normalised label units."""
-    return losses.mixture_nll(outputs['means'], outputs['scales'], batch['label'],
-                              log_weights=outputs['log_weights'])
+    return losses.mixture_nll(outputs.means, outputs.scales, batch['label'],
+                              log_weights=outputs.log_weights)
 
 
 class DirectHead(nnx.Module):
@@ -161,15 +159,15 @@ class DirectHead(nnx.Module):
     self.loss_name = loss
     self.dense = nnx.Linear(in_features, num_targets, rngs=rngs)
 
-  def __call__(self, features):
-    """features [B, F] -> {'prediction': [B, n]} in (0, 1)."""
-    return {'prediction': jax.nn.sigmoid(self.dense(features))}
+  def __call__(self, features: jax.Array) -> jax.Array:
+    """features [B, F] -> [B, n] predictions in (0, 1)."""
+    return jax.nn.sigmoid(self.dense(features))
 
   def loss(self, outputs, batch):
-    return self._LOSSES[self.loss_name](outputs['prediction'], batch['label'])
+    return self._LOSSES[self.loss_name](outputs, batch['label'])
 
   def decode(self, outputs):
-    return {'direct': outputs['prediction']}
+    return {'direct': outputs}
 
   def mixture(self, outputs):
     del outputs  # A point estimate has no density.
@@ -190,21 +188,11 @@ class HeatmapHead(nnx.Module):
   label, σ = `sigma` in normalised units); the loss is the mean squared error
   over cells, on linear (unbounded) scores.
 
-  Why the output kernel starts at zero and σ defaults to 0.05 (5 bins of 100):
-  with the usual random init the initial scores are noise of order 1 on each
-  of the 10⁴ cells (initial loss ≈ 0.5) while the target is ~0 almost
-  everywhere, so the fastest way down the loss is to shrink the backbone's
-  ReLU features; under Adam (whose per-weight normalisation turns the many
-  tiny background gradients into full-size steps) they all die within ~100
-  steps, the scores become the bias alone, and the head predicts one cell for
-  every image (measured on the small synthetic set: 50/50 hidden units dead,
-  CMAE ≈ 30°). A zero kernel starts without that noise, so the features
-  survive; a bump a few bins wide gives enough foreground cells per image for
-  the localising signal to beat the background's pull. Either change alone
-  still gave CMAE > 20° after 400 steps, both together 6.9° (4.4° after
-  2000). Summing over cells instead of averaging does not help (measured: the
-  same plateau): Adam is invariant to the loss scale, and the larger
-  gradients only meet the gradient clipping.
+  The output kernel starts at zero and σ defaults to 0.05 (5 bins of 100):
+  with random initial scores on 10⁴ mostly-background cells, Adam shrinks the
+  backbone's ReLU features to zero within ~100 steps and the head predicts one
+  cell for every image; a zero kernel and a bump a few bins wide keep the
+  localising signal (measurements: docs/benchmarks.md).
 
   Decoders: 'argmax' (the centre of the best cell, so quantised to
   the bin width) and 'soft_argmax' (the centroid of the positive scores
@@ -245,10 +233,10 @@ class HeatmapHead(nnx.Module):
     """[bins] centres of the equal bins that tile [0, 1]."""
     return (jnp.arange(self.bins, dtype=jnp.float32) + 0.5) / self.bins
 
-  def __call__(self, features):
-    """features [B, F] -> {'heatmap': [B, *grid_shape]} raw scores."""
+  def __call__(self, features: jax.Array) -> jax.Array:
+    """features [B, F] -> [B, *grid_shape] raw scores."""
     scores = self.dense(features)
-    return {'heatmap': scores.reshape(scores.shape[:-1] + self.grid_shape)}
+    return scores.reshape(scores.shape[:-1] + self.grid_shape)
 
   def target_heatmap(self, labels):
     """labels [B, n] in [0, 1] -> [B, *grid_shape] Gaussian bumps, peak 1."""
@@ -267,7 +255,7 @@ class HeatmapHead(nnx.Module):
 
   def loss(self, outputs, batch):
     """-> [B] mean squared error between scores and the target heatmap."""
-    scores = outputs['heatmap']
+    scores = outputs
     batch_shape = scores.shape[:-len(self.grid_shape)]
     target = self.target_heatmap(batch['label'])
     return losses.mse_loss(scores.reshape(batch_shape + (-1,)),
@@ -275,7 +263,7 @@ class HeatmapHead(nnx.Module):
 
   def decode(self, outputs):
     """-> {'argmax', 'soft_argmax'}, each [B, n] in [0, 1]."""
-    scores = outputs['heatmap']
+    scores = outputs
     centres = self.bin_centres()
     n = self.num_targets
     if self.layout == 'joint':

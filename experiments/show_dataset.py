@@ -1,6 +1,6 @@
 """Saves a grid of examples with their labels, to check a dataset by eye.
 
-    python -m propel_jax.datasets.show --dataset=biwi/all --split=test \
+    python -m experiments.show_dataset --dataset=biwi/all --split=test \
         --out=/tmp/biwi.png [--data_dir=DIR] [--num=16]
 
 Useful after building a real dataset: the face crops should be centred on
@@ -9,13 +9,10 @@ the face, and the labels should match the visible pose.
 
 from absl import app
 from absl import flags
-import matplotlib
-matplotlib.use('Agg')  # Files only; no display needed.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib import figure
 import numpy as np
-import tensorflow_datasets as tfds
 
-from propel_jax.datasets import build as build_lib
+from propel_jax.data import input_pipeline
 
 
 def save_grid(dataset, split, out, *, data_dir=None, num=16):
@@ -28,14 +25,14 @@ def save_grid(dataset, split, out, *, data_dir=None, num=16):
     data_dir: TFDS data directory (None: TFDS's default).
     num: number of examples.
   """
-  builder = build_lib.build(dataset, data_dir)
+  builder = input_pipeline.prepare_builder(dataset, data_dir)
   source = builder.as_data_source(split)
   names = builder.label_spec.names
   num = min(num, len(source))
   cols = int(np.ceil(np.sqrt(num)))
   rows = int(np.ceil(num / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows),
-                           squeeze=False)
+  fig = figure.Figure(figsize=(2.2 * cols, 2.4 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
   for ax in axes.flat:
     ax.axis('off')
   for i, ax in zip(range(num), axes.flat):
@@ -47,7 +44,6 @@ def save_grid(dataset, split, out, *, data_dir=None, num=16):
                            zip(names, example['label'])), fontsize=7)
   fig.tight_layout()
   fig.savefig(out, dpi=100)
-  plt.close(fig)
 
 
 def main(argv):

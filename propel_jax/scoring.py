@@ -1,11 +1,8 @@
-"""Evaluation metrics for orientation regression, in degrees; pure jnp, jit-able.
+"""Scores of point estimates and predicted mixtures: MAE, NLL, CRPS, coverage, mode recall.
 
-Networks work in normalised units u ∈ [0, 1]; metrics are in degrees,
-x = low + (high − low)·u per axis. A mixture maps to degrees by the same
-affine map (`to_degrees`: means through it, scales times (high − low)), so
-densities in degrees include the map's Jacobian:
-
-    −log p_deg(x) = −log p_unit(u) + Σ_d log(high_d − low_d).
+Pure jnp and jit-able. The scores are in the units of their inputs; the
+evaluation passes degrees (a mixture in [0, 1] units maps to degrees with
+`mixtures.affine`, which carries the Jacobian into the densities).
 
 Symmetric datasets give every example K equivalent labels ([B, K, n]; K = 1
 when unambiguous). Point metrics score a prediction against the equivalent
@@ -22,7 +19,12 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import stats
 
+from propel_jax import losses
 from propel_jax import mixtures
+
+# Central-interval probabilities at which coverage is scored; a calibrated
+# model covers each share of labels.
+COVERAGE_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def nearest_equivalent(predictions, equivalent_labels):
@@ -51,51 +53,6 @@ def absolute_errors(predictions, equivalent_labels):
   return jnp.abs(predictions - nearest_equivalent(predictions, equivalent_labels))
 
 
-def _masked_mean(values, mask):
-  """Mean over the leading (batch) axis counting only rows where mask is True."""
-  if mask is None:
-    return values.mean(axis=0)
-  weights = mask.astype(values.dtype).reshape(mask.shape + (1,) * (values.ndim - 1))
-  return (values * weights).sum(axis=0) / weights.sum()
-
-
-def mae_per_axis(abs_errors, mask=None):
-  """[B, n] absolute errors (and optional [B] mask) -> [n] mean absolute error."""
-  return _masked_mean(abs_errors, mask)
-
-
-def cmae(abs_errors, mask=None):
-  """The paper's combined MAE: the mean of the per-axis MAEs, a scalar."""
-  return mae_per_axis(abs_errors, mask).mean()
-
-
-def to_degrees(means, scales, label_low, label_high):
-  """Maps a mixture from normalised units to degrees.
-
-  Args:
-    means: [..., I, n] component means in [0, 1].
-    scales: [..., I, n] component standard deviations, normalised units.
-    label_low: [n] (or scalar) degrees at u = 0.
-    label_high: [n] (or scalar) degrees at u = 1.
-
-  Returns:
-    (means [..., I, n], scales [..., I, n]) in degrees; weights are unchanged.
-  """
-  low = jnp.asarray(label_low, means.dtype)
-  span = jnp.asarray(label_high, means.dtype) - low
-  return low + span * means, span * scales
-
-
-def nll(labels, means, scales, log_weights=None):
-  """[B] negative log-likelihood −log p(label) of a diagonal Gaussian mixture.
-
-  Args:
-    labels: [B, n]; means, scales: [B, I, n]; log_weights: [B, I] or None
-      (uniform). All in the same units (degrees for reporting).
-  """
-  return -mixtures.log_prob(labels, means, scales, log_weights)
-
-
 def _expected_abs(offset, scale):
   """E|X| for X ~ N(offset, scale²): offset·(2Φ(offset/scale) − 1) + 2·scale·φ(offset/scale)."""
   z = offset / scale
@@ -114,11 +71,7 @@ def crps(labels, means, scales, log_weights=None):
   Args:
     labels: [B, n]; means, scales: [B, I, n]; log_weights: [B, I] or None.
   """
-  if log_weights is None:
-    weights = jnp.full(means.shape[:-1], 1.0 / means.shape[-2], means.dtype)
-  else:
-    weights = jnp.exp(log_weights)
-  w = weights[..., None]  # [B, I, 1]
+  w = jnp.exp(mixtures.normalized_log_weights(means, log_weights))[..., None]  # [B, I, 1]
   to_label = (w * _expected_abs(labels[..., None, :] - means, scales)).sum(axis=-2)
   pair_offset = means[..., :, None, :] - means[..., None, :, :]
   pair_scale = jnp.sqrt(jnp.square(scales[..., :, None, :]) +
@@ -168,24 +121,23 @@ def most_likely_equivalent(equivalent_labels, means, scales, log_weights=None):
   return jnp.take_along_axis(equivalent_labels, best[..., None, None], axis=-2)[..., 0, :]
 
 
-def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None, mask=None,
-               level=0.9, radius_deg=5.0):
-  """Sums over one batch that add up across batches and hosts; all in degrees.
+def batch_sums(predictions, equivalent_labels, *, mixture=None, mask=None,
+               levels=COVERAGE_LEVELS, radius_deg=5.0):
+  """Sums over one batch that add up across batches and hosts.
 
   Args:
     predictions: {decoder name: [B, n]} point estimates.
     equivalent_labels: [B, K, n].
-    mixture: optional (means [B, I, n], scales [B, I, n], log_weights [B, I])
-      for the density metrics (NLL, CRPS, coverage).
-    modes: optional (locations [B, I, n], valid [B, I]) for mode recall.
+    mixture: optional `mixtures.Mixture` (means [B, I, n]) for the density
+      metrics (NLL, CRPS, coverage) and the modes (mode recall).
     mask: optional [B] bool, False on padding rows of the last batch.
-    level: central interval probability for the coverage.
+    levels: central interval probabilities for the coverage.
     radius_deg: mode recall radius.
 
   Returns:
     {'count': [], 'abs_error/<decoder>': [n], and with a mixture 'nll': [],
-     'crps': [n], 'coverage': [n], with modes 'mode_recall': []}: sums over
-    the unmasked rows.
+     'crps': [n], 'coverage': [len(levels), n], 'mode_recall': [],
+     'mode_recall_all': []}: sums over the unmasked rows.
   """
   batch = equivalent_labels.shape[0]
   weight = (jnp.ones((batch,), jnp.float32) if mask is None
@@ -199,27 +151,36 @@ def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None, mask
     sums[f'abs_error/{name}'] = total(absolute_errors(prediction, equivalent_labels))
   if mixture is not None:
     label = most_likely_equivalent(equivalent_labels, *mixture)
-    sums['nll'] = total(nll(label, *mixture))
+    sums['nll'] = total(losses.mixture_nll(mixture.means, mixture.scales, label,
+                                           log_weights=mixture.log_weights))
     sums['crps'] = total(crps(label, *mixture))
-    sums['coverage'] = total(interval_coverage(label, *mixture, level=level))
-  if modes is not None:
-    sums['mode_recall'] = total(mode_recall(*modes, equivalent_labels, radius_deg))
+    sums['coverage'] = total(jnp.stack(
+        [interval_coverage(label, *mixture, level=level) for level in levels], axis=1))
+    locations, _, valid = mixtures.modes(*mixture)
+    recall = mode_recall(locations, valid, equivalent_labels, radius_deg)
+    sums['mode_recall'] = total(recall)
+    sums['mode_recall_all'] = total(recall == 1.0)
   return sums
 
 
-def summarize(sums, label_names, level=0.9):
+def summarize(sums, label_names, levels=COVERAGE_LEVELS):
   """Totals of `batch_sums` -> {metric name: float}.
 
-  Names: 'mae/<decoder>/<axis>', 'cmae/<decoder>' (degrees), 'nll' (nats, per
-  example, density in degrees), 'crps/<axis>' and 'crps' (degrees, mean over
-  axes), 'coverage_<level%>/<axis>' and 'coverage_<level%>' (fractions),
-  'mode_recall' (fraction).
+  Names: 'mae/<decoder>/<axis>', 'cmae/<decoder>' (the paper's CMAE: the mean
+  of the per-axis MAEs), 'nll' (per example), 'crps/<axis>' and 'crps' (mean
+  over axes), 'coverage_<level%>/<axis>' and 'coverage_<level%>' (fractions;
+  calibrated: level), 'mode_recall' (share of equivalent labels found) and
+  'mode_recall_all' (share of examples with every equivalent found).
   """
   count = float(sums['count'])
   if count <= 0:
     raise ValueError('summarize got no examples (count 0): was every row masked?')
   result = {}
-  coverage_name = f'coverage_{round(100 * level)}'
+
+  def per_axis(name, values):
+    result.update({f'{name}/{axis}': float(v) for axis, v in zip(label_names, values)})
+    result[name] = float(values.mean())
+
   for key, value in sums.items():
     if key == 'count':
       continue
@@ -228,10 +189,16 @@ def summarize(sums, label_names, level=0.9):
       decoder = key.split('/', 1)[1]
       result.update({f'mae/{decoder}/{axis}': float(v) for axis, v in zip(label_names, mean)})
       result[f'cmae/{decoder}'] = float(mean.mean())
-    elif key in ('crps', 'coverage'):
-      name = coverage_name if key == 'coverage' else key
-      result.update({f'{name}/{axis}': float(v) for axis, v in zip(label_names, mean)})
-      result[name] = float(mean.mean())
+    elif key == 'crps':
+      per_axis('crps', mean)
+    elif key == 'coverage':
+      for level, values in zip(levels, mean):
+        per_axis(coverage_name(level), values)
     else:
       result[key] = float(mean)
   return result
+
+
+def coverage_name(level: float) -> str:
+  """The metric name of the central `level` interval's coverage, e.g. 'coverage_90'."""
+  return f'coverage_{round(100 * level)}'

@@ -36,9 +36,9 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from propel_jax.datasets import face_crops
-from propel_jax.datasets import geometry
-from propel_jax.datasets import labels as labels_lib
+from propel_jax.data.builders import face_crops
+from propel_jax.data import geometry
+from propel_jax.data import labels as labels_lib
 
 # Side of the face crop in millimetres at the head centre's depth.
 _FACE_SIZE_MM = 220.0
@@ -50,7 +50,7 @@ get kinect_head_pose_db.tgz (https://data.vision.ee.ethz.ch/cvl/gfanelli/
 head_pose/head_forest.html#db, or the copy on Kaggle) and extract it into
 the manual folder, so that <manual_dir>/hpdb/01/frame_00003_rgb.png exists
 (<manual_dir> is <data_dir>/downloads/manual/ unless you pass --manual_dir to
-`python -m propel_jax.datasets.build --dataset=biwi/all`).
+`python -m experiments.build_dataset --dataset=biwi/all`).
 """
 
 

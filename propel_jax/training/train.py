@@ -13,7 +13,7 @@ A run lives in `workdir`:
     metrics.jsonl       one JSON object per logged train/eval step
     events.out.tfevents.*  TensorBoard (tensorboardX)
     eval_metrics.json   the final evaluation (see `evaluation.py`)
-    plots/              predicted vs true, and predicted densities
+    eval_outputs.npz    its per-example outputs (the binaries draw plots/ from it)
 
 Rerunning the same command resumes from the latest checkpoint; a SIGTERM
 saves a checkpoint and exits; a non-finite loss or gradient stops the run
@@ -36,13 +36,13 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from propel_jax import checkpointing
-from propel_jax import evaluation
-from propel_jax import input_pipeline
-from propel_jax import models
-from propel_jax import parallel
-from propel_jax import reporting
-from propel_jax.datasets import image_folder
+from propel_jax.training import checkpointing
+from propel_jax.training import evaluation
+from propel_jax.data import input_pipeline
+from propel_jax.nn import models
+from propel_jax.training import parallel
+from propel_jax.training import reporting
+from propel_jax.data.builders import image_folder
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
@@ -275,36 +275,35 @@ def train_step(graph: nnx.GraphDef, tx: optax.GradientTransformation,
 
 
 def predict_step(graph: nnx.GraphDef, state: TrainState,
-                 batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+                 batch: dict[str, jax.Array]) -> dict[str, Any]:
   """Per-example outputs for evaluation, in inference mode.
 
   Returns:
-    'loss' [B]; 'prediction/<decoder>' [B, n] in [0, 1] for each of the
-    head's decoders; and for mixture heads 'means', 'scales' [B, I, n] and
-    'log_weights' [B, I] in [0, 1] units.
+    'loss' [B]; 'predictions' {decoder: [B, n] in [0, 1]} for each of the
+    head's decoders; and 'mixture', the predicted `mixtures.Mixture` in
+    [0, 1] units (None for heads without a density).
   """
   model = nnx.merge(graph, state.params, state.model_state)
   outputs = model(batch['image'])
-  result = {'loss': model.head.loss(outputs, batch)}
-  result.update({f'prediction/{name}': value
-                 for name, value in model.head.decode(outputs).items()})
-  mixture = model.head.mixture(outputs)
-  if mixture is not None:
-    result['means'], result['scales'], result['log_weights'] = mixture
-  return result
+  return {'loss': model.head.loss(outputs, batch),
+          'predictions': model.head.decode(outputs),
+          'mixture': model.head.mixture(outputs)}
 
 
-def jit_steps(model: Model, tx: optax.GradientTransformation, schedule: optax.Schedule,
-              mesh: jax.sharding.Mesh):
-  """The jitted train and predict steps: replicated state, batch sharded on 'data'."""
+def jit_train_step(model: Model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                   mesh: jax.sharding.Mesh):
+  """The jitted train step: replicated state, batch sharded on 'data'."""
   replicated = parallel.replicated(mesh)
+  return jax.jit(functools.partial(train_step, model.train_graph, tx, schedule),
+                 in_shardings=(replicated, parallel.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def jit_predict_step(model: Model, mesh: jax.sharding.Mesh):
+  """The jitted predict step: replicated state, batch and outputs sharded on 'data'."""
   sharded = parallel.batch_sharded(mesh)
-  train = jax.jit(functools.partial(train_step, model.train_graph, tx, schedule),
-                  in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
-                  donate_argnums=0)
-  predict = jax.jit(functools.partial(predict_step, model.eval_graph),
-                    in_shardings=(replicated, sharded), out_shardings=sharded)
-  return train, predict
+  return jax.jit(functools.partial(predict_step, model.eval_graph),
+                 in_shardings=(parallel.replicated(mesh), sharded), out_shardings=sharded)
 
 
 # ----------------------------------------------------------------------------
@@ -380,11 +379,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     NonFiniteLossError: if the loss or gradient became NaN or infinite.
   """
   os.makedirs(workdir, exist_ok=True)
-  validate_config(config)
-  save_or_check_config(config, workdir)
   mesh, info, tx, model, state, checkpointer = _open_run(config, workdir)
+  save_or_check_config(config, workdir)
   schedule = learning_rate_schedule(config)
-  train, predict = jit_steps(model, tx, schedule, mesh)
+  train = jit_train_step(model, tx, schedule, mesh)
+  predict = jit_predict_step(model, mesh)
   train_iter = input_pipeline.create_iterator(
       config.dataset, config.train_split, global_batch_size=config.batch_size, seed=config.seed,
       train=True, data_dir=config.data_dir, image_size=config.image_size,
@@ -452,8 +451,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
              split: str | None = None) -> dict[str, Any]:
   """Evaluates the latest checkpoint in `workdir` on `split` (default: config.test_split).
 
-  Writes eval_metrics.json (eval_metrics_<split>.json for another split) and
-  plots, as at the end of training.
+  Writes eval_metrics.json and eval_outputs.npz (with `_<split>` for a split
+  other than config.test_split), as at the end of training.
   """
   split = split or config.test_split
   mesh, info, _, model, state, checkpointer = _open_run(config, workdir)
@@ -465,8 +464,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = checkpointer.restore(step, _abstract(state))
   finally:
     checkpointer.close()
-  _, predict = jit_steps(model, create_optimizer(config), learning_rate_schedule(config), mesh)
-  result = evaluation.run(predict, state=state, mesh=mesh, info=info, config=config,
+  result = evaluation.run(jit_predict_step(model, mesh), state=state, mesh=mesh, info=info, config=config,
                           split=split)
   return evaluation.report(result, workdir, num_params=model.num_params, config=config,
                            checkpoint_step=step)

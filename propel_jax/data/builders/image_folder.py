@@ -15,7 +15,7 @@ paper's hand data used a random 70/30 split).
 Register the folder under a name, then use 'image_folder/<name>' like any
 other dataset (in each program that uses it; registration is not stored):
 
-    from propel_jax.datasets import image_folder
+    from propel_jax.data.builders import image_folder
     image_folder.register('my_hands', csv_path='/data/hands/labels.csv',
                           label_low=(-45, -45), label_high=(45, 45),
                           flip_negates=(True, False))
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from propel_jax.datasets import labels as labels_lib
+from propel_jax.data import labels as labels_lib
 
 
 @dataclasses.dataclass(eq=False)
@@ -159,7 +159,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     if name not in _REGISTERED:
       raise ValueError(
           f'image_folder/{name} is not registered in this program: call '
-          'propel_jax.datasets.image_folder.register(name, csv_path=...) '
+          'propel_jax.data.builders.image_folder.register(name, csv_path=...) '
           f'first (registered: {sorted(_REGISTERED)}).')
     return _REGISTERED[name]
 

@@ -26,9 +26,9 @@ builds in 10-20 s on two (shared) CPU cores, about half of it rendering.
 check the symmetry exactly.
 
 Usage:
-  import propel_jax.datasets  # registers the builders with TFDS
+  from propel_jax.data import builders  # registers the builders with TFDS
   synthetic_hands.build(data_dir, 'ambiguous_small')
-  # or: python -m propel_jax.datasets.build --dataset=synthetic_hands/ambiguous
+  # or: python -m experiments.build_dataset --dataset=synthetic_hands/ambiguous
 """
 
 import dataclasses
@@ -37,7 +37,7 @@ import math
 import numpy as np
 import tensorflow_datasets as tfds
 
-from propel_jax.datasets import labels as labels_lib
+from propel_jax.data import labels as labels_lib
 
 # Rendering precision: float32 halves the build time; the symmetries below
 # hold exactly in any precision.
@@ -372,7 +372,7 @@ def build(data_dir, config_name='ambiguous_small'):
   Returns:
     The prepared `tfds.core.DatasetBuilder`.
   """
-  # Imported here: `python -m propel_jax.datasets.build` runs that module as
-  # __main__, which must not be imported already by the package's __init__.
-  from propel_jax.datasets import build as build_lib  # pylint: disable=g-import-not-at-top
-  return build_lib.build(f'synthetic_hands/{config_name}', data_dir)
+  builder = tfds.builder(f'synthetic_hands/{config_name}', data_dir=data_dir,
+                         file_format='array_record')
+  builder.download_and_prepare()
+  return builder

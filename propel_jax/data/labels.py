@@ -1,6 +1,6 @@
 """What the labels of an orientation dataset mean, declared once per builder.
 
-Every builder in `propel_jax.datasets` exposes a `label_spec` (a `LabelSpec`):
+Every builder in `propel_jax.data.builders` exposes a `label_spec` (a `LabelSpec`):
 the names of the label dimensions, the range in degrees that the input
 pipeline maps to [0, 1] (the network's sigmoid outputs), and which dimensions
 change sign when the image is mirrored left-right (so that a flip augmentation
@@ -10,6 +10,11 @@ means the same angle on all of them.
 """
 
 import dataclasses
+from typing import Any
+
+import numpy as np
+
+from propel_jax import mixtures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +45,29 @@ class LabelSpec:
     if self.flip_negates is not None and len(self.flip_negates) != n:
       raise ValueError(f'LabelSpec: flip_negates={self.flip_negates} needs '
                        f'{n} entries.')
+
+  # The one place that maps labels between degrees and the networks' [0, 1]
+  # units. NumPy constants, so the same code serves NumPy arrays on the host
+  # and traced JAX arrays inside jit.
+
+  def _low_span(self):
+    low = np.asarray(self.low, np.float32)
+    return low, np.asarray(self.high, np.float32) - low
+
+  def to_unit(self, degrees: Any) -> Any:
+    """[..., n] labels in degrees -> [0, 1] (low -> 0, high -> 1)."""
+    low, span = self._low_span()
+    return (degrees - low) / span
+
+  def to_degrees(self, unit: Any) -> Any:
+    """[..., n] values in [0, 1] units -> degrees (the inverse of `to_unit`)."""
+    low, span = self._low_span()
+    return low + span * unit
+
+  def mixture_to_degrees(self, mixture: mixtures.Mixture) -> mixtures.Mixture:
+    """A mixture over [0, 1] units as the same distribution over degrees."""
+    low, span = self._low_span()
+    return mixture.affine(low, span)
 
 
 # Yaw, pitch, roll of a head. One range for every head-pose dataset: the

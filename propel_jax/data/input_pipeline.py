@@ -22,8 +22,8 @@ The iterator is Grain's: `it.get_state()` / `it.set_state(state)` save and
 restore its position (Orbax saves it with `grain.checkpoint.CheckpointSave`), so a
 resumed run sees exactly the batches an uninterrupted one would.
 
-Labels are mapped between degrees and [0, 1] (the models' sigmoid outputs) by
-`normalize_labels` / `denormalize_labels`, the one place that does it.
+Labels are mapped from degrees to [0, 1] (the models' sigmoid outputs) by the
+dataset's `LabelSpec` (`info.labels.to_unit`; `to_degrees` maps back).
 """
 
 import dataclasses
@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-import propel_jax.datasets  # pylint: disable=unused-import  (registers builders)
+from propel_jax.data import builders  # Importing registers the builders with TFDS.
+from propel_jax.data import labels as labels_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,64 +46,49 @@ class DatasetInfo:
 
   Attributes:
     name: TFDS name with config, e.g. 'synthetic_hands/ambiguous'.
-    label_names: one name per label dimension; n = len(label_names).
-    label_low: per-dimension value in degrees that normalises to 0.
-    label_high: per-dimension value in degrees that normalises to 1.
+    labels: the label spec: names (n = len(names)), the degree range mapped
+      to [0, 1] (`labels.to_unit`, `labels.to_degrees`) and the flip rule.
     image_shape: (H, W, C) of the images the pipeline yields.
     num_equivalents: K, equivalent labels per example (1: no symmetry).
     split_sizes: number of examples per split.
-    flip_negates: per label dimension, whether a left-right mirror negates it;
-      None if the dataset is never flipped.
   """
   name: str
-  label_names: tuple[str, ...]
-  label_low: tuple[float, ...]
-  label_high: tuple[float, ...]
+  labels: labels_lib.LabelSpec
   image_shape: tuple[int, int, int]
   num_equivalents: int
   split_sizes: dict[str, int]
-  flip_negates: tuple[bool, ...] | None = None
 
 
-def normalize_labels(labels_deg, info):
-  """Maps labels from degrees to [0, 1] (label_low -> 0, label_high -> 1).
+def prepare_builder(dataset: str, data_dir: str | None = None,
+                    manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """Returns the TFDS builder of `dataset`, building it first if needed.
 
   Args:
-    labels_deg: [..., n] array (NumPy or JAX).
-    info: the dataset's `DatasetInfo`.
+    dataset: TFDS name with config, e.g. 'synthetic_hands/ambiguous'.
+    data_dir: TFDS data directory (None: TFDS's default).
+    manual_dir: where a manual download was extracted (None: TFDS's default,
+      <data_dir>/downloads/manual/).
 
-  Returns:
-    [..., n] array of the same kind and float dtype.
+  Raises:
+    ValueError: for a name that is not one of our datasets, or a build that
+      is not stored as array_record.
   """
-  low = np.asarray(info.label_low, np.float32)
-  high = np.asarray(info.label_high, np.float32)
-  return (labels_deg - low) / (high - low)
-
-
-def denormalize_labels(labels01, info):
-  """Inverse of `normalize_labels`: [..., n] in [0, 1] -> degrees."""
-  low = np.asarray(info.label_low, np.float32)
-  high = np.asarray(info.label_high, np.float32)
-  return labels01 * (high - low) + low
-
-
-def _prepared_builder(dataset, data_dir):
-  """Returns the TFDS builder of `dataset`, building it first if needed."""
   try:
     builder = tfds.builder(dataset, data_dir=data_dir,
                            file_format='array_record')
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(
         f'Unknown dataset {dataset!r}. The datasets of propel_jax are '
-        f'{propel_jax.datasets.DATASET_NAMES} (name/config, e.g. '
-        '"synthetic_hands/ambiguous"); see README.md "Datasets".') from e
+        f'{builders.DATASET_NAMES} (name/config, e.g. '
+        '"synthetic_hands/ambiguous"); see docs/datasets.md.') from e
   if not hasattr(builder, 'label_spec'):
     raise ValueError(f'{dataset} is not one of the orientation datasets of '
-                     f'propel_jax {propel_jax.datasets.DATASET_NAMES} (an '
+                     f'propel_jax {builders.DATASET_NAMES} (an '
                      'image_folder/<name> must be registered with '
-                     'propel_jax.datasets.image_folder.register first).')
+                     'propel_jax.data.builders.image_folder.register first).')
   if not builder.is_prepared():
-    builder.download_and_prepare()
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise ValueError(
         f'{dataset} in {builder.data_dir} is stored as '
@@ -119,14 +105,11 @@ def _info_from_builder(dataset, builder, image_size):
     height = width = image_size
   return DatasetInfo(
       name=dataset,
-      label_names=spec.names,
-      label_low=spec.low,
-      label_high=spec.high,
+      labels=spec,
       image_shape=(height, width, channels),
       num_equivalents=features['equivalent_labels'].shape[0],
       split_sizes={name: split.num_examples
                    for name, split in builder.info.splits.items()},
-      flip_negates=spec.flip_negates,
   )
 
 
@@ -142,7 +125,7 @@ def get_dataset_info(dataset, *, data_dir=None, image_size=None):
   Returns:
     A `DatasetInfo`.
   """
-  return _info_from_builder(dataset, _prepared_builder(dataset, data_dir),
+  return _info_from_builder(dataset, prepare_builder(dataset, data_dir),
                             image_size)
 
 
@@ -186,7 +169,7 @@ def _load_shard(dataset, data_dir, split, start, stop, image_size):
   that repeated evaluations do not decode the split again. Callers must not
   modify the arrays.
   """
-  source = _prepared_builder(dataset, data_dir).as_data_source(split)
+  source = prepare_builder(dataset, data_dir).as_data_source(split)
   return _read_records(source, np.arange(start, min(stop, len(source))),
                        image_size)
 
@@ -287,7 +270,7 @@ class _ToModelInputs:
   def __call__(self, batch):
     out = {'image': batch['image'].astype(np.float32) / np.float32(255)}
     for key in ('label', 'equivalent_labels'):
-      out[key] = normalize_labels(batch[key].astype(np.float32), self._info)
+      out[key] = self._info.labels.to_unit(batch[key].astype(np.float32))
     if self._keep_mask:
       out['mask'] = batch['mask']
     return out
@@ -343,12 +326,12 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
     raise ValueError(f'global_batch_size={global_batch_size} is not divisible '
                      f'by the number of processes ({shard_count}).')
   batch_size = global_batch_size // shard_count
-  builder = _prepared_builder(dataset, data_dir)
+  builder = prepare_builder(dataset, data_dir)
   info = _info_from_builder(dataset, builder, image_size)
   source = builder.as_data_source(split)
   if augment is None:
-    augment = train and info.flip_negates is not None
-  if augment and info.flip_negates is None:
+    augment = train and info.labels.flip_negates is not None
+  if augment and info.labels.flip_negates is None:
     raise ValueError(f'{dataset} defines no label-preserving flip; use '
                      'augment=False.')
 
@@ -384,7 +367,7 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
         _EvalBatch(start, batch_size))
   ds = ds.map(reader)
   if augment:
-    ds = ds.random_map(_RandomFlip(info.flip_negates), seed=seed)
+    ds = ds.random_map(_RandomFlip(info.labels.flip_negates), seed=seed)
   ds = ds.map(_ToModelInputs(info, keep_mask=not train)).to_iter_dataset(
       grain.ReadOptions(num_threads=_READ_THREADS,
                         prefetch_buffer_size=_PREFETCH_BATCHES))

@@ -4,11 +4,11 @@ Importing this package registers the builders with TFDS, so that
 `tfds.builder('synthetic_hands/ambiguous')` and the input pipeline find them.
 """
 
-from propel_jax.datasets import aflw2000
-from propel_jax.datasets import biwi
-from propel_jax.datasets import image_folder
-from propel_jax.datasets import synthetic_hands
-from propel_jax.datasets import the300w_lp
+from propel_jax.data.builders import aflw2000
+from propel_jax.data.builders import biwi
+from propel_jax.data.builders import image_folder
+from propel_jax.data.builders import synthetic_hands
+from propel_jax.data.builders import the300w_lp
 
 # The TFDS names of the builders above.
 DATASET_NAMES = ('synthetic_hands', 'biwi', 'the300w_lp_pose', 'aflw2000',

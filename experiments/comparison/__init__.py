@@ -1,0 +1,1 @@
+"""Compares output heads on one dataset: the runner, the report and its plots."""

@@ -1,0 +1,288 @@
+"""Runs a comparison: every method × seed trained and evaluated the same way.
+
+A comparison lives in a directory DIR:
+
+    runs/<method>/seed_<k>/   one `train.train_and_evaluate` run each (its
+                              config.json, checkpoints, eval_metrics.json,
+                              eval_outputs.npz, plots/) plus timing.json
+    results.json, results.md, plots/   the report (see `report`)
+
+The comparison's config is a training config (every key `train` reads: the
+base every run starts from) plus a `compare` section: `methods` and `sweep`
+(comma-separated method names; the sweep's appear only in the sensitivity
+table) and `seeds` (experiments/configs/compare_synthetic.py).
+
+A method is named by a string, so that it can be the directory name and a
+command-line value: `<loss>[_i<I>][_s<target_scale>]`, e.g. 'mse', 'heatmap',
+'propel_i2' (PROPEL with I = 2 Gaussians), 'mdn_i4', 'propel_i2_s0.05'
+(target_scale 0.05 instead of the base config's). Every method trains the
+same backbone with the same base config; only the head (and its loss) change.
+
+Rerunning a comparison skips the runs that are finished (their outputs exist
+and their saved config equals the one asked for) and resumes the others from
+their latest checkpoint, so a comparison interrupted at any point loses at
+most the work since a run's last checkpoint. Several processes may work on
+one comparison at once (the same command started several times): each claims
+the runs it trains (`_claim`).
+"""
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import time
+from typing import Sequence
+
+from absl import logging
+import jax
+import ml_collections
+
+from experiments import plots
+from propel_jax.data import input_pipeline
+from propel_jax.nn import models
+from propel_jax.training import evaluation
+from propel_jax.training import parallel
+from propel_jax.training import train
+
+RUNS_DIR = 'runs'
+TIMING_FILE = 'timing.json'
+CLAIM_FILE = 'claimed_by'
+
+_METHOD_RE = re.compile(r'^(?P<loss>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?$')
+_MIXTURE_LOSSES = ('propel', 'mdn')
+
+
+# ----------------------------------------------------------------------------
+# Methods and their configs.
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One head to compare.
+
+  Attributes:
+    name: as given, e.g. 'propel_i2_s0.05'; the run directory's name.
+    loss: one of `models.LOSSES`.
+    num_gaussians: I for mixture heads, None to keep the base config's.
+    target_scale: PROPEL's σ_gt (normalised units), None to keep the base's.
+  """
+  name: str
+  loss: str
+  num_gaussians: int | None = None
+  target_scale: float | None = None
+
+  @property
+  def is_mixture(self) -> bool:
+    return self.loss in _MIXTURE_LOSSES
+
+
+def parse_method(name: str) -> Method:
+  """'propel_i2_s0.05' -> Method('propel_i2_s0.05', 'propel', 2, 0.05).
+
+  Raises:
+    ValueError: naming the method, for an unknown loss, `_i` on a head that
+      is not a mixture, `_s` on a head other than propel, or I < 1.
+  """
+  match = _METHOD_RE.match(name)
+  if not match or match['loss'] not in models.LOSSES:
+    raise ValueError(f'Unknown method {name!r}: use <loss>[_i<I>][_s<target_scale>] with '
+                     f'<loss> one of {models.LOSSES}, e.g. propel_i2, mdn_i4, mse, '
+                     f'propel_i2_s0.05.')
+  loss = match['loss']
+  num_gaussians = int(match['i']) if match['i'] else None
+  target_scale = float(match['s']) if match['s'] else None
+  if num_gaussians is not None and (loss not in _MIXTURE_LOSSES or num_gaussians < 1):
+    raise ValueError(f'Method {name!r}: _i<I> needs a mixture loss {_MIXTURE_LOSSES} and I >= 1.')
+  if target_scale is not None and (loss != 'propel' or target_scale <= 0):
+    raise ValueError(f'Method {name!r}: _s<target_scale> needs loss propel and a scale > 0.')
+  return Method(name, loss, num_gaussians, target_scale)
+
+
+def parse_methods(methods: str | Sequence[str]) -> list[Method]:
+  """A comma-separated string or a sequence of names -> Methods, duplicates refused."""
+  names = methods.split(',') if isinstance(methods, str) else list(methods)
+  names = [n.strip() for n in names if n.strip()]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise ValueError(f'Methods {duplicates} are listed more than once.')
+  return [parse_method(n) for n in names]
+
+
+def run_config(comparison_config: ml_collections.ConfigDict, method: Method,
+               seed: int) -> ml_collections.ConfigDict:
+  """The training config of one run: the base (all but `compare`), the method's head, the seed."""
+  settings = comparison_config.to_dict()
+  settings.pop('compare', None)
+  config = ml_collections.ConfigDict(settings)
+  config.loss = method.loss
+  config.seed = int(seed)
+  if method.num_gaussians is not None:
+    config.num_gaussians = method.num_gaussians
+  if method.target_scale is not None:
+    config.target_scale = method.target_scale
+  return config
+
+
+def run_dir(workdir: str, method: Method, seed: int) -> str:
+  return os.path.join(workdir, RUNS_DIR, method.name, f'seed_{seed}')
+
+
+# ----------------------------------------------------------------------------
+# Running.
+
+
+def is_finished(config: ml_collections.ConfigDict, directory: str) -> bool:
+  """Whether `directory` holds a complete run of exactly `config`."""
+  needed = (train.CONFIG_FILE, evaluation.METRICS_FILE, evaluation.OUTPUTS_FILE,
+            TIMING_FILE)
+  if not all(os.path.exists(os.path.join(directory, f)) for f in needed):
+    return False
+  with open(os.path.join(directory, train.CONFIG_FILE)) as f:
+    saved = json.load(f)
+  return saved == json.loads(config.to_json_best_effort())
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo:
+  """The DatasetInfo of the runs' training dataset (registering an image folder first)."""
+  train.register_image_folder(config)
+  return input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                         image_size=config.image_size)
+
+
+def _hardware() -> str:
+  """What this process trains on, e.g. 'gpu: NVIDIA H100 80GB HBM3 ×1' (all processes' devices)."""
+  device = jax.devices()[0]
+  return f'{device.platform}: {device.device_kind} ×{jax.device_count()}'
+
+
+def _add_timing(directory: str, seconds: float) -> None:
+  """Adds one call's wall seconds and the hardware it ran on to the run's timing.json."""
+  path = os.path.join(directory, TIMING_FILE)
+  timing = {'seconds': 0.0, 'calls': 0}
+  if os.path.exists(path):
+    with open(path) as f:
+      timing = json.load(f)
+  timing['seconds'] += seconds
+  timing['calls'] += 1
+  # A resumed run may have moved machines: keep every one it used.
+  timing['hardware'] = sorted(set(timing.get('hardware', [])) | {_hardware()})
+  with open(path + '.tmp', 'w') as f:
+    json.dump(timing, f)
+  os.replace(path + '.tmp', path)
+
+
+def train_run(config: ml_collections.ConfigDict, directory: str) -> bool:
+  """Trains and evaluates one run (resuming it), adding its wall time to timing.json.
+
+  Returns:
+    True if the run is complete, False if a preemption notice (SIGTERM)
+    stopped it after a checkpoint (rerun to resume).
+  """
+  start = time.perf_counter()
+  metrics = train.train_and_evaluate(config, directory)
+  if parallel.is_main_process():
+    _add_timing(directory, time.perf_counter() - start)
+    if metrics is not None:
+      plots.write_for_run(directory, config, dataset_info(config))
+  return metrics is not None
+
+
+def _claim(directory: str) -> bool:
+  """Claims a run for this process; False if another live process holds it.
+
+  Several `compare` processes may share one workdir (run the same command in
+  several terminals to use more cores): each trains the runs it claims. The
+  claim is a file created atomically with this host and pid; a claim by a
+  process of this host that no longer exists (killed) is taken over. Claims
+  from other hosts are trusted: delete a stale one by hand.
+  """
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, CLAIM_FILE)
+  me = f'{socket.gethostname()} {os.getpid()}'
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          host, pid = f.read().split()
+      except (FileNotFoundError, ValueError):
+        continue  # Released or being written meanwhile: try again.
+      if host != socket.gethostname() or _process_exists(int(pid)):
+        return False
+      os.remove(path)  # Its process died: take the run over (it resumes).
+      continue
+    with os.fdopen(fd, 'w') as f:
+      f.write(me)
+    return True
+  return False
+
+
+def _process_exists(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
+  """Trains every missing run of the comparison `config` that no other process is training.
+
+  Returns:
+    True when this process has nothing left to do; False if a preemption
+    stopped a run.
+  """
+  methods = all_methods(config)
+  # Seed-major: a comparison stopped early has every method at least once.
+  todo = [(m, s) for s in config.compare.seeds for m in methods]
+  for index, (method, seed) in enumerate(todo):
+    directory = run_dir(workdir, method, seed)
+    run_cfg = run_config(config, method, seed)
+    where = f'[{index + 1}/{len(todo)}] {method.name} seed {seed}'
+    if is_finished(run_cfg, directory):
+      logging.info('%s: finished, skipped.', where)
+      continue
+    if parallel.is_main_process() and not _claim(directory):
+      logging.info('%s: being trained by another process (%s), skipped.', where,
+                   os.path.join(directory, CLAIM_FILE))
+      continue
+    logging.info('%s: training in %s.', where, directory)
+    try:
+      if not train_run(run_cfg, directory):
+        return False
+    finally:
+      if parallel.is_main_process():
+        os.remove(os.path.join(directory, CLAIM_FILE))
+  return True
+
+
+def all_methods(config: ml_collections.ConfigDict) -> list[Method]:
+  """The main methods then the sensitivity sweep's, each name once."""
+  main = parse_methods(config.compare.methods)
+  names = {m.name for m in main}
+  sweep = [m for m in parse_methods(config.compare.get('sweep', '') or '') if m.name not in names]
+  return main + sweep
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks the comparison's own keys and every run's config before any training.
+
+  Raises:
+    ValueError: naming the offending key or method.
+  """
+  if 'compare' not in config:
+    raise ValueError('The config has no `compare` section: use a comparison config, e.g. '
+                     '--config=experiments/configs/compare_synthetic.py:ambiguous_small.')
+  seeds = config.compare.get('seeds')
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ValueError(f'config.compare.seeds={seeds!r} must be a non-empty tuple of '
+                     f'distinct integers, e.g. --config.compare.seeds="(0, 1, 2)".')
+  methods = all_methods(config)
+  if not methods:
+    raise ValueError('config.compare.methods lists no method.')
+  for method in methods:
+    train.validate_config(run_config(config, method, seeds[0]))

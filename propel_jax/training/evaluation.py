@@ -1,0 +1,224 @@
+"""Evaluation: run the model over a split, compute metrics in degrees, save them.
+
+`run` feeds a split through the jitted predict step (every process its share,
+the last batch padded and masked) and gathers the per-example outputs on
+every process. `report` writes, from process 0, `eval_metrics.json` and the
+per-example outputs `eval_outputs.npz` (which the plots and the comparison
+read). The metrics are `propel_jax.scoring.summarize`'s, in degrees, for
+every decoder of the head:
+
+    mae/<decoder>/<axis>   mean absolute error per axis (degrees)
+    cmae/<decoder>         their mean, the paper's CMAE (degrees)
+
+symmetry-aware: where a dataset lists several equivalent labels for an image
+(the ambiguous synthetic hands: (φ, ψ) and (−φ, −ψ)), a prediction is scored
+against the nearest of them. Mixture heads (propel, mdn) also get the
+negative log-likelihood ('nll', nats, density in degrees), the CRPS
+('crps/<axis>', degrees), the coverage of the central intervals of each
+marginal ('coverage_<level%>', e.g. 'coverage_90') and the mode recall
+('mode_recall': the share of equivalent labels some mode lies within 5° of
+on every axis; 'mode_recall_all': the share of images where all are found).
+Plus 'loss' (the training loss, normalised units) and 'num_examples'.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from propel_jax import mixtures
+from propel_jax import scoring
+from propel_jax.data import input_pipeline
+from propel_jax.data import labels as labels_lib
+from propel_jax.training import parallel
+
+MODE_RADIUS_DEG = 5.0
+METRICS_FILE = 'eval_metrics.json'
+OUTPUTS_FILE = 'eval_outputs.npz'
+# The mixture types `Outputs.load` can restore, by the name saved with them.
+_MIXTURE_TYPES = {'Mixture': mixtures.Mixture}
+
+
+@dataclasses.dataclass
+class Outputs:
+  """A split's per-example outputs (padding removed), all in [0, 1] label units.
+
+  Attributes:
+    loss: [N] per-example training loss.
+    predictions: {decoder: [N, n]} point estimates.
+    mixture: the predicted mixture (means [N, I, n], ...) or None.
+    label: [N, n].
+    equivalent_labels: [N, K, n].
+    images: the first few images [m, H, W, C], for the plots.
+  """
+  loss: np.ndarray
+  predictions: dict[str, np.ndarray]
+  mixture: Any
+  label: np.ndarray
+  equivalent_labels: np.ndarray
+  images: np.ndarray
+
+  def save(self, path: str) -> None:
+    """Writes a compressed .npz that `load` reads back."""
+    arrays = {'loss': self.loss, 'label': self.label,
+              'equivalent_labels': self.equivalent_labels, 'images': self.images}
+    arrays.update({f'prediction/{k}': v for k, v in self.predictions.items()})
+    if self.mixture is not None:
+      arrays['mixture_type'] = np.asarray(type(self.mixture).__name__)
+      arrays.update({f'mixture/{k}': np.asarray(v)
+                     for k, v in self.mixture._asdict().items()})
+    np.savez_compressed(path, **arrays)
+
+  @classmethod
+  def load(cls, path: str) -> 'Outputs':
+    with np.load(path) as data:
+      arrays = {k: data[k] for k in data.files}
+    mixture = None
+    if 'mixture_type' in arrays:
+      fields = {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith('mixture/')}
+      mixture = _MIXTURE_TYPES[str(arrays['mixture_type'])](**fields)
+    return cls(loss=arrays['loss'],
+               predictions={k.split('/', 1)[1]: v for k, v in arrays.items()
+                            if k.startswith('prediction/')},
+               mixture=mixture, label=arrays['label'],
+               equivalent_labels=arrays['equivalent_labels'], images=arrays['images'])
+
+
+@dataclasses.dataclass
+class EvalResult:
+  """A split's per-example outputs and the metrics computed from them.
+
+  Attributes:
+    split: the split evaluated.
+    dataset: the dataset it came from.
+    outputs: the per-example `Outputs`.
+    info: the DatasetInfo of the label space (names, ranges in degrees).
+    metrics: name -> float, see the module docstring.
+  """
+  split: str
+  dataset: str
+  outputs: Outputs
+  info: Any
+  metrics: dict[str, Any]
+
+  def summary(self) -> str:
+    return summarize(self.metrics)
+
+
+def summarize(metrics: dict[str, Any]) -> str:
+  """A one-line digest: loss, CMAE per decoder, NLL if there is one."""
+  parts = [f'loss {metrics["loss"]:.4f}']
+  parts += [f'{k.split("/", 1)[1]} CMAE {v:.2f}°' for k, v in sorted(metrics.items())
+            if k.startswith('cmae/')]
+  if 'nll' in metrics:
+    parts.append(f'NLL {metrics["nll"]:.3f}')
+  return ', '.join(parts)
+
+
+def run(predict: Callable[..., dict[str, Any]], *, state: Any,
+        mesh: jax.sharding.Mesh, info: Any, config: ml_collections.ConfigDict,
+        split: str) -> EvalResult:
+  """Predicts every example of `split` and computes the metrics.
+
+  Args:
+    predict: the jitted predict step (state, global batch) -> outputs.
+    state: the training state.
+    mesh: the device mesh.
+    info: the training dataset's DatasetInfo (label ranges for degrees).
+    config: the run's config (dataset, batch_size, ...).
+    split: e.g. 'test'.
+
+  Returns:
+    The outputs and metrics, identical on every process.
+  """
+  dataset = config.test_dataset or config.dataset
+  iterator = input_pipeline.create_iterator(
+      dataset, split, global_batch_size=config.batch_size, seed=config.seed, train=False,
+      data_dir=config.data_dir, image_size=config.image_size,
+      worker_count=config.worker_count)
+  chunks, images = [], None
+  for local_batch in iterator:
+    batch = parallel.shard_batch(local_batch, mesh)
+    outputs = dict(predict(state, batch))
+    for key in ('label', 'equivalent_labels', 'mask'):
+      outputs[key] = batch[key]
+    host_outputs = parallel.to_host(outputs)
+    if images is None:  # The plots show the first few real examples.
+      images = parallel.to_host(batch['image'])[host_outputs['mask']][:config.num_plot_examples]
+    chunks.append(host_outputs)
+  if not chunks:
+    raise ValueError(f'Split {split!r} of {dataset} has no examples.')
+  gathered = jax.tree.map(lambda *parts: np.concatenate(parts), *chunks)
+  keep = gathered.pop('mask').astype(bool)
+  gathered = jax.tree.map(lambda values: values[keep], gathered)
+  outputs = Outputs(images=images, **gathered)
+  return EvalResult(split=split, dataset=dataset, outputs=outputs, info=info,
+                    metrics=compute_metrics(outputs, info))
+
+
+@functools.partial(jax.jit, static_argnames=('labels',))
+def _metric_sums(predictions, equivalent_labels, mixture, *, labels: labels_lib.LabelSpec):
+  """`scoring.batch_sums` in degrees, jitted: op by op it would compile for seconds."""
+  predictions = {name: labels.to_degrees(value) for name, value in predictions.items()}
+  if mixture is not None:
+    mixture = labels.mixture_to_degrees(mixture)
+  return scoring.batch_sums(predictions, labels.to_degrees(equivalent_labels),
+                            mixture=mixture, radius_deg=MODE_RADIUS_DEG)
+
+
+def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
+  """Metrics in degrees from per-example outputs (see the module docstring)."""
+  sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
+                      labels=info.labels)
+  result = scoring.summarize(sums, info.labels.names)
+  result['loss'] = float(np.mean(outputs.loss))
+  result['num_examples'] = int(outputs.loss.shape[0])
+  return result
+
+
+def per_example_errors(outputs: Outputs, info: Any) -> dict[str, np.ndarray]:
+  """{decoder: [N]} symmetry-aware absolute error (degrees), mean over the axes."""
+  labels = info.labels.to_degrees(outputs.equivalent_labels)
+  return {decoder: np.asarray(scoring.absolute_errors(
+              info.labels.to_degrees(prediction), labels)).mean(axis=-1)
+          for decoder, prediction in outputs.predictions.items()}
+
+
+def file_suffix(split: str, config: ml_collections.ConfigDict) -> str:
+  """'' for config.test_split, else '_<split>': the evaluation files' suffix."""
+  return '' if split == config.test_split else f'_{split}'
+
+
+def report(result: EvalResult, workdir: str, *, num_params: int,
+           config: ml_collections.ConfigDict, checkpoint_step: int | None = None
+           ) -> dict[str, Any]:
+  """Writes the evaluation of `result` from process 0.
+
+  Files (with `file_suffix` appended for a split other than config.test_split):
+  eval_metrics.json and eval_outputs.npz (`Outputs.save`).
+
+  Returns:
+    What was written to the JSON file.
+  """
+  metrics = dict(result.metrics, num_params=num_params, split=result.split,
+                 dataset=result.dataset, loss_name=config.loss)
+  if checkpoint_step is not None:
+    metrics['checkpoint_step'] = checkpoint_step
+  if not parallel.is_main_process():
+    return metrics
+  suffix = file_suffix(result.split, config)
+  path = os.path.join(workdir, METRICS_FILE.replace('.json', f'{suffix}.json'))
+  with open(path, 'w') as f:
+    json.dump(metrics, f, indent=2, sort_keys=True)
+  # The per-example outputs, for the plots and analyses beyond these metrics
+  # without predicting the split again.
+  result.outputs.save(os.path.join(workdir, OUTPUTS_FILE.replace('.npz', f'{suffix}.npz')))
+  logging.info('Evaluation on %s/%s: %s. Wrote %s.', result.dataset, result.split,
+               summarize(metrics), path)
+  return metrics

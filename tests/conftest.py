@@ -1,0 +1,22 @@
+"""Shared fixtures. Helpers shared by several test files live beside them as modules:
+`fake_datasets` (small files in the real datasets' formats) and `training_runs`
+(tiny configs, the training binary as a subprocess, readers of its outputs).
+
+Tiers: `make test` runs everything; `make test-fast` (`pytest -m 'not slow'`)
+skips the end-to-end runs marked `slow` (binaries in subprocesses, several
+processes joined by jax.distributed, kill-and-resume).
+"""
+
+import pytest
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """An empty TFDS data directory shared by a module's tests (they build into it)."""
+  return str(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def jax_cache(tmp_path_factory):
+  """A JAX compilation cache shared by a module's subprocesses."""
+  return str(tmp_path_factory.mktemp('jax_cache'))

@@ -1,0 +1,38 @@
+"""The evaluation plots draw for every target count, with and without a density."""
+
+import os
+
+import numpy as np
+import pytest
+
+from evaluation_test import make_info
+from evaluation_test import make_outputs
+from experiments import plots
+from propel_jax import mixtures
+
+
+@pytest.mark.parametrize('n, mixture', [(1, True), (2, False), (3, True)])
+def test_plots_for_any_target_count(tmp_path, n, mixture):
+  info = make_info(n)
+  outputs = make_outputs(n, mixture=mixture)
+  plots.write_all(outputs, info, str(tmp_path), num_examples=1)
+  assert os.path.getsize(tmp_path / 'predicted_vs_true.png') > 1000
+  assert os.path.getsize(tmp_path / 'density_0.png') > 1000
+
+
+def test_density_grid_is_the_marginal_density():
+  means = np.array([[0.0, 10.0, 5.0], [20.0, -10.0, 5.0]])
+  scales = np.array([[2.0, 3.0, 1.0], [4.0, 1.0, 1.0]])
+  mixture = mixtures.Mixture(means, scales, np.log([0.25, 0.75]))
+  low, high = (-30.0, -30.0, -30.0), (30.0, 30.0, 30.0)
+  density = plots.density_grid(mixture, (0, 1), low, high, points=60)
+  assert density.shape == (60, 60)
+  # Rows follow axis 1, columns axis 0: the peak is the second component's
+  # (weight 3/4) at x = 20, y = -10, on cell centres -29.5, -28.5, ...
+  centres = -29.5 + np.arange(60)
+  row, col = np.unravel_index(np.argmax(density), density.shape)
+  assert abs(centres[col] - 20) <= 1 and abs(centres[row] + 10) <= 1
+  # It integrates to ~1 over the grid (cell area 1).
+  assert density.sum() == pytest.approx(1.0, abs=2e-3)
+  one_axis = plots.density_grid(mixture, (2,), low, high, points=60)
+  assert one_axis.sum() == pytest.approx(1.0, abs=1e-3)
