@@ -237,7 +237,7 @@ def write_report(config: ml_collections.ConfigDict, workdir: str, *, command: st
   Returns:
     The content of results.json.
   """
-    results = collect(config, workdir)
+  results = collect(config, workdir)
   results['command'] = command
   plot_files = plots.write_all(results, workdir, config=config)
   if parallel.is_main_process():
