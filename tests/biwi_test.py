@@ -58,7 +58,7 @@ def test_pipeline_reads_biwi_with_flip(manual_dir, tmp_path):
       'biwi/split_70_30', 'train', global_batch_size=3, seed=0, train=True,
       data_dir=tmp_path, image_size=64))
   assert batch['image'].shape == (3, 64, 64, 3)
-  degrees = input_pipeline.denormalize_labels(batch['label'], info)
+  degrees = info.labels.to_degrees(batch['label'])
   stored = [(10.0, -5.0, 2.0), (-40.0, 15.0, -8.0), (0.0, 0.0, 0.0)]
   for yaw, pitch, roll in degrees:
     assert any(np.allclose([yaw, pitch, roll], s, atol=1e-3) or

@@ -11,7 +11,7 @@ from propel_jax.data import labels as labels_lib
 from propel_jax.training import evaluation
 
 
-def makemake_info(n):
+def make_info(n):
   """A DatasetInfo with n of three label axes (shared with plots_test)."""
   return input_pipeline.DatasetInfo(
       name='test',
@@ -20,7 +20,7 @@ def makemake_info(n):
       image_shape=(8, 8, 1), num_equivalents=2, split_sizes={'test': 5})
 
 
-def makemake_outputs(n, *, mixture, seed=0):
+def make_outputs(n, *, mixture, seed=0):
   """Random per-example outputs of 5 examples in [0, 1] units (shared with plots_test)."""
   rng = np.random.default_rng(seed)
   b, i, k = 5, 2, 2

@@ -167,7 +167,7 @@ def test_heatmap_decoders_recover_label_from_its_target(num_targets, layout):
   head = heads.HeatmapHead(4, num_targets, bins=bins, layout=layout, sigma=0.03,
                            rngs=nnx.Rngs(0))
   labels = jnp.asarray(RNG.uniform(0.25, 0.75, (4, num_targets)), jnp.float32)
-  decoded = jax.jit(head.decode)({'heatmap': head.target_heatmap(labels)})
+  decoded = jax.jit(head.decode)(head.target_heatmap(labels))
   centres = (np.arange(bins) + 0.5) / bins
   nearest_centre = centres[np.argmin(np.abs(centres - np.asarray(labels)[..., None]), -1)]
   np.testing.assert_allclose(decoded['argmax'], nearest_centre, atol=1e-6)
@@ -185,7 +185,7 @@ def test_heatmap_decoders_on_hand_made_scores():
   scores[0, 0, 9] = 0.9  # Outside the window: ignored by the soft-argmax.
   scores[1] = -1.0  # No positive score anywhere: soft-argmax falls back to argmax.
   scores[1, 2, 4] = -0.5
-  decoded = jax.jit(head.decode)({'heatmap': jnp.asarray(scores)})
+  decoded = jax.jit(head.decode)(jnp.asarray(scores))
   np.testing.assert_allclose(decoded['argmax'], [[0.75, 0.25], [0.25, 0.45]], atol=1e-6)
   np.testing.assert_allclose(decoded['soft_argmax'],
                              [[0.75, (0.25 * 1 + 0.35 * 0.5) / 1.5], [0.25, 0.45]], atol=1e-6)

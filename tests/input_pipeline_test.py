@@ -44,13 +44,13 @@ def test_dataset_info(info):
 
 def test_normalize_round_trip_and_definition(info):
   labels = np.random.default_rng(0).uniform(-45, 45, size=(5, 3, 2)).astype(np.float32)
-  normalised = input_pipeline.normalize_labels(labels, info)
+  normalised = info.labels.to_unit(labels)
   # Definition: (x - low) / (high - low) per dimension.
   np.testing.assert_allclose(normalised, (labels + 45.0) / 90.0, rtol=1e-6)
-  np.testing.assert_allclose(input_pipeline.denormalize_labels(normalised, info), labels,
+  np.testing.assert_allclose(info.labels.to_degrees(normalised), labels,
                              atol=1e-5)
   np.testing.assert_array_equal(
-      input_pipeline.normalize_labels(np.array([[-45.0, 45.0]]), info), [[0.0, 1.0]])
+      info.labels.to_unit(np.array([[-45.0, 45.0]])), [[0.0, 1.0]])
 
 
 def test_train_batches_shapes_and_ranges(data_dir):
@@ -78,7 +78,7 @@ def test_eval_yields_the_split_once_in_order_padded_and_masked(data_dir, info):
   images = np.concatenate([b['image'] for b in batches])[:256]
   labels = np.concatenate([b['label'] for b in batches])[:256]
   np.testing.assert_array_equal(images, np.stack([r['image'] for r in records]) / np.float32(255))
-  np.testing.assert_allclose(input_pipeline.denormalize_labels(labels, info),
+  np.testing.assert_allclose(info.labels.to_degrees(labels),
                              np.stack([r['label'] for r in records]), atol=1e-4)
 
 
@@ -147,7 +147,7 @@ def test_flip_augmentation_keeps_labels_right(data_dir, info):
   flipped = kept = 0
   for _ in range(4):
     batch = next(it)
-    labels = input_pipeline.denormalize_labels(batch['label'], info)
+    labels = info.labels.to_degrees(batch['label'])
     for image, label, equivalents in zip(batch['image'], labels, batch['equivalent_labels']):
       same = np.abs(stored_azimuth - label[0]).min()
       mirrored = np.abs(stored_azimuth + label[0]).min()
@@ -164,7 +164,7 @@ def test_flip_augmentation_keeps_labels_right(data_dir, info):
         np.testing.assert_array_equal(image, record['image'][:, ::-1] / np.float32(255))
         np.testing.assert_allclose(label, record['label'] * [-1, 1], atol=1e-4)
       np.testing.assert_allclose(
-          input_pipeline.denormalize_labels(equivalents, info),
+          info.labels.to_degrees(equivalents),
           np.stack([label, -label]), atol=1e-4)
   assert flipped > 50 and kept > 50
 
@@ -174,7 +174,7 @@ def test_augment_off_yields_stored_images(data_dir, info):
   stored_azimuth = np.array([r['label'][0] for r in records])
   batch = next(_train(data_dir, augment=False))
   for image, label in zip(batch['image'],
-                          input_pipeline.denormalize_labels(batch['label'], info)):
+                          info.labels.to_degrees(batch['label'])):
     record = records[np.abs(stored_azimuth - label[0]).argmin()]
     np.testing.assert_array_equal(image, record['image'] / np.float32(255))
 
@@ -245,6 +245,6 @@ def test_shard_cache_is_reused_and_never_modified(data_dir, info):
   records = _records(data_dir, 'train')
   stored_azimuth = np.array([r['label'][0] for r in records])
   for image, label in zip(batch['image'],
-                          input_pipeline.denormalize_labels(batch['label'], info)):
+                          info.labels.to_degrees(batch['label'])):
     record = records[np.abs(stored_azimuth - label[0]).argmin()]
     np.testing.assert_array_equal(image, record['image'] / np.float32(255))

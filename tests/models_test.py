@@ -10,14 +10,20 @@ import numpy as np
 import optax
 import pytest
 
+from propel_jax.data import labels as labels_lib
 from propel_jax.nn import models
 
 
 @dataclasses.dataclass(frozen=True)
 class Info:
   """The two DatasetInfo fields create_model reads."""
-  label_names: tuple[str, ...]
+  names: dataclasses.InitVar[tuple[str, ...]]
   image_shape: tuple[int, int, int]
+  labels: labels_lib.LabelSpec = dataclasses.field(init=False)
+
+  def __post_init__(self, names):
+    ones = (1.0,) * len(names)
+    object.__setattr__(self, 'labels', labels_lib.LabelSpec(names, (0.0,) * len(names), ones))
 
 
 HAND = Info(('azimuth', 'elevation'), (128, 128, 3))
@@ -81,9 +87,9 @@ SMALL = Info(('a', 'b', 'c'), (32, 24, 1))
 @pytest.mark.parametrize('loss,keys', [
     ('propel', {'means': (5, 3, 3), 'scales': (5, 3, 3), 'log_weights': (5, 3)}),
     ('mdn', {'means': (5, 3, 3), 'scales': (5, 3, 3), 'log_weights': (5, 3)}),
-    ('mse', {'prediction': (5, 3)}),
-    ('l1', {'prediction': (5, 3)}),
-    ('heatmap', {'heatmap': (5, 3, 100)}),
+    ('mse', (5, 3)),
+    ('l1', (5, 3)),
+    ('heatmap', (5, 3, 100)),
 ])
 def test_output_shapes(loss, keys):
   model = models.create_model(_config(loss, 3), SMALL, rngs=nnx.Rngs(0))
@@ -98,7 +104,10 @@ def test_output_shapes(loss, keys):
   # Shapes by tracing alone: compiling would add seconds and test nothing more.
   outputs, decoded = jax.eval_shape(forward, state, jax.ShapeDtypeStruct((5, 32, 24, 1),
                                                                          jnp.float32))
-  assert {k: v.shape for k, v in outputs.items()} == keys
+  if isinstance(keys, dict):  # A mixture.
+    assert {k: v.shape for k, v in outputs._asdict().items()} == keys
+  else:
+    assert outputs.shape == keys
   for value in decoded.values():
     assert value.shape == (5, 3)
 

@@ -24,15 +24,15 @@ def test_density_grid_is_the_marginal_density():
   means = np.array([[0.0, 10.0, 5.0], [20.0, -10.0, 5.0]])
   scales = np.array([[2.0, 3.0, 1.0], [4.0, 1.0, 1.0]])
   mixture = mixtures.Mixture(means, scales, np.log([0.25, 0.75]))
-  low, high = (-30.0, -30.0, -30.0), (30.0, 30.0, 30.0)
-  density = plots.density_grid(mixture, (0, 1), low, high, points=60)
-  assert density.shape == (60, 60)
+  low, high = (-60.0, -60.0, -60.0), (60.0, 60.0, 60.0)
+  density = plots.density_grid(mixture, (0, 1), low, high, points=120)
+  assert density.shape == (120, 120)
   # Rows follow axis 1, columns axis 0: the peak is the second component's
-  # (weight 3/4) at x = 20, y = -10, on cell centres -29.5, -28.5, ...
-  centres = -29.5 + np.arange(60)
+  # (weight 3/4) at x = 20, y = -10, on cell centres -59.5, -58.5, ...
+  centres = -59.5 + np.arange(120)
   row, col = np.unravel_index(np.argmax(density), density.shape)
   assert abs(centres[col] - 20) <= 1 and abs(centres[row] + 10) <= 1
   # It integrates to ~1 over the grid (cell area 1).
   assert density.sum() == pytest.approx(1.0, abs=2e-3)
-  one_axis = plots.density_grid(mixture, (2,), low, high, points=60)
+  one_axis = plots.density_grid(mixture, (2,), low, high, points=120)
   assert one_axis.sum() == pytest.approx(1.0, abs=1e-3)
