@@ -1,50 +1,20 @@
 """PROPEL, the Gaussian-mixture distance it is built on, and baseline losses.
 
-The distance between two densities p and q of Sfikas et al. (ICANN 2005),
+PROPEL (Asad et al., ICPR 2020) is the distance of Sfikas et al. (ICANN 2005),
 
     D(p, q) = -log[ 2 ∫ p q dx / ∫ (p² + q²) dx ],
 
-has a closed form when p and q are mixtures of diagonal Gaussians, since every
-integral is a sum of Gaussian overlaps
+between p = N(y, diag(s²)) centred on the label y and the mixture q that a
+network predicts. For mixtures of diagonal Gaussians every integral is a sum
+of Gaussian overlaps, in closed form. The losses are per example (no
+reduction), like optax's, and take mixture weights as logits.
 
-    G(a, b) = ∫ N(x; μ_a, V_a) N(x; μ_b, V_b) dx = N(μ_a; μ_b, V_a + V_b).
-
-PROPEL (Asad et al., ICPR 2020) is D with p = N(y, diag(s²)) centred on the
-label y and q the mixture a network predicts. All losses here are per example
-(no reduction), like optax's.
-
-Numerics. The cross term log ∫pq is a log-sum-exp of exact log-overlaps, so
-the loss and its gradient stay finite when the label is thousands of standard
-deviations away (the loss then grows like a squared error). The self terms
-∫p², ∫q² are bounded below by their diagonal, which lets them skip the
-per-dimension logarithms: with c_i = w_i √H_i (H_i = G(i, i)),
-
-    ∫p² = Σ_ij c_i c_j ρ_ij,   ρ_ij = G(i, j) / √(H_i H_j) ∈ (0, 1],
-
-ρ is the cosine of the two densities in L², and the largest c_i² term is a
-diagonal one with ρ = 1; so after dividing by max_i c_i² the sum lies in
-[1, I²] and needs no log-sum-exp. ρ itself is a product over dimensions of
-factors ≤ 1 and an exponential, one `rsqrt` and one `exp` per component pair
-instead of one `log` per pair and dimension. Its derivatives are written by
-hand from the closed-form partials (`_self_overlap_gradients`), which is what
-makes the I×I term cheap.
-
-Structure. Every term is built from one-dimensional single-pair functions
-(`_log_overlap_1d`, `_normalized_overlap_1d`, `_overlap_gradients_1d`),
-vmapped over all component pairs (`_all_pairs`), accumulated over the
-dimensions by `_over_dims` and vmapped over the batch; the gradient's sums
-over pairs are one multi-operand reduction per dimension (`_row_sums`).
-The measured effect of
-each of these choices is in README.md (Benchmarks) and
-benchmarks/loss_variants.py.
-
-Inputs in bfloat16/float16 are computed in float32 (float64 stays float64);
-the loss is returned in that compute dtype.
-
-Non-positive scales or NaN inputs are not checked on the default path (that
-would cost time and cannot raise inside `jit`): a zero scale gives inf/NaN,
-a negative one a wrong but finite value, NaN propagates. Use `check_inputs`
-under `jax.experimental.checkify` to catch them.
+Every term is computed in log space, so the loss and its gradient stay finite
+for labels thousands of standard deviations away; the I×I self term has a
+hand-written derivative. Shapes are checked at trace time, values are not (a
+zero scale gives inf/NaN, NaN propagates): `check_inputs` under
+`jax.experimental.checkify` catches those. bfloat16/float16 inputs are
+computed in float32. For speed, see docs/benchmarks.md.
 """
 
 import math
@@ -53,6 +23,7 @@ import jax
 from jax import lax
 from jax.experimental import checkify
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from propel_jax import mixtures
 
@@ -62,6 +33,13 @@ _LOG_4PI = math.log(4.0 * math.pi)
 
 # Most dimensions a scan step handles unrolled (see `_over_dims`).
 _MAX_UNROLL = 8
+
+
+# Every term is built from one-dimensional single-pair functions
+# (`_log_overlap_1d`, `_normalized_overlap_1d`, `_overlap_gradients_1d`),
+# vmapped over all component pairs (`_all_pairs`), accumulated over the
+# dimensions by `_over_dims` and vmapped over the batch; the gradient's sums
+# over pairs are one multi-operand reduction per dimension (`_row_sums`).
 
 
 def _over_dims(body, init, *per_dim):
@@ -90,7 +68,7 @@ def _row_sums(*arrays):
 
   One reduction over several operands is one loop on XLA:CPU, and unlike
   single-operand sums it is not handed to the YNNPACK library, which is
-  slower on these short rows (README.md, Benchmarks).
+  slower on these short rows.
   """
   zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
   return lax.reduce(arrays, zeros,
@@ -159,6 +137,16 @@ def _overlap_gradients_1d(mean_a, var_a, mean_b, var_b):
 
 def _self_overlap_terms(means_t, vars_t, log_weights):
   """log ∫p² and its normalised terms for one mixture.
+
+  ∫p² is bounded below by its diagonal, which lets it skip the per-dimension
+  logarithms: with c_i = w_i √H_i (H_i = G(i, i)),
+
+      ∫p² = Σ_ij c_i c_j ρ_ij,   ρ_ij = G(i, j) / √(H_i H_j) ∈ (0, 1],
+
+  ρ the cosine of the two densities in L². The largest c_i² term is a
+  diagonal one with ρ = 1, so after dividing by max_i c_i² the sum lies in
+  [1, I²] and needs no log-sum-exp; ρ costs one `rsqrt` and one `exp` per
+  pair instead of one `log` per pair and dimension.
 
   Args:
     means_t, vars_t: [n, I] (dimension-major, see `_over_dims`).
@@ -266,175 +254,367 @@ def _compute_dtype(*arrays):
 
 
 def _batch_shape(**shapes):
-  """Broadcast leading (batch) shapes, naming the arguments if they clash."""
+  """Broadcasts leading (batch) shapes, naming the arguments if they clash.
+
+  Args:
+    **shapes: argument name -> (its full shape, its batch shape).
+
+  Returns:
+    The broadcast batch shape.
+  """
   try:
-    return jnp.broadcast_shapes(*shapes.values())
+    return jnp.broadcast_shapes(*(batch for _, batch in shapes.values()))
   except ValueError:
-    described = ', '.join(f'{k} {v}' for k, v in shapes.items())
-    raise ValueError(f'Batch shapes do not broadcast: {described}.') from None
+    described = ', '.join(f'{name} {shape} (batch {batch})'
+                          for name, (shape, batch) in shapes.items())
+    raise ValueError('The leading (batch) axes do not broadcast: '
+                     f'{described}.') from None
 
 
-def mixture_distance(p_means, p_scales, q_means, q_scales, *,
-                     p_log_weights=None, q_log_weights=None):
-  """Closed-form distance -log[2∫pq / ∫(p² + q²)] between two Gaussian mixtures.
+def _broadcasts(*shapes):
+  try:
+    jnp.broadcast_shapes(*shapes)
+    return True
+  except ValueError:
+    return False
 
-  Both p and q are mixtures of diagonal Gaussians, each with its own number of
-  components and weights; `propel_loss` is the case where p is one Gaussian.
-  The general form serves ambiguous labels (p a mixture over the equally valid
-  answers) and learned mixture weights.
+
+def _prefixed(prefix):
+  return {role: prefix + role for role in ('means', 'scales', 'log_weights')}
+
+
+def _flatten(means, scales, log_weights, batch, dtype):
+  """[..., I, n] -> [B, n, I] means and variances, [B, I] normalised log weights."""
+  shape = batch + means.shape[-2:]
+  means = means.astype(dtype)
+  if log_weights is not None:
+    log_weights = jnp.asarray(log_weights, dtype)
+  log_weights = mixtures.normalized_log_weights(means, log_weights)
+  means = jnp.broadcast_to(means, shape)
+  variances = jnp.broadcast_to(jnp.square(scales.astype(dtype)), shape)
+  log_weights = jnp.broadcast_to(log_weights, shape[:-1])
+  flat = lambda a: jnp.swapaxes(a.reshape(-1, *shape[-2:]), -1, -2)
+  return flat(means), flat(variances), log_weights.reshape(-1, shape[-2])
+
+
+def _checked_distance(p, q, batch, dtype):
+  """D(p, q) for validated (means, scales, log_weights) triples -> [*batch]."""
+  distance = _batched_distance(*_flatten(*p, batch, dtype),
+                               *_flatten(*q, batch, dtype))
+  return distance.reshape(batch)
+
+
+def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
+                     q_means: ArrayLike, q_scales: ArrayLike, *,
+                     p_log_weights: ArrayLike | None = None,
+                     q_log_weights: ArrayLike | None = None) -> jax.Array:
+  """Closed-form distance -log[2∫pq / ∫(p² + q²)] between Gaussian mixtures.
+
+  Both p and q are mixtures of diagonal Gaussians, each with its own number
+  of components and weights; `propel_loss` is the case where p is one
+  Gaussian. The general form serves ambiguous labels (p a mixture over the
+  equally valid answers) and learned mixture weights. p and q must have the
+  same number of axes; their leading (batch) axes broadcast, size 1 included.
 
   Args:
     p_means: [..., I, n] component means of p.
     p_scales: [..., I, n] component standard deviations of p (> 0).
     q_means: [..., J, n] component means of q.
     q_scales: [..., J, n] component standard deviations of q (> 0).
-    p_log_weights: optional [..., I] normalised log weights (default 1/I each).
-    q_log_weights: optional [..., J] normalised log weights (default 1/J each).
+    p_log_weights: optional [..., I] logits of p's weights (default 1/I each).
+    q_log_weights: optional [..., J] logits of q's weights (default 1/J each).
 
   Returns:
-    [...] the distance (leading shapes broadcast), ≥ 0 and 0 iff p = q, in
-    natural log, float32 (float64 for float64 inputs).
+    [...] the distance, ≥ 0 and 0 iff p = q, in natural log; float32 (float64
+    for float64 inputs).
 
   Raises:
-    ValueError: if the shapes do not fit together, naming them.
+    ValueError: if the shapes do not fit together or an input is complex,
+      naming the arguments and their shapes.
+
+  References:
+    Sfikas et al., "An analytic distance metric for Gaussian mixture models
+    with application in image retrieval", ICANN 2005.
+
+    Asad et al., "PROPEL: Probabilistic Parametric Regression Loss for
+    Convolutional Neural Networks", ICPR 2020, arXiv:1807.10937.
+
+  Examples:
+    A label that is either +1 or -1 (p), against a model with a component on
+    each (q) and one with both components on +1:
+
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import losses
+    >>> p_means = jnp.array([[[1.0], [-1.0]]])  # [B=1, I=2, n=1]
+    >>> scales = jnp.full((1, 2, 1), 0.1)
+    >>> both = losses.mixture_distance(p_means, scales, p_means, scales)
+    >>> [round(abs(v), 4) for v in both.tolist()]
+    [0.0]
+    >>> one = losses.mixture_distance(p_means, scales,
+    ...                               jnp.array([[[1.0], [1.0]]]), scales)
+    >>> [round(v, 4) for v in one.tolist()]  # log 1.5: half the mass missing
+    [0.4055]
   """
   p_means, p_scales, q_means, q_scales = map(
       jnp.asarray, (p_means, p_scales, q_means, q_scales))
-  mixtures.check_shapes(p_means, p_scales, p_log_weights, name='p_')
-  mixtures.check_shapes(q_means, q_scales, q_log_weights, name='q_')
+  mixtures.check_shapes(p_means, p_scales, p_log_weights,
+                        names=_prefixed('p_'))
+  mixtures.check_shapes(q_means, q_scales, q_log_weights,
+                        names=_prefixed('q_'))
+  if p_means.ndim != q_means.ndim:
+    fewer = 'p' if p_means.ndim < q_means.ndim else 'q'
+    raise ValueError(
+        f'p_means {p_means.shape} and q_means {q_means.shape} must have the '
+        'same number of axes ([..., I, n] and [..., J, n]; leading axes '
+        f'broadcast, size 1 included). If {fewer} is one Gaussian per '
+        f'example, add its component axis with {fewer}_means[..., None, :] '
+        f'and {fewer}_scales[..., None, :]; to share one {fewer} across the '
+        f'batch, use {fewer}_means[None] and {fewer}_scales[None].')
   if p_means.shape[-1] != q_means.shape[-1]:
     raise ValueError(f'p_means {p_means.shape} and q_means {q_means.shape} '
                      'must have the same target dimension n (last axis).')
+  batch = _batch_shape(p_means=(p_means.shape, p_means.shape[:-2]),
+                       q_means=(q_means.shape, q_means.shape[:-2]))
   dtype = _compute_dtype(p_means, p_scales, q_means, q_scales)
-  batch = _batch_shape(p_means=p_means.shape[:-2], q_means=q_means.shape[:-2])
-
-  def flatten(means, scales, log_weights):
-    """[..., I, n] -> [B, n, I] means and variances, [B, I] log weights."""
-    shape = batch + means.shape[-2:]
-    if log_weights is None:
-      log_weights = jnp.full(shape[:-1], -math.log(shape[-2]), dtype)
-    means = jnp.broadcast_to(means.astype(dtype), shape)
-    variances = jnp.broadcast_to(jnp.square(scales.astype(dtype)), shape)
-    log_weights = jnp.broadcast_to(jnp.asarray(log_weights, dtype), shape[:-1])
-    flat = lambda a: jnp.swapaxes(a.reshape(-1, *shape[-2:]), -1, -2)
-    return flat(means), flat(variances), log_weights.reshape(-1, shape[-2])
-
-  distance = _batched_distance(*flatten(p_means, p_scales, p_log_weights),
-                               *flatten(q_means, q_scales, q_log_weights))
-  return distance.reshape(batch)
+  return _checked_distance((p_means, p_scales, p_log_weights),
+                           (q_means, q_scales, q_log_weights), batch, dtype)
 
 
-def propel_loss(means, scales, targets, *, target_scale, log_weights=None):
+def _target_scale_per_dim(target_scale, targets):
+  """target_scale as an array that broadcasts against targets [..., n].
+
+  Per the rule of `propel_loss`: a shape that broadcasts against targets is
+  used as it is; else one that broadcasts against the batch shape
+  targets.shape[:-1] is one scale per example (a trailing axis is added).
+  """
+  scale_shape, targets_shape = target_scale.shape, targets.shape
+  num_dims = targets_shape[-1]
+  if jnp.iscomplexobj(target_scale):
+    raise ValueError(f'target_scale must be real; got dtype '
+                     f'{target_scale.dtype}.')
+  if (len(scale_shape) == 1 and scale_shape[0] == num_dims > 1
+      and len(targets_shape) >= 2 and targets_shape[-2] == num_dims):
+    raise ValueError(
+        f'target_scale shape {scale_shape} is ambiguous for targets shape '
+        f'{targets_shape}: it could be one scale per example or one per '
+        'dimension. Pass target_scale[:, None] for one per example or '
+        'target_scale[None, :] for one per dimension.')
+  if _broadcasts(scale_shape, targets_shape):
+    return target_scale
+  if _broadcasts(scale_shape, targets_shape[:-1]):
+    return target_scale[..., None]
+  raise ValueError(
+      f'target_scale shape {scale_shape} does not fit targets shape '
+      f'{targets_shape}: pass a scalar, [n] = [{num_dims}] (one per '
+      f'dimension), the batch shape {targets_shape[:-1]} (one per example) or '
+      f'{targets_shape} (per example and dimension); leading axes broadcast.')
+
+
+def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
+                target_scale: ArrayLike,
+                log_weights: ArrayLike | None = None) -> jax.Array:
   """PROPEL: the mixture distance between N(targets, target_scale²) and a mixture.
 
-  L = -log[2∫P_gt P_m / ∫(P_gt² + P_m²)], exactly the paper's definition for
-  any I ≥ 1 and n ≥ 1, in natural log.
+  L = -log[2∫P_gt P_m / ∫(P_gt² + P_m²)] with P_gt = N(y, diag(s²)) and P_m
+  the mixture; exactly the paper's definition for any I ≥ 1 and n ≥ 1, in
+  natural log.
+
+  means and scales have exactly one more axis (I) than targets; the leading
+  (batch) axes broadcast, size 1 included. target_scale is used as it is if
+  its shape broadcasts against targets' (so [n] is per dimension, [B, n] and
+  [B, 1] per example); otherwise, if it broadcasts against the batch shape
+  targets.shape[:-1], it is one scale per example (so [B] works). A 1-D
+  target_scale of length n is ambiguous when the batch's last axis is also n,
+  and raises.
 
   Args:
     means: [..., I, n] component means.
     scales: [..., I, n] component standard deviations (> 0).
-    targets: [..., n] labels (leading shape broadcasts with means').
-    target_scale: standard deviation of the ground-truth Gaussian, a scalar or
-      [n] (one per target dimension).
-    log_weights: optional [..., I] normalised log mixture weights (default 1/I,
-      the paper's choice).
+    targets: [..., n] labels.
+    target_scale: standard deviation of the ground-truth Gaussian (> 0): a
+      scalar, [n], [...], [..., 1] or [..., n], as above.
+    log_weights: optional [..., I] logits of the mixture weights (default:
+      equal weights 1/I, the paper's choice).
 
   Returns:
-    [...] per-example loss ≥ 0, float32 (float64 for float64 inputs).
+    [...] per-example loss ≥ 0; float32 (float64 for float64 inputs).
 
   Raises:
-    ValueError: if the shapes do not fit together, naming them.
+    ValueError: if the shapes do not fit together or an input is complex,
+      naming the arguments, their shapes and the likely fix.
+
+  References:
+    Asad et al., "PROPEL: Probabilistic Parametric Regression Loss for
+    Convolutional Neural Networks", ICPR 2020, arXiv:1807.10937.
+
+    Sfikas et al., "An analytic distance metric for Gaussian mixture models
+    with application in image retrieval", ICANN 2005.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import losses
+    >>> means = jnp.array([[[0.0, 0.0], [1.0, 1.0]]] * 3)  # [B=3, I=2, n=2]
+    >>> scales = jnp.full((3, 2, 2), 0.2)
+    >>> targets = jnp.zeros((3, 2))                       # [B, n]
+    >>> loss = losses.propel_loss(means, scales, targets, target_scale=0.2)
+    >>> [round(v, 4) for v in loss.tolist()]  # half the mass far off: log 1.5
+    [0.4055, 0.4055, 0.4055]
+    >>> per_example = jnp.array([0.1, 0.2, 0.4])          # [B]
+    >>> loss = losses.propel_loss(means, scales, targets,
+    ...                           target_scale=per_example)
+    >>> loss.shape
+    (3,)
   """
-  means, scales, targets = map(jnp.asarray, (means, scales, targets))
-  target_scale = jnp.asarray(target_scale)
-  if means.ndim < 2 or targets.ndim < 1 or targets.shape[-1] != means.shape[-1]:
-    raise ValueError(f'targets shape {targets.shape} must be [..., n] and means '
-                     f'shape {means.shape} [..., I, n] with the same n.')
-  if target_scale.ndim > 1 or target_scale.size not in (1, targets.shape[-1]):
-    raise ValueError(f'target_scale shape {target_scale.shape} must be () or '
-                     f'[n] = [{targets.shape[-1]}].')
-  _batch_shape(targets=targets.shape[:-1], means=means.shape[:-2])
-  gt_scale = jnp.broadcast_to(target_scale.astype(_compute_dtype(targets)),
-                              targets.shape)
-  return mixture_distance(targets[..., None, :], gt_scale[..., None, :],
-                          means, scales, q_log_weights=log_weights)
+  means, scales, targets, target_scale = map(
+      jnp.asarray, (means, scales, targets, target_scale))
+  mixtures.check_shapes(means, scales, log_weights, targets,
+                        names={'x': 'targets'})
+  gt_scale = _target_scale_per_dim(target_scale, targets)
+  targets_and_scale = jnp.broadcast_shapes(targets.shape, gt_scale.shape)
+  batch = _batch_shape(targets=(targets.shape, targets.shape[:-1]),
+                       target_scale=(target_scale.shape,
+                                     targets_and_scale[:-1]),
+                       means=(means.shape, means.shape[:-2]))
+  dtype = _compute_dtype(means, scales, targets)
+  shape = batch + targets.shape[-1:]
+  targets = jnp.broadcast_to(targets.astype(dtype), shape)
+  gt_scale = jnp.broadcast_to(gt_scale.astype(dtype), shape)
+  return _checked_distance(
+      (targets[..., None, :], gt_scale[..., None, :], None),
+      (means, scales, log_weights), batch, dtype)
 
 
-def mse_loss(predictions, targets):
+def mse_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
   """Mean squared error over the target dimensions.
 
   Args:
     predictions: [..., n].
-    targets: [..., n].
+    targets: [..., n], the same shape.
 
   Returns:
     [...] per-example loss.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import losses
+    >>> losses.mse_loss(jnp.array([[1.0, 3.0]]), jnp.zeros((1, 2))).tolist()
+    [5.0]
   """
   _check_same_shape(predictions, targets)
-  return jnp.mean(jnp.square(predictions - targets), axis=-1)
+  return jnp.mean(jnp.square(jnp.asarray(predictions) - targets), axis=-1)
 
 
-def l1_loss(predictions, targets):
+def l1_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
   """Mean absolute error over the target dimensions.
 
   Args:
     predictions: [..., n].
-    targets: [..., n].
+    targets: [..., n], the same shape.
 
   Returns:
     [...] per-example loss.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import losses
+    >>> losses.l1_loss(jnp.array([[1.0, -3.0]]), jnp.zeros((1, 2))).tolist()
+    [2.0]
   """
   _check_same_shape(predictions, targets)
-  return jnp.mean(jnp.abs(predictions - targets), axis=-1)
+  return jnp.mean(jnp.abs(jnp.asarray(predictions) - targets), axis=-1)
 
 
 def _check_same_shape(predictions, targets):
-  if jnp.shape(predictions) != jnp.shape(targets):
-    raise ValueError(f'predictions shape {jnp.shape(predictions)} must equal '
+  for name, value in (('predictions', predictions), ('targets', targets)):
+    if jnp.iscomplexobj(value):
+      raise ValueError(f'{name} must be real; got dtype '
+                       f'{jnp.result_type(value)}.')
+  shape = jnp.shape(predictions)
+  if shape != jnp.shape(targets):
+    raise ValueError(f'predictions shape {shape} must equal '
                      f'targets shape {jnp.shape(targets)} ([..., n]).')
+  if not shape or shape[-1] == 0:
+    raise ValueError(f'predictions and targets must be [..., n] with n >= 1; '
+                     f'got shape {shape}.')
 
 
-def mixture_nll(means, scales, targets, *, log_weights=None):
+def mixture_nll(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
+                log_weights: ArrayLike | None = None) -> jax.Array:
   """Negative log-likelihood of the targets under the mixture (the MDN loss).
+
+  means and scales have exactly one more axis (I) than targets; the leading
+  axes broadcast, size 1 included.
 
   Args:
     means: [..., I, n] component means.
     scales: [..., I, n] component standard deviations (> 0).
     targets: [..., n].
-    log_weights: optional [..., I] normalised log weights (default 1/I).
+    log_weights: optional [..., I] logits of the weights (default 1/I each).
 
   Returns:
     [...] per-example -log p(targets).
+
+  Raises:
+    ValueError: if the shapes do not fit together, naming them.
+
+  References:
+    Bishop, "Mixture Density Networks", Aston University NCRG/94/004, 1994.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import losses
+    >>> means = jnp.zeros((2, 1, 1))  # [B=2, I=1, n=1]
+    >>> nll = losses.mixture_nll(means, jnp.ones_like(means), jnp.zeros((2, 1)))
+    >>> [round(v, 4) for v in nll.tolist()]  # ½ log 2π
+    [0.9189, 0.9189]
   """
+  means, scales, targets = map(jnp.asarray, (means, scales, targets))
+  mixtures.check_shapes(means, scales, log_weights, targets,
+                        names={'x': 'targets'})
   return -mixtures.log_prob(targets, means, scales, log_weights)
 
 
-def check_inputs(means, scales, targets=None, *, target_scale=None,
-                 log_weights=None, weights_atol=1e-3):
+def check_inputs(means: ArrayLike, scales: ArrayLike,
+                 targets: ArrayLike | None = None, *,
+                 target_scale: ArrayLike | None = None,
+                 log_weights: ArrayLike | None = None) -> None:
   """Value checks for the loss inputs, for use under `jax.experimental.checkify`.
 
-  The losses do not check values on their default path (see the module
-  docstring). Call this inside a function wrapped with `checkify.checkify`
-  to get an error naming the problem instead of a silent NaN:
-
-      def checked(means, scales, targets):
-        check_inputs(means, scales, targets, target_scale=0.1)
-        return propel_loss(means, scales, targets, target_scale=0.1)
-      err, loss = jax.jit(checkify.checkify(checked))(means, scales, targets)
-      err.throw()
-
-  Outside jit (eagerly) a failed check raises right away.
+  The losses check shapes but not values (see the module docstring). Call
+  this inside a function wrapped with `checkify.checkify` to get an error
+  naming the problem instead of a silent NaN; outside jit (eagerly) a failed
+  check raises right away. Shapes are checked as by `propel_loss`.
 
   Args:
-    means: [..., I, n].
+    means: [..., I, n], must be finite.
     scales: [..., I, n], must be finite and > 0.
     targets: optional [..., n], must be finite.
-    target_scale: optional scalar or [n], must be finite and > 0.
-    log_weights: optional [..., I], must not be NaN or +inf and must be
-      normalised (logsumexp over I within weights_atol of 0).
-    weights_atol: tolerance of the normalisation check.
+    target_scale: optional scalar, [n], [...], [..., 1] or [..., n] (see
+      `propel_loss`), must be finite and > 0.
+    log_weights: optional [..., I] logits, must not be NaN or +inf, with at
+      least one finite entry per mixture.
+
+  Raises:
+    ValueError: if the shapes do not fit together (at trace time).
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jax.experimental import checkify
+    >>> from propel_jax import losses
+    >>> def checked_loss(means, scales, targets):
+    ...   losses.check_inputs(means, scales, targets, target_scale=0.1)
+    ...   return losses.propel_loss(means, scales, targets, target_scale=0.1)
+    >>> means = jnp.zeros((4, 2, 3))
+    >>> err, loss = jax.jit(checkify.checkify(checked_loss))(
+    ...     means, jnp.zeros_like(means), jnp.zeros((4, 3)))
+    >>> print(err.get().split(' (')[0])
+    scales must be finite and > 0; smallest is 0.0.
   """
-  mixtures.check_shapes(means, scales, log_weights)
+  mixtures.check_shapes(means, scales, log_weights, targets,
+                        names={'x': 'targets'})
+  if targets is not None and target_scale is not None:
+    _target_scale_per_dim(jnp.asarray(target_scale), jnp.asarray(targets))
   checkify.check(jnp.all(jnp.isfinite(means)), 'means contain NaN or inf.')
   checkify.check(jnp.all(jnp.isfinite(scales) & (scales > 0)),
                  'scales must be finite and > 0; smallest is {m}.',
@@ -446,7 +626,9 @@ def check_inputs(means, scales, targets=None, *, target_scale=None,
                    'target_scale must be finite and > 0; got {s}.',
                    s=jnp.min(target_scale))
   if log_weights is not None:
-    total = jax.nn.logsumexp(log_weights, axis=-1)
-    checkify.check(jnp.all(jnp.abs(total) <= weights_atol),
-                   'log_weights must be normalised (logsumexp over I = 0); '
-                   'largest |logsumexp| is {t}.', t=jnp.max(jnp.abs(total)))
+    log_weights = jnp.asarray(log_weights)
+    checkify.check(jnp.all(~jnp.isnan(log_weights) & (log_weights < jnp.inf)),
+                   'log_weights contain NaN or +inf.')
+    checkify.check(jnp.all(jnp.max(log_weights, axis=-1) > -jnp.inf),
+                   'log_weights must have a finite entry in every mixture; '
+                   'all -inf gives NaN.')

@@ -8,6 +8,7 @@ float64 is switched on only inside the tests that need it.
 
 import itertools
 import math
+import re
 
 import chex
 import jax
@@ -21,6 +22,7 @@ from scipy import special
 from scipy import stats
 
 from propel_jax import losses
+from propel_jax import mixtures
 
 enable_x64 = jax.enable_x64 if hasattr(jax, 'enable_x64') else (
     jax.experimental.enable_x64)
@@ -243,7 +245,8 @@ def test_check_grads_all_float_arguments():
   rng = np.random.default_rng(7)
   means, scales, targets = random_problem(rng, (2,), 3, 2)
   log_w = random_log_weights(rng, (2, 3))
-  target_scale = np.array([0.3, 0.5])
+  # [1, n]: per dimension; [n] would be ambiguous with B = n = 2.
+  target_scale = np.array([[0.3, 0.5]])
   with enable_x64():
     loss = jax.jit(lambda m, s, y, ts, lw: losses.propel_loss(
         m, s, y, target_scale=ts, log_weights=lw).sum())
@@ -352,10 +355,10 @@ def test_vmap_equals_batched():
 
 
 def test_batch_shapes_broadcast():
-  """One mixture against several targets: leading shapes broadcast."""
+  """One mixture against several targets: size-1 leading axes broadcast."""
   means, scales, targets = random_problem(np.random.default_rng(12), (), 3, 2)
   many = np.random.default_rng(13).normal(size=(7, 2))
-  got = losses.propel_loss(means, scales, many, target_scale=0.2)
+  got = losses.propel_loss(means[None], scales[None], many, target_scale=0.2)
   chex.assert_shape(got, (7,))
   np.testing.assert_allclose(
       got, [losses.propel_loss(means, scales, t, target_scale=0.2) for t in many],
@@ -462,10 +465,11 @@ def test_low_precision_inputs(dtype):
 
 
 @pytest.mark.parametrize('means_shape,scales_shape,targets_shape,log_w_shape,match', [
-    ((3,), (3,), (4, 3), None, r'targets shape \(4, 3\).*means shape \(3,\)'),
+    ((3,), (3,), (4, 3), None, r'targets \(4, 3\) and means \(3,\)'),
     ((4, 2, 3), (4, 2, 2), (4, 3), None, r'scales shape \(4, 2, 2\).*\(4, 2, 3\)'),
     ((4, 2, 3), (4, 2, 3), (4, 2), None, r'targets shape \(4, 2\).*\(4, 2, 3\)'),
-    ((4, 2, 3), (4, 2, 3), (5, 3), None, r'targets \(5,\), means \(4,\)'),
+    ((4, 2, 3), (4, 2, 3), (5, 3), None,
+     r'targets \(5, 3\) and means \(4, 2, 3\) do not broadcast'),
     ((4, 2, 3), (4, 2, 3), (4, 3), (4, 3), r'log_weights shape \(4, 3\) must be \(4, 2\)'),
 ])
 def test_shape_errors_name_the_shapes(means_shape, scales_shape, targets_shape,
@@ -479,7 +483,7 @@ def test_shape_errors_name_the_shapes(means_shape, scales_shape, targets_shape,
 
 def test_shape_errors_at_trace_time_and_for_target_scale():
   means, scales = np.zeros((4, 2, 3)), np.ones((4, 2, 3))
-  with pytest.raises(ValueError, match=r'target_scale shape \(2,\).*\[n\] = \[3\]'):
+  with pytest.raises(ValueError, match=r'target_scale shape \(2,\).*targets shape \(4, 3\)'):
     jax.jit(lambda m, s, y: losses.propel_loss(m, s, y, target_scale=np.ones(2)))(
         means, scales, np.zeros((4, 3)))
   with pytest.raises(ValueError, match=r'same target dimension n'):
@@ -513,15 +517,25 @@ def test_check_inputs_under_checkify(corrupt, message):
     err.throw()
 
 
-def test_check_inputs_weights_and_eager():
+def test_check_inputs_log_weights_and_eager():
+  """Logits need not be normalised; NaN, +inf or an all -inf row are caught."""
   means, scales, targets = map(jnp.asarray, random_problem(
       np.random.default_rng(20), (3,), 2, 2))
-  err, _ = jax.jit(checkify.checkify(_checked_loss))(
-      means, scales, targets, jnp.zeros((3, 2)))
-  with pytest.raises(checkify.JaxRuntimeError, match='log_weights must be normalised'):
-    err.throw()
+  checked = jax.jit(checkify.checkify(_checked_loss))
+  err, _ = checked(means, scales, targets, jnp.full((3, 2), 5.0))
+  err.throw()
+  for bad, message in [(jnp.nan, r'NaN or \+inf'), (jnp.inf, r'NaN or \+inf'),
+                       (-jnp.inf, 'a finite entry')]:
+    log_w = jnp.zeros((3, 2)).at[1].set(bad)
+    err, _ = checked(means, scales, targets, log_w)
+    with pytest.raises(checkify.JaxRuntimeError, match=message):
+      err.throw()
+  err, _ = checked(means, scales, targets, jnp.zeros((3, 2)).at[1, 0].set(-jnp.inf))
+  err.throw()  # one component switched off is fine
   with pytest.raises(checkify.JaxRuntimeError, match='scales must be finite'):
     losses.check_inputs(means, -scales)
+  with pytest.raises(ValueError, match=r'means must have exactly one more axis'):
+    losses.check_inputs(means[:, 0], scales[:, 0], targets)
 
 
 def test_nan_and_zero_scale_behaviour_is_as_documented():
@@ -531,6 +545,292 @@ def test_nan_and_zero_scale_behaviour_is_as_documented():
   assert np.isnan(loss[0]) and np.isfinite(loss[1])
   scales[1, 0, 0] = 0.0
   assert not np.isfinite(losses.propel_loss(means, scales, targets, target_scale=0.1)[1])
+
+
+# ----------------------------------------------------------------------------
+# Argument rules: the component axis, logits, target_scale, public names.
+
+
+def ref_propel_loop(means, scales, targets, target_scale, weights=None):
+  """ref_propel per example; target_scale broadcast to targets [B, n] first."""
+  gt_scale = np.broadcast_to(target_scale, targets.shape)
+  return [ref_propel(means[b], scales[b], targets[b], gt_scale[b],
+                     None if weights is None else weights[b])
+          for b in range(len(targets))]
+
+
+def ref_propel_direct(means, scales, target, target_scale, weights):
+  """PROPEL for one example straight from the definition, float64.
+
+  The three integrals as double sums of ∫N_a N_b = Π_d N(μ_ad; μ_bd, v_ad + v_bd),
+  independent of the helpers above: means, scales [I, n]; target,
+  target_scale [n]; weights [I] summing to 1.
+  """
+  def overlap(ma, va, mb, vb):
+    v = va + vb
+    return np.prod(np.exp(-(ma - mb) ** 2 / (2 * v)) / np.sqrt(2 * np.pi * v))
+
+  var, gt_var = scales ** 2, target_scale ** 2
+  num = len(weights)
+  cross = sum(weights[i] * overlap(means[i], var[i], target, gt_var)
+              for i in range(num))
+  model = sum(weights[i] * weights[j] * overlap(means[i], var[i], means[j], var[j])
+              for i in range(num) for j in range(num))
+  truth = overlap(target, gt_var, target, gt_var)
+  return -np.log(2 * cross / (truth + model))
+
+
+@pytest.mark.parametrize('fn', ['propel_loss', 'mixture_nll'])
+def test_forgotten_component_axis_raises(fn):
+  """means [B, n] with targets [B, n] used to read as one B-component mixture."""
+  rng = np.random.default_rng(30)
+  means, scales, targets = random_problem(rng, (4,), 1, 3)
+  kwargs = {'target_scale': 0.2} if fn == 'propel_loss' else {}
+  call = lambda m, s, y: getattr(losses, fn)(m, s, y, **kwargs)
+  with pytest.raises(ValueError, match=(
+      r'means must have exactly one more axis than targets.*'
+      r'targets \(4, 3\) and means \(4, 3\).*means\[\.\.\., None, :\].*'
+      r'one Gaussian per example.*means\[None\]')):
+    call(means[:, 0], scales[:, 0], targets)
+  with pytest.raises(ValueError, match='one more axis'):
+    jax.jit(call)(means[:, 0], scales[:, 0], targets)
+  # Both suggested fixes run and mean what they say.
+  np.testing.assert_allclose(call(means[:, 0][..., None, :], scales[:, 0][..., None, :],
+                                  targets), call(means, scales, targets), rtol=1e-6)
+  shared = call(means[:, 0][None], scales[:, 0][None], targets)
+  np.testing.assert_allclose(
+      shared, [call(means[:, 0], scales[:, 0], t) for t in targets], rtol=1e-6)
+
+
+@pytest.mark.parametrize('means_shape,targets_shape,match', [
+    ((2, 3), (), r'targets must be \[\.\.\., n\].*got a scalar.*targets\[\.\.\., None\]'),
+    ((3,), (), r'targets must be \[\.\.\., n\].*got a scalar'),
+    ((4, 2, 3), (3,), r'got targets \(3,\) and means \(4, 2, 3\).*targets\[None\]'),
+    ((2, 3), (5, 4, 3), r'got targets \(5, 4, 3\) and means \(2, 3\).*means\[None\]'),
+    ((3,), (3,), r'means\[\.\.\., None, :\]'),
+    ((), (3,), r'targets \(3,\) and means \(\)'),
+])
+def test_axis_count_errors(means_shape, targets_shape, match):
+  with pytest.raises(ValueError, match=match):
+    losses.propel_loss(np.zeros(means_shape), np.ones(means_shape),
+                       np.zeros(targets_shape), target_scale=0.1)
+
+
+def _logit_shifts(rng, log_w):
+  """Normalised log weights, +5, and + a per-example constant."""
+  per_example = rng.normal(size=log_w.shape[:-1] + (1,)) * 10
+  return [log_w, log_w + 5.0, log_w + per_example]
+
+
+def test_propel_logits_shift_invariant_values_and_gradients():
+  rng = np.random.default_rng(31)
+  means, scales, targets = random_problem(rng, (5,), 3, 2)
+  log_w = random_log_weights(rng, (5, 3))
+  fn = jax.jit(jax.value_and_grad(
+      lambda m, s, lw: losses.propel_loss(m, s, targets, target_scale=0.3,
+                                          log_weights=lw).sum(), argnums=(0, 1, 2)))
+  with enable_x64():
+    results = [fn(means, scales, lw) for lw in _logit_shifts(rng, log_w)]
+    expected = ref_propel_loop(means, scales, targets, 0.3, np.exp(log_w))
+    np.testing.assert_allclose(results[0][0], np.sum(expected), rtol=1e-10)
+    for value, grads in results[1:]:
+      np.testing.assert_allclose(value, results[0][0], rtol=1e-10)
+      for got, want in zip(grads, results[0][1]):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
+  # In float32 too, where the shift is not absorbed by chance.
+  value32 = losses.propel_loss(*(a.astype(np.float32) for a in (means, scales, targets)),
+                               target_scale=0.3,
+                               log_weights=(log_w + 5.0).astype(np.float32))
+  np.testing.assert_allclose(value32, expected, rtol=2e-5)
+
+
+def test_mixture_distance_and_nll_logits_shift_invariant():
+  rng = np.random.default_rng(32)
+  pm, ps, targets = random_problem(rng, (4,), 2, 3)
+  qm, qs, _ = random_problem(rng, (4,), 3, 3)
+  pw, qw = random_log_weights(rng, (4, 2)), random_log_weights(rng, (4, 3))
+  distance = jax.value_and_grad(
+      lambda pw, qw: losses.mixture_distance(pm, ps, qm, qs, p_log_weights=pw,
+                                             q_log_weights=qw).sum(), argnums=(0, 1))
+  nll = jax.value_and_grad(
+      lambda qw: losses.mixture_nll(qm, qs, targets, log_weights=qw).sum())
+  with enable_x64():
+    base_d, base_nll = distance(pw, qw), nll(qw)
+    expected = [ref_distance(pm[b], ps[b], np.exp(pw[b]), qm[b], qs[b], np.exp(qw[b]))
+                for b in range(4)]
+    np.testing.assert_allclose(base_d[0], np.sum(expected), rtol=1e-10)
+    for p_shift, q_shift in zip(_logit_shifts(rng, pw)[1:], _logit_shifts(rng, qw)[1:]):
+      value, grads = distance(p_shift, q_shift)
+      np.testing.assert_allclose(value, base_d[0], rtol=1e-10)
+      np.testing.assert_allclose(grads[0], base_d[1][0], atol=1e-10)
+      np.testing.assert_allclose(grads[1], base_d[1][1], atol=1e-10)
+      value, grad = nll(q_shift)
+      np.testing.assert_allclose(value, base_nll[0], rtol=1e-10)
+      np.testing.assert_allclose(grad, base_nll[1], atol=1e-10)
+
+
+@pytest.mark.parametrize('kind', ['scalar', '[n]', '[1, n]', '[B]', '[B, 1]', '[B, n]'])
+def test_target_scale_shapes_match_float64_reference(kind):
+  batch, num, dim = 5, 3, 2
+  rng = np.random.default_rng(33)
+  means, scales, targets = random_problem(rng, (batch,), num, dim)
+  log_w = rng.normal(size=(batch, num)) * 2  # logits, not normalised
+  weights = special.softmax(log_w, axis=-1)
+  per = {'scalar': (), '[n]': (dim,), '[1, n]': (1, dim), '[B]': (batch,),
+         '[B, 1]': (batch, 1), '[B, n]': (batch, dim)}[kind]
+  target_scale = rng.uniform(0.1, 0.6, size=per)
+  # The per-example, per-dimension scale each form stands for.
+  full = (target_scale[:, None] if kind == '[B]' else target_scale) * np.ones((batch, dim))
+  expected = [ref_propel_direct(means[b], scales[b], targets[b], full[b], weights[b])
+              for b in range(batch)]
+  with enable_x64():
+    got = losses.propel_loss(means, scales, targets, target_scale=target_scale,
+                             log_weights=log_w)
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+  got32 = jax.jit(lambda ts: losses.propel_loss(
+      means.astype(np.float32), scales.astype(np.float32), targets.astype(np.float32),
+      target_scale=ts, log_weights=log_w.astype(np.float32)))(target_scale.astype(np.float32))
+  np.testing.assert_allclose(got32, expected, rtol=2e-5)
+
+
+def test_target_scale_with_leading_batch_axes():
+  """[A, B] examples: target_scale [A, B], [B] (per dimension? no: n = 2) and [A, B, n]."""
+  rng = np.random.default_rng(34)
+  means, scales, targets = random_problem(rng, (3, 4), 2, 2)
+  flat = lambda a: a.reshape((12,) + a.shape[2:])
+  for target_scale, full in [
+      (ts := rng.uniform(0.1, 0.5, size=(3, 4)), ts[..., None] * np.ones(2)),
+      (ts := rng.uniform(0.1, 0.5, size=(3, 4, 2)), ts),
+      (ts := rng.uniform(0.1, 0.5, size=(3, 1, 1)), ts * np.ones((3, 4, 2)))]:
+    expected = ref_propel_loop(flat(means), flat(scales), flat(targets), flat(full))
+    with enable_x64():
+      got = losses.propel_loss(means, scales, targets, target_scale=target_scale)
+    chex.assert_shape(got, (3, 4))
+    np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-10)
+
+
+def test_target_scale_ambiguous_when_batch_equals_n():
+  rng = np.random.default_rng(35)
+  means, scales, targets = random_problem(rng, (3,), 2, 3)
+  target_scale = np.array([0.1, 0.2, 0.4])
+  with pytest.raises(ValueError, match=(r'target_scale shape \(3,\) is ambiguous for '
+                                        r'targets shape \(3, 3\).*target_scale\[:, None\]'
+                                        r'.*target_scale\[None, :\]')):
+    losses.propel_loss(means, scales, targets, target_scale=target_scale)
+  # Both suggestions work, and differ.
+  with enable_x64():
+    per_example = losses.propel_loss(means, scales, targets,
+                                     target_scale=target_scale[:, None])
+    per_dim = losses.propel_loss(means, scales, targets,
+                                 target_scale=target_scale[None, :])
+  np.testing.assert_allclose(per_example, ref_propel_loop(
+      means, scales, targets, target_scale[:, None]), rtol=1e-10)
+  np.testing.assert_allclose(per_dim, ref_propel_loop(
+      means, scales, targets, target_scale), rtol=1e-10)
+  assert not np.allclose(per_example, per_dim)
+
+
+@pytest.mark.parametrize('targets_shape,scale_shape', [
+    ((4, 3), (2,)), ((4, 3), (4, 2)), ((4, 3), (5,)), ((2, 4, 3), (3, 4))])
+def test_target_scale_bad_shapes(targets_shape, scale_shape):
+  means = np.zeros(targets_shape[:-1] + (2, targets_shape[-1]))
+  with pytest.raises(ValueError, match=(
+      rf'target_scale shape {re.escape(str(scale_shape))} does not fit targets '
+      rf'shape {re.escape(str(targets_shape))}')):
+    losses.propel_loss(means, np.ones_like(means), np.zeros(targets_shape),
+                       target_scale=np.ones(scale_shape))
+
+
+@pytest.mark.parametrize('bad,match', [
+    ({'scales': (4, 3, 3)}, r'^scales shape \(4, 3, 3\) must equal means shape'),
+    ({'log_weights': (4, 3)}, r'^log_weights shape \(4, 3\) must be \(4, 2\)'),
+    ({'log_weights': (2,)}, r'^log_weights shape \(2,\)'),
+    ({'means': (4, 0, 3), 'scales': (4, 0, 3)}, r'^means \(4, 0, 3\) has no components'),
+    ({'means': (4, 2, 0), 'scales': (4, 2, 0), 'targets': (4, 0)},
+     r'^means \(4, 2, 0\) has no dimensions'),
+])
+def test_propel_errors_name_its_own_arguments(bad, match):
+  """Never the internal q_means / q_log_weights of mixture_distance."""
+  shapes = {'means': (4, 2, 3), 'scales': (4, 2, 3), 'targets': (4, 3),
+            'log_weights': None} | bad
+  args = {k: None if v is None else np.ones(v) for k, v in shapes.items()}
+  with pytest.raises(ValueError, match=match) as error:
+    losses.propel_loss(args['means'], args['scales'], args['targets'], target_scale=0.1,
+                       log_weights=args['log_weights'])
+  assert 'q_' not in str(error.value) and 'p_' not in str(error.value)
+
+
+@pytest.mark.parametrize('complex_arg', ['means', 'scales', 'targets', 'target_scale',
+                                         'log_weights'])
+def test_complex_inputs_raise(complex_arg):
+  args = {'means': np.zeros((4, 2, 3)), 'scales': np.ones((4, 2, 3)),
+          'targets': np.zeros((4, 3)), 'target_scale': np.float64(0.1),
+          'log_weights': np.zeros((4, 2))}
+  args[complex_arg] = args[complex_arg] + 0j
+  with pytest.raises(ValueError, match=rf'^{complex_arg} must be real; got dtype complex'):
+    losses.propel_loss(args['means'], args['scales'], args['targets'],
+                       target_scale=args['target_scale'], log_weights=args['log_weights'])
+  if complex_arg != 'target_scale':
+    name = 'x' if complex_arg == 'targets' else complex_arg
+    with pytest.raises(ValueError, match=f'^{complex_arg} must be real'):
+      losses.mixture_nll(args['means'], args['scales'], args['targets'],
+                         log_weights=args['log_weights'])
+    with pytest.raises(ValueError, match=f'^{name} must be real'):
+      mixtures.log_prob(args['targets'], args['means'], args['scales'],
+                        args['log_weights'])
+  real = np.zeros((4, 2, 3))
+  with pytest.raises(ValueError, match=r'^q_means must be real'):
+    losses.mixture_distance(real, real + 1, real + 0j, real + 1)
+  with pytest.raises(ValueError, match=r'^predictions must be real'):
+    losses.mse_loss(real[:, 0] + 0j, real[:, 0])
+
+
+def test_empty_components_and_dimensions_raise():
+  with pytest.raises(ValueError, match=r'^q_means \(4, 0, 3\) has no components \(I = 0\)'):
+    losses.mixture_distance(np.zeros((4, 1, 3)), np.ones((4, 1, 3)),
+                            np.zeros((4, 0, 3)), np.ones((4, 0, 3)))
+  with pytest.raises(ValueError, match=r'^p_means \(4, 1, 0\) has no dimensions \(n = 0\)'):
+    losses.mixture_distance(np.zeros((4, 1, 0)), np.ones((4, 1, 0)),
+                            np.zeros((4, 2, 0)), np.ones((4, 2, 0)))
+  with pytest.raises(ValueError, match=r'^means \(4, 0, 3\) has no components'):
+    losses.mixture_nll(np.zeros((4, 0, 3)), np.ones((4, 0, 3)), np.zeros((4, 3)))
+  with pytest.raises(ValueError, match=r'n >= 1; got shape \(4, 0\)'):
+    losses.l1_loss(np.zeros((4, 0)), np.zeros((4, 0)))
+
+
+def test_mixture_distance_axis_count_must_match():
+  rng = np.random.default_rng(36)
+  pm, ps, _ = random_problem(rng, (4,), 1, 3)
+  qm, qs, _ = random_problem(rng, (4,), 2, 3)
+  with pytest.raises(ValueError, match=(r'p_means \(4, 3\) and q_means \(4, 2, 3\) must '
+                                        r'have the same number of axes.*'
+                                        r'p_means\[\.\.\., None, :\].*p_means\[None\]')):
+    losses.mixture_distance(pm[:, 0], ps[:, 0], qm, qs)
+  # Size-1 batch axes broadcast.
+  got = losses.mixture_distance(pm[:1], ps[:1], qm, qs)
+  np.testing.assert_allclose(
+      got, [losses.mixture_distance(pm[0], ps[0], qm[b], qs[b]) for b in range(4)],
+      rtol=1e-6)
+
+
+def test_jit_and_vmap_of_per_example_scales_and_logits():
+  rng = np.random.default_rng(37)
+  means, scales, targets = random_problem(rng, (6,), 3, 2)
+  logits = rng.normal(size=(6, 3)) * 3
+  target_scale = rng.uniform(0.1, 0.5, size=6)
+  args = [a.astype(np.float32) for a in (means, scales, targets, target_scale, logits)]
+  fn = lambda m, s, y, ts, lw: losses.propel_loss(m, s, y, target_scale=ts,
+                                                  log_weights=lw)
+  eager = fn(*args)
+  np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-6)
+  # vmap: each call sees one example with a scalar target_scale.
+  np.testing.assert_allclose(jax.vmap(fn)(*args), eager, rtol=1e-6)
+  np.testing.assert_allclose(eager, ref_propel_loop(
+      means, scales, targets, target_scale[:, None], special.softmax(logits, -1)),
+                             rtol=2e-5)
+  grads = jax.jit(jax.grad(lambda *a: fn(*a).sum(), argnums=(3, 4)))(*args)
+  _assert_finite(grads)
+  np.testing.assert_allclose(np.sum(grads[1], axis=-1), 0.0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------

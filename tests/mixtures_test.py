@@ -1,5 +1,6 @@
 """Tests of propel_jax.mixtures against SciPy and numerical integration."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,7 +158,7 @@ def test_sample_shape_and_moments():
                                atol=0.05)
   # The marginal CDF of the samples matches marginal_cdf (Kolmogorov-Smirnov).
   cdf = lambda t: np.asarray(mixtures.marginal_cdf(
-      np.stack([t, np.zeros_like(t)], -1), means[0], scales[0], log_w[0]))[..., 0]
+      np.stack([t, np.zeros_like(t)], -1), means[:1], scales[:1], log_w[:1]))[..., 0]
   assert stats.kstest(np.asarray(samples[:5000, 0, 0]), cdf).pvalue > 1e-3
 
 
@@ -169,7 +170,7 @@ def test_shape_errors():
     mixtures.mean(means, np.ones((4, 3)))
   with pytest.raises(ValueError, match=r'log_weights shape \(4,\) must be \(4, 2\)'):
     mixtures.covariance(means, scales, np.zeros(4))
-  with pytest.raises(ValueError, match=r'means must be \[..., I, n\]; got shape \(3,\)'):
+  with pytest.raises(ValueError, match=r'means must be \[\.\.\., I, n\] .*got shape \(3,\)'):
     mixtures.modes(np.zeros(3), np.ones(3))
 
 
@@ -182,3 +183,205 @@ def test_functions_vmap_and_differentiate():
                              batched, rtol=1e-6)
   grad = jax.grad(lambda m: mixtures.log_prob(x, m, scales, log_w).sum())(means)
   assert np.all(np.isfinite(grad))
+
+
+# ----------------------------------------------------------------------------
+# Argument rules: the component axis, logits.
+
+
+@pytest.mark.parametrize('fn', ['log_prob', 'marginal_cdf', 'component_log_prob'])
+def test_forgotten_component_axis_raises(fn):
+  """means [B, n] with x [B, n] used to read as one B-component mixture."""
+  means, scales, _ = random_mixture(np.random.default_rng(10), (4,), 1, 3)
+  x = np.zeros((4, 3))
+  with pytest.raises(ValueError, match=(
+      r'means must have exactly one more axis than x.*x \(4, 3\) and means \(4, 3\)'
+      r'.*means\[\.\.\., None, :\].*one Gaussian per example.*means\[None\]')):
+    getattr(mixtures, fn)(x, means[:, 0], scales[:, 0])
+  with pytest.raises(ValueError, match=r'got x \(\) .*got a scalar|got a scalar'):
+    getattr(mixtures, fn)(np.float32(0.0), means, scales)
+  # Size-1 leading axes broadcast; fewer axes do not.
+  chex.assert_shape(getattr(mixtures, fn)(x, means[:1], scales[:1]),
+                    (4,) + {'log_prob': (), 'marginal_cdf': (3,),
+                            'component_log_prob': (1,)}[fn])
+  with pytest.raises(ValueError, match=r'x\[None\]'):
+    getattr(mixtures, fn)(x[0], means, scales)
+
+
+def _shifted_logits(log_w):
+  rng = np.random.default_rng(11)
+  return [log_w + 5.0, log_w + rng.normal(size=log_w.shape[:-1] + (1,)) * 10]
+
+
+def test_every_function_takes_logits():
+  """Adding a constant over I to log_weights changes nothing anywhere."""
+  rng = np.random.default_rng(12)
+  means, scales, log_w = random_mixture(rng, (3,), 4, 2)
+  x = rng.normal(size=(3, 2))
+  key = jax.random.key(1)
+  functions = {
+      'log_prob': lambda lw: mixtures.log_prob(x, means, scales, lw),
+      'mean': lambda lw: mixtures.mean(means, scales, lw),
+      'covariance': lambda lw: mixtures.covariance(means, scales, lw),
+      'modes': lambda lw: mixtures.modes(means, scales, lw)[:2],
+      'most_likely_mode': lambda lw: mixtures.most_likely_mode(means, scales, lw),
+      'sample': lambda lw: mixtures.sample(key, means, scales, lw, sample_shape=(50,)),
+      'marginal_cdf': lambda lw: mixtures.marginal_cdf(x, means, scales, lw),
+      'affine': lambda lw: mixtures.affine(means, scales, lw, shift=1.0,
+                                           scale=2.0).log_prob(x),
+  }
+  with enable_x64():
+    for name, fn in functions.items():
+      base = fn(log_w)
+      for shifted in _shifted_logits(log_w):
+        chex.assert_trees_all_close(fn(shifted), base, rtol=1e-9, atol=1e-9,
+                                    custom_message=name)
+    grad = lambda lw: jax.grad(lambda lw: mixtures.log_prob(x, means, scales, lw).sum())(lw)
+    for shifted in _shifted_logits(log_w):
+      np.testing.assert_allclose(grad(shifted), grad(log_w), atol=1e-12)
+    # And the value is that of the normalised weights, against SciPy.
+    np.testing.assert_allclose(
+        functions['log_prob'](log_w + 5.0),
+        [np.log(scipy_pdf(x[b], means[b], scales[b], log_w[b])) for b in range(3)],
+        rtol=1e-12)
+
+
+def test_normalized_log_weights():
+  means = np.zeros((2, 3, 4))
+  with enable_x64():
+    uniform = mixtures.normalized_log_weights(means)
+    np.testing.assert_allclose(uniform, np.full((2, 3), -np.log(3)), rtol=1e-15)
+    logits = np.random.default_rng(13).normal(size=(2, 3))
+    got = mixtures.normalized_log_weights(means, logits + 5.0)
+    np.testing.assert_allclose(got, logits - special.logsumexp(logits, -1, keepdims=True),
+                               rtol=1e-12)
+  assert mixtures.normalized_log_weights(jnp.zeros((2, 1), jnp.bfloat16)).dtype == jnp.float32
+  assert mixtures.normalized_log_weights(
+      means, jnp.zeros((2, 3), jnp.bfloat16)).dtype == jnp.float32
+
+
+def test_complex_and_empty_inputs_raise():
+  means, scales = np.zeros((4, 2, 3)), np.ones((4, 2, 3))
+  with pytest.raises(ValueError, match=r'^means must be real; got dtype complex'):
+    mixtures.mean(means + 0j, scales)
+  with pytest.raises(ValueError, match=r'^x must be real'):
+    mixtures.log_prob(np.zeros((4, 3)) + 0j, means, scales)
+  with pytest.raises(ValueError, match=r'^log_weights must be real'):
+    mixtures.sample(jax.random.key(0), means, scales, np.zeros((4, 2)) + 0j)
+  with pytest.raises(ValueError, match=r'^shift must be real'):
+    mixtures.affine(means, scales, shift=np.zeros(3) + 0j, scale=1.0)
+  with pytest.raises(ValueError, match=r'has no components \(I = 0\)'):
+    mixtures.covariance(np.zeros((4, 0, 3)), np.ones((4, 0, 3)))
+  with pytest.raises(ValueError, match=r'has no dimensions \(n = 0\)'):
+    mixtures.modes(np.zeros((4, 2, 0)), np.ones((4, 2, 0)))
+  with pytest.raises(ValueError, match=r'I >= 1'):
+    mixtures.normalized_log_weights(np.zeros((4, 0, 3)))
+
+
+# ----------------------------------------------------------------------------
+# The Mixture type and affine maps.
+
+
+def test_mixture_methods_equal_module_functions():
+  rng = np.random.default_rng(14)
+  means, scales, log_w = random_mixture(rng, (3,), 4, 2)
+  log_w = log_w + 2.0  # logits
+  m = mixtures.Mixture(*map(jnp.asarray, (means, scales, log_w)))
+  x = jnp.asarray(rng.normal(size=(3, 2)))
+  key = jax.random.key(2)
+  assert (m.num_components, m.num_dims, m.batch_shape) == (4, 2, (3,))
+  pairs = [
+      (m.log_prob(x), mixtures.log_prob(x, *m)),
+      (m.mean(), mixtures.mean(*m)),
+      (m.covariance(), mixtures.covariance(*m)),
+      (m.modes(num_iters=50), mixtures.modes(*m, num_iters=50)),
+      (m.most_likely_mode(tol=1e-3), mixtures.most_likely_mode(*m, tol=1e-3)),
+      (m.sample(key, (7,)), mixtures.sample(key, *m, sample_shape=(7,))),
+      (m.marginal_cdf(x), mixtures.marginal_cdf(x, *m)),
+      (m.affine(1.0, [2.0, -3.0]), mixtures.affine(*m, shift=1.0, scale=[2.0, -3.0])),
+  ]
+  for method, function in pairs:
+    chex.assert_trees_all_equal(method, function)
+  assert isinstance(m.affine(1.0, 2.0), mixtures.Mixture)
+  # The positional form used across the package.
+  means_, scales_, log_w_ = m
+  chex.assert_trees_all_equal(mixtures.log_prob(x, means_, scales_, log_w_), m.log_prob(x))
+
+
+def test_uniform_mixture():
+  means, scales, _ = random_mixture(np.random.default_rng(15), (2, 3), 4, 2)
+  m = mixtures.Mixture.uniform(means, scales)
+  assert isinstance(m.means, jax.Array) and m.log_weights.shape == (2, 3, 4)
+  np.testing.assert_allclose(m.log_weights, -np.log(4), rtol=1e-6)
+  x = np.zeros((2, 3, 2))
+  np.testing.assert_allclose(m.log_prob(x), mixtures.log_prob(x, means, scales),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match=r'scales shape \(2, 3, 4\) must equal'):
+    mixtures.Mixture.uniform(means, scales[..., 0])
+
+
+def test_mixture_is_a_pytree_under_jit_and_vmap():
+  rng = np.random.default_rng(16)
+  means, scales, log_w = random_mixture(rng, (5,), 3, 2)
+  m = mixtures.Mixture(*map(jnp.asarray, (means, scales, log_w + 1.0)))
+  x = jnp.asarray(rng.normal(size=(5, 2)))
+  expected = m.log_prob(x)
+  np.testing.assert_allclose(jax.jit(lambda m, x: m.log_prob(x))(m, x), expected,
+                             rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(lambda m, x: m.log_prob(x))(m, x), expected,
+                             rtol=1e-6)
+  mapped = jax.jit(lambda m: m.affine(jnp.ones(2), 3.0))(m)
+  assert isinstance(mapped, mixtures.Mixture)
+  chex.assert_trees_all_close(mapped, m.affine(jnp.ones(2), 3.0), rtol=1e-6)
+  modes = jax.jit(lambda m: m.most_likely_mode())(m)
+  chex.assert_shape(modes, (5, 2))
+  halves = jax.tree.map(lambda a: a * 0.5, m)
+  assert isinstance(halves, mixtures.Mixture)
+  grad = jax.grad(lambda m: m.log_prob(x).sum())(m)
+  assert isinstance(grad, mixtures.Mixture)
+  np.testing.assert_allclose(np.sum(grad.log_weights, -1), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize('shift,scale', [
+    (1.5, 2.0),
+    ([-90.0, 10.0], [180.0, -0.5]),
+    ('per_example', 'per_example'),
+])
+def test_affine_maps_the_density_with_its_jacobian(shift, scale):
+  """log p_y(shift + scale x) = log p_x(x) - Σ_d log|scale_d|."""
+  rng = np.random.default_rng(17)
+  means, scales, log_w = random_mixture(rng, (4,), 3, 2)
+  if isinstance(shift, str):
+    shift = rng.normal(size=(4, 2))
+    scale = rng.uniform(0.5, 2.0, size=(4, 2)) * rng.choice([-1, 1], size=(4, 2))
+  shift, scale = np.asarray(shift), np.asarray(scale)
+  x = rng.normal(size=(4, 2))
+  with enable_x64():
+    y = mixtures.affine(means, scales, log_w, shift=shift, scale=scale)
+    np.testing.assert_allclose(
+        y.log_prob(shift + scale * x),
+        mixtures.log_prob(x, means, scales, log_w)
+        - np.sum(np.log(np.abs(np.broadcast_to(scale, (4, 2)))), -1), rtol=1e-12)
+    mean_x = np.asarray(mixtures.mean(means, scales, log_w))
+    np.testing.assert_allclose(y.mean(), shift + scale * mean_x, rtol=1e-12, atol=1e-12)
+    cov_x = np.asarray(mixtures.covariance(means, scales, log_w))
+    diag = np.broadcast_to(scale, (4, 2))
+    np.testing.assert_allclose(y.covariance(), diag[:, :, None] * cov_x * diag[:, None, :],
+                               rtol=1e-12, atol=1e-12)
+    # A negative scale flips the axis: P(Y_d <= y_d) = 1 - P(X_d <= x_d).
+    cdf_x = np.asarray(mixtures.marginal_cdf(x, means, scales, log_w))
+    np.testing.assert_allclose(y.marginal_cdf(shift + scale * x),
+                               np.where(diag > 0, cdf_x, 1 - cdf_x), rtol=1e-12)
+  np.testing.assert_array_equal(y.log_weights, log_w)  # weights unchanged
+
+
+def test_affine_broadcasts_and_checks_shapes():
+  means, scales, _ = random_mixture(np.random.default_rng(18), (), 3, 2)
+  y = mixtures.affine(means, scales, shift=np.zeros((5, 2)), scale=1.0)
+  assert y.batch_shape == (5,) and y.log_weights.shape == (5, 3)
+  np.testing.assert_allclose(y.log_weights, -np.log(3), rtol=1e-6)
+  with pytest.raises(ValueError, match=r'^scale shape \(3,\) must be a scalar or \[\.\.\., n\]'):
+    mixtures.affine(means, scales, shift=0.0, scale=np.ones(3))
+  with pytest.raises(ValueError, match=r'^shift shape \(4, 2\)'):
+    mixtures.affine(means[None].repeat(3, 0), scales[None].repeat(3, 0), shift=np.zeros((4, 2)),
+                    scale=1.0)
