@@ -7,7 +7,6 @@ float64 is switched on only inside the tests that need it.
 """
 
 import itertools
-import math
 import re
 
 import chex
