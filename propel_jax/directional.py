@@ -53,6 +53,7 @@ means) log G is instead evaluated from the series in r², which is smooth in
 so gradients stay finite there.
 """
 
+import functools
 import math
 from typing import NamedTuple, Optional, Sequence
 
@@ -181,23 +182,24 @@ def _log_overlap(kappa_a, h_a, kappa_b, h_b, sum_sq, diff_sq, dim):
   return -0.5 * dim * _LOG_2PI - jnp.where(small, excess_small, excess_large)
 
 
-def _pairwise_log_overlap(mu_a, kappa_a, mu_b, kappa_b, antipodal):
-  """log G for every pair: [..., I, d], [..., I] x [..., J, d], [..., J] -> [..., I, J]."""
-  dim = mu_a.shape[-1]
-  h_a = _log_scaled_bessel(kappa_a, dim)[..., :, None]
-  h_b = _log_scaled_bessel(kappa_b, dim)[..., None, :]
-  kappa_a, kappa_b = kappa_a[..., :, None], kappa_b[..., None, :]
-  mu_a, mu_b = mu_a[..., :, None, :], mu_b[..., None, :, :]
+def _pairwise_log_overlap(mu, kappa, antipodal):
+  """log G (or log G_s) between all components: [..., K, d], [..., K] -> [..., K, K]."""
+  dim = mu.shape[-1]
+  h = _log_scaled_bessel(kappa, dim)  # once per component, not per pair
+  h_a, h_b = h[..., :, None], h[..., None, :]
+  kappa_a, kappa_b = kappa[..., :, None], kappa[..., None, :]
+  mu_a, mu_b = mu[..., :, None, :], mu[..., None, :, :]
   # Squared distances from the differences, not 2 ± 2 μ_aᵀμ_b, which would
   # lose Δ's accuracy for nearly equal directions.
   sum_sq = jnp.sum(jnp.square(mu_a + mu_b), axis=-1)
   diff_sq = jnp.sum(jnp.square(mu_a - mu_b), axis=-1)
-  log_g = _log_overlap(kappa_a, h_a, kappa_b, h_b, sum_sq, diff_sq, dim)
   if not antipodal:
-    return log_g
-  # G(μ_a, -μ_b): the sums and differences swap roles.
-  log_g_flipped = _log_overlap(kappa_a, h_a, kappa_b, h_b, diff_sq, sum_sq, dim)
-  return jnp.logaddexp(log_g, log_g_flipped) - _LOG_2
+    return _log_overlap(kappa_a, h_a, kappa_b, h_b, sum_sq, diff_sq, dim)
+  # G(μ_a, -μ_b): the sums and differences swap roles. Both evaluated in one
+  # stacked call, which keeps the compiled program (and compile time) small.
+  log_g = _log_overlap(kappa_a, h_a, kappa_b, h_b, jnp.stack([sum_sq, diff_sq]),
+                       jnp.stack([diff_sq, sum_sq]), dim)
+  return jnp.logaddexp(log_g[0], log_g[1]) - _LOG_2
 
 
 # ---------------------------------------------------------------------------
@@ -271,20 +273,28 @@ def _batch_shape(**shapes):
 # ---------------------------------------------------------------------------
 
 
-def _log_self_overlap(mu, kappa, log_w, antipodal):
-  """log ∫p² = logsumexp_ij(log w_i + log w_j + log G(i, j))."""
-  log_g = _pairwise_log_overlap(mu, kappa, mu, kappa, antipodal)
-  return jax.nn.logsumexp(log_w[..., :, None] + log_w[..., None, :] + log_g,
-                          axis=(-2, -1))
-
-
 def _distance(p, q, antipodal):
-  """D(p, q) for prepared (unit μ, κ, normalised log w) mixtures."""
-  log_pp = _log_self_overlap(*p, antipodal)
-  log_qq = _log_self_overlap(*q, antipodal)
-  log_g = _pairwise_log_overlap(p[0], p[1], q[0], q[1], antipodal)
-  log_pq = jax.nn.logsumexp(p[2][..., :, None] + q[2][..., None, :] + log_g,
-                            axis=(-2, -1))
+  """D(p, q) for prepared (unit μ, κ, normalised log w) mixtures.
+
+  All three integrals come from one overlap matrix of the I + J components
+  of p and q together: ∫p² is its top-left block, ∫q² the bottom-right one,
+  ∫pq the top-right one. That computes I·J pairs twice (the bottom-left
+  block) but compiles a single copy of the overlap and its gradient.
+  """
+  batch = jnp.broadcast_shapes(p[0].shape[:-2], q[0].shape[:-2])
+  p_mu, p_kappa, p_log_w = (jnp.broadcast_to(a, batch + a.shape[len(a.shape) - n:])
+                            for a, n in zip(p, (2, 1, 1)))
+  q_mu, q_kappa, q_log_w = (jnp.broadcast_to(a, batch + a.shape[len(a.shape) - n:])
+                            for a, n in zip(q, (2, 1, 1)))
+  num = p_kappa.shape[-1]
+  log_w = jnp.concatenate([p_log_w, q_log_w], axis=-1)
+  terms = (log_w[..., :, None] + log_w[..., None, :] + _pairwise_log_overlap(
+      jnp.concatenate([p_mu, q_mu], axis=-2),
+      jnp.concatenate([p_kappa, q_kappa], axis=-1), antipodal))
+  block_lse = lambda block: jax.nn.logsumexp(block, axis=(-2, -1))
+  log_pp = block_lse(terms[..., :num, :num])
+  log_qq = block_lse(terms[..., num:, num:])
+  log_pq = block_lse(terms[..., :num, num:])
   return jnp.logaddexp(log_pp, log_qq) - _LOG_2 - log_pq
 
 
@@ -324,6 +334,16 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
                      'the same d (last axis).')
   _batch_shape(p_mean_directions=jnp.shape(p_mean_directions)[:-2],
                q_mean_directions=jnp.shape(q_mean_directions)[:-2])
+  return _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
+                           q_mean_directions, q_concentrations, q_log_weights,
+                           antipodal)
+
+
+# The cores are jitted so that eager calls compile once per shape instead of
+# dispatching dozens of small ops one by one; inside an outer jit they inline.
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
+                      q_mean_directions, q_concentrations, q_log_weights, antipodal):
   dtype = _compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
                          q_concentrations)
   p = _prepare(p_mean_directions, p_concentrations, p_log_weights, dtype)
@@ -394,6 +414,13 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
   _check_mixture(mean_directions, concentrations, log_weights)
   _reject_complex(targets=targets, target_concentration=target_concentration)
   _check_targets(mean_directions, targets, target_concentration)
+  return _propel_loss(mean_directions, concentrations, targets,
+                      target_concentration, log_weights, antipodal)
+
+
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _propel_loss(mean_directions, concentrations, targets, target_concentration,
+                 log_weights, antipodal):
   dtype = _compute_dtype(mean_directions, concentrations, targets)
   target_kappa = jnp.broadcast_to(jnp.asarray(target_concentration, dtype),
                                   jnp.shape(targets)[:-1])
@@ -449,6 +476,11 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
                      f'from mean_directions shape {jnp.shape(mean_directions)}.')
   _batch_shape(x=jnp.shape(x)[:-1],
                mean_directions=jnp.shape(mean_directions)[:-2])
+  return _log_prob(x, mean_directions, concentrations, log_weights, antipodal)
+
+
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
   dtype = _compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   x = _normalize(jnp.asarray(x).astype(dtype))
@@ -476,7 +508,13 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
   Returns:
     [..., d] a unit vector.
   """
-  dim = _check_mixture(mean_directions, concentrations, log_weights)
+  _check_mixture(mean_directions, concentrations, log_weights)
+  return _mean_direction(mean_directions, concentrations, log_weights, antipodal)
+
+
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
+  dim = mean_directions.shape[-1]
   dtype = _compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   weights = jnp.exp(log_w)
@@ -494,14 +532,16 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
 def modes(mean_directions, concentrations, log_weights=None, *,
           antipodal: bool = False, num_iters: int = 100, tol: float = 1e-5,
           merge_tol: float = 1e-2):
-  """Modes of the mixture on the sphere, by fixed-point iteration.
+  """Modes of the mixture on the sphere, by safeguarded Newton ascent.
 
   The density p(x) = Σ_i w_i C_i exp(κ_i μ_iᵀx) is convex in x ∈ R^d, so the
-  step x ← normalise(∇p(x)) = normalise(Σ_i r_i κ_i μ_i), with
+  fixed-point step x ← normalise(∇p(x)) = normalise(Σ_i r_i κ_i μ_i), with
   responsibilities r_i ∝ w_i f_i(x), never decreases it on the sphere (the
   maximiser of the linear lower bound at x); its fixed points are the
-  stationary points. It starts from every component mean; points that reach
-  the same mode are merged. With `antipodal` the symmetrised density is used
+  stationary points. It converges only linearly, slowly at shallow modes, so
+  each iteration also tries a Newton step on the sphere and takes it where
+  the local model is concave and the density ends up no lower. It starts
+  from every component mean; points that reach the same mode are merged. With `antipodal` the symmetrised density is used
   (each component also at -μ_i, with half its weight) and x and -x count as one
   mode: either of the two is returned.
 
@@ -521,6 +561,13 @@ def modes(mean_directions, concentrations, log_weights=None, *,
     invalid slots hold duplicates and are to be ignored.
   """
   _check_mixture(mean_directions, concentrations, log_weights)
+  return _modes(mean_directions, concentrations, log_weights, antipodal=antipodal,
+                num_iters=num_iters, tol=tol, merge_tol=merge_tol)
+
+
+@functools.partial(jax.jit, static_argnames=('antipodal', 'num_iters'))
+def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters,
+           tol, merge_tol):
   dtype = _compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   # The density's components: with the symmetry, each μ_i is also at -μ_i.
@@ -532,16 +579,44 @@ def modes(mean_directions, concentrations, log_weights=None, *,
     comp_mu, comp_kappa, comp_log_w = mu, kappa, log_w
   unit = lax.rsqrt(jnp.maximum(jnp.max(kappa, axis=-1), 1.0))[..., None]  # [..., 1]
 
-  def step(x):  # [..., K, d] -> [..., K, d]
+  eye = jnp.eye(mu.shape[-1], dtype=dtype)
+
+  def log_density_at(x):  # [..., K, d] -> ([..., K], log r [..., K, I'])
     log_r = comp_log_w[..., None, :] + _component_log_prob(
         x, comp_mu[..., None, :, :], comp_kappa[..., None, :], False)
+    return jax.nn.logsumexp(log_r, axis=-1), log_r
+
+  def step(x):  # [..., K, d] -> [..., K, d]
+    _, log_r = log_density_at(x)
     r = jax.nn.softmax(log_r, axis=-1)  # [..., K, I']
-    direction = jnp.einsum('...ki,...id->...kd', r * comp_kappa[..., None, :],
-                           comp_mu)
-    norm_sq = jnp.sum(jnp.square(direction), axis=-1, keepdims=True)
-    # A zero gradient (e.g. all κ = 0) is already stationary: stay.
+    a = r * comp_kappa[..., None, :]
+    grad = jnp.einsum('...ki,...id->...kd', a, comp_mu)  # ∇ log p
+    norm_sq = jnp.sum(jnp.square(grad), axis=-1, keepdims=True)
+    # The fixed-point step; a zero gradient (e.g. all κ = 0) stays put.
     safe = jnp.where(norm_sq > 0, norm_sq, 1.0)
-    return jnp.where(norm_sq > 0, direction * lax.rsqrt(safe), x)
+    fixed_point = jnp.where(norm_sq > 0, grad * lax.rsqrt(safe), x)
+    # Newton's step on the sphere: the Riemannian Hessian of log p is
+    # P ∇² log p P - (xᵀ∇ log p) P with P = 1 - xxᵀ; adding -xxᵀ makes it
+    # invertible without changing the tangent solution.
+    outer = x[..., :, None] * x[..., None, :]
+    proj = eye - outer
+    hessian = (jnp.einsum('...ki,...id,...ie->...kde', a * comp_kappa[..., None, :],
+                          comp_mu, comp_mu)
+               - grad[..., :, None] * grad[..., None, :])
+    radial = jnp.sum(x * grad, axis=-1)[..., None, None]
+    riemannian = proj @ hessian @ proj - radial * proj - outer
+    tangent_grad = jnp.einsum('...de,...e->...d', proj, grad)
+    move = jnp.linalg.solve(riemannian, -tangent_grad[..., None])[..., 0]
+    newton = _normalize(x + move)
+    # Newton only where the model is concave (at a maximum), the step short
+    # and the density no lower than after the fixed-point step, which keeps
+    # the ascent monotone; near a mode it converges quadratically where the
+    # fixed-point iteration may crawl.
+    concave = jnp.all(jnp.linalg.eigvalsh(riemannian) < 0, axis=-1)
+    short = jnp.sum(jnp.square(move), axis=-1) < 0.25
+    better = log_density_at(newton)[0] >= log_density_at(fixed_point)[0]
+    use_newton = concave & short & better
+    return jnp.where(use_newton[..., None], newton, fixed_point)
 
   def cond(state):
     i, _, change = state
@@ -635,8 +710,14 @@ def _sample_vmf(key, mu, kappa):
                                         jnp.zeros(shape, bool)))
   t = jnp.clip(t, 0.0, 2.0)
   g = jax.random.normal(v_key, mu.shape, dtype)
-  v = _normalize(g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu)
-  return (1.0 - t)[..., None] * mu + jnp.sqrt(t * (2.0 - t))[..., None] * v
+  # Gram-Schmidt twice: one pass leaves a component along μ of the order of
+  # the rounding error times |gᵀμ| / |g - (gᵀμ)μ|, large when g is nearly
+  # parallel to μ (often, for d = 2).
+  for _ in range(2):
+    g = g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu
+  v = _normalize(g)
+  return _normalize((1.0 - t)[..., None] * mu
+                    + jnp.sqrt(t * (2.0 - t))[..., None] * v)
 
 
 def sample(key, mean_directions, concentrations, log_weights=None,
@@ -656,6 +737,13 @@ def sample(key, mean_directions, concentrations, log_weights=None,
     [*sample_shape, ..., d] samples (not differentiable: rejection sampling).
   """
   _check_mixture(mean_directions, concentrations, log_weights)
+  return _sample(key, mean_directions, concentrations, log_weights,
+                 tuple(sample_shape), antipodal)
+
+
+@functools.partial(jax.jit, static_argnames=('sample_shape', 'antipodal'))
+def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
+            antipodal):
   dtype = _compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   shape = tuple(sample_shape) + mu.shape[:-2]
