@@ -669,6 +669,21 @@ def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
                **modes_kwargs)[0][..., 0, :]
 
 
+def _symmetric_beta(key, shape, dim, dtype):
+  """Beta((d-1)/2, (d-1)/2) draws, as (1 + s)/2 for s = g_1/‖g‖, g ~ N(0, 1_d).
+
+  s is the first coordinate of a uniform point on S^{d-1}, whose density
+  ∝ (1 - s²)^{(d-3)/2} is exactly that law on [-1, 1]. No rejection loop
+  (unlike jax.random.beta), and for s near -1 the form ‖g_rest‖² / (2‖g‖
+  (‖g‖ - g_1)) keeps small z accurate.
+  """
+  g = jax.random.normal(key, shape + (dim,), dtype)
+  first, rest_sq = g[..., 0], jnp.sum(jnp.square(g[..., 1:]), axis=-1)
+  norm = jnp.sqrt(first * first + rest_sq)
+  return jnp.where(first < 0, rest_sq / (2.0 * norm * (norm - first)),
+                   (norm + first) / (2.0 * norm))
+
+
 def _sample_vmf(key, mu, kappa):
   """One draw from each vMF(μ, κ) ([..., d], [...]), by Wood's (1994) algorithm.
 
@@ -688,7 +703,7 @@ def _sample_vmf(key, mu, kappa):
 
   def propose(key):
     z_key, u_key = jax.random.split(key)
-    z = jax.random.beta(z_key, m1 / 2.0, m1 / 2.0, shape, dtype)
+    z = _symmetric_beta(z_key, shape, dim, dtype)
     log_u = jnp.log(jax.random.uniform(u_key, shape, dtype))
     t = 2.0 * b * z / (1.0 - (1.0 - b) * z)
     # Wood's test κw + (d-1) log(1 - x0 w) - c ≥ log u, c = κx0 + (d-1) log(1 - x0²).
