@@ -669,28 +669,29 @@ def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
                **modes_kwargs)[0][..., 0, :]
 
 
-def _symmetric_beta(key, shape, dim, dtype):
-  """Beta((d-1)/2, (d-1)/2) draws, as (1 + s)/2 for s = g_1/‖g‖, g ~ N(0, 1_d).
+def _symmetric_beta(g):
+  """Beta((d-1)/2, (d-1)/2) draws from normal vectors g [..., d], as (1 + g_1/‖g‖)/2.
 
-  s is the first coordinate of a uniform point on S^{d-1}, whose density
-  ∝ (1 - s²)^{(d-3)/2} is exactly that law on [-1, 1]. No rejection loop
-  (unlike jax.random.beta), and for s near -1 the form ‖g_rest‖² / (2‖g‖
-  (‖g‖ - g_1)) keeps small z accurate.
+  g_1/‖g‖ is the first coordinate of a uniform point on S^{d-1}, whose
+  density ∝ (1 - s²)^{(d-3)/2} is exactly that law on [-1, 1]: no rejection
+  loop (unlike jax.random.beta). Where g_1 < 0 the form
+  ‖g_rest‖² / (2‖g‖(‖g‖ - g_1)) keeps small values accurate.
   """
-  g = jax.random.normal(key, shape + (dim,), dtype)
   first, rest_sq = g[..., 0], jnp.sum(jnp.square(g[..., 1:]), axis=-1)
   norm = jnp.sqrt(first * first + rest_sq)
   return jnp.where(first < 0, rest_sq / (2.0 * norm * (norm - first)),
                    (norm + first) / (2.0 * norm))
 
 
-def _sample_vmf(key, mu, kappa):
+def _sample_vmf(key, mu, kappa, antipodal):
   """One draw from each vMF(μ, κ) ([..., d], [...]), by Wood's (1994) algorithm.
 
   The cosine w = μᵀx is drawn by rejection from an envelope built on a Beta
   variable, then x = w μ + √(1 - w²) v with v uniform among unit vectors
   orthogonal to μ. Everything is written in t = 1 - w, which keeps its
-  relative accuracy in float32 when κ is large and w rounds to 1.
+  relative accuracy in float32 when κ is large and w rounds to 1. Each
+  random draw is one normal array (uniforms as Φ(g)): every call of the
+  counter-based generator is a sizeable piece of the compiled program.
   """
   dim = mu.shape[-1]
   shape, dtype = kappa.shape, kappa.dtype
@@ -701,38 +702,37 @@ def _sample_vmf(key, mu, kappa):
   x0 = 1.0 - one_minus_x0
   one_minus_x0_sq = one_minus_x0 * 2.0 / (1.0 + b)  # 1 - x0²
 
-  def propose(key):
-    z_key, u_key = jax.random.split(key)
-    z = _symmetric_beta(z_key, shape, dim, dtype)
-    log_u = jnp.log(jax.random.uniform(u_key, shape, dtype))
-    t = 2.0 * b * z / (1.0 - (1.0 - b) * z)
-    # Wood's test κw + (d-1) log(1 - x0 w) - c ≥ log u, c = κx0 + (d-1) log(1 - x0²).
-    accept = (kappa * (one_minus_x0 - t)
-              + m1 * jnp.log((one_minus_x0 + x0 * t) / one_minus_x0_sq)) >= log_u
-    return t, accept
-
   def cond(state):
     return ~jnp.all(state[2])
 
   def body(state):
     key, t, done = state
     key, sub = jax.random.split(key)
-    new_t, accept = propose(sub)
+    g = jax.random.normal(sub, shape + (dim + 1,), dtype)
+    z = _symmetric_beta(g[..., :dim])
+    log_u = jnp.log(special.ndtr(g[..., dim]))
+    new_t = 2.0 * b * z / (1.0 - (1.0 - b) * z)
+    # Wood's test κw + (d-1) log(1 - x0 w) - c ≥ log u, c = κx0 + (d-1) log(1 - x0²).
+    accept = (kappa * (one_minus_x0 - new_t)
+              + m1 * jnp.log((one_minus_x0 + x0 * new_t) / one_minus_x0_sq)) >= log_u
     return key, jnp.where(done, t, new_t), done | accept
 
   t_key, v_key = jax.random.split(key)
   _, t, _ = lax.while_loop(cond, body, (t_key, jnp.zeros(shape, dtype),
                                         jnp.zeros(shape, bool)))
   t = jnp.clip(t, 0.0, 2.0)
-  g = jax.random.normal(v_key, mu.shape, dtype)
+  g = jax.random.normal(v_key, shape + (dim + 1,), dtype)
+  g, sign = g[..., :dim], g[..., dim:]
   # Gram-Schmidt twice: one pass leaves a component along μ of the order of
   # the rounding error times |gᵀμ| / |g - (gᵀμ)μ|, large when g is nearly
   # parallel to μ (often, for d = 2).
   for _ in range(2):
     g = g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu
-  v = _normalize(g)
-  return _normalize((1.0 - t)[..., None] * mu
-                    + jnp.sqrt(t * (2.0 - t))[..., None] * v)
+  x = _normalize((1.0 - t)[..., None] * mu
+                 + jnp.sqrt(t * (2.0 - t))[..., None] * _normalize(g))
+  if antipodal:  # ½[f(x) + f(-x)]: a fair coin for the sign.
+    x = jnp.where(sign < 0, -x, x)
+  return x
 
 
 def sample(key, mean_directions, concentrations, log_weights=None,
@@ -762,17 +762,13 @@ def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
   dtype = _compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   shape = tuple(sample_shape) + mu.shape[:-2]
-  component_key, vmf_key, sign_key = jax.random.split(key, 3)
+  component_key, vmf_key = jax.random.split(key)
   component = jax.random.categorical(component_key, log_w, shape=shape)
   pick_mu = jnp.take_along_axis(jnp.broadcast_to(mu, shape + mu.shape[-2:]),
                                 component[..., None, None], axis=-2)[..., 0, :]
   pick_kappa = jnp.take_along_axis(jnp.broadcast_to(kappa, shape + kappa.shape[-1:]),
                                    component[..., None], axis=-1)[..., 0]
-  x = _sample_vmf(vmf_key, pick_mu, pick_kappa)
-  if antipodal:
-    flip = jax.random.bernoulli(sign_key, 0.5, shape)
-    x = jnp.where(flip[..., None], -x, x)
-  return x
+  return _sample_vmf(vmf_key, pick_mu, pick_kappa, antipodal)
 
 
 # ---------------------------------------------------------------------------
@@ -810,6 +806,11 @@ def quaternion_to_rotation_matrix(quaternions) -> jax.Array:
   if quaternions.ndim < 1 or quaternions.shape[-1] != 4:
     raise ValueError(f'quaternions shape {quaternions.shape} must be [..., 4] '
                      '(w, x, y, z).')
+  return _quaternion_to_rotation_matrix(quaternions)
+
+
+@jax.jit
+def _quaternion_to_rotation_matrix(quaternions):
   w, x, y, z = jnp.moveaxis(_normalize(quaternions), -1, 0)
   rows = [
       [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
@@ -836,6 +837,11 @@ def rotation_matrix_to_quaternion(matrices) -> jax.Array:
   matrices = jnp.asarray(matrices)
   if matrices.ndim < 2 or matrices.shape[-2:] != (3, 3):
     raise ValueError(f'matrices shape {matrices.shape} must be [..., 3, 3].')
+  return _rotation_matrix_to_quaternion(matrices)
+
+
+@jax.jit
+def _rotation_matrix_to_quaternion(matrices):
   r = lambda i, j: matrices[..., i, j]
   trace = r(0, 0) + r(1, 1) + r(2, 2)
   rows = jnp.stack([  # Row k is 4 q_k q.
