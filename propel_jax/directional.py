@@ -683,15 +683,14 @@ def _symmetric_beta(g):
                    (norm + first) / (2.0 * norm))
 
 
-def _sample_vmf(key, mu, kappa, antipodal):
+def _sample_vmf(key, mu, kappa, tangent_normals):
   """One draw from each vMF(μ, κ) ([..., d], [...]), by Wood's (1994) algorithm.
 
   The cosine w = μᵀx is drawn by rejection from an envelope built on a Beta
   variable, then x = w μ + √(1 - w²) v with v uniform among unit vectors
   orthogonal to μ. Everything is written in t = 1 - w, which keeps its
-  relative accuracy in float32 when κ is large and w rounds to 1. Each
-  random draw is one normal array (uniforms as Φ(g)): every call of the
-  counter-based generator is a sizeable piece of the compiled program.
+  relative accuracy in float32 when κ is large and w rounds to 1. The
+  normal vectors for v come from the caller.
   """
   dim = mu.shape[-1]
   shape, dtype = kappa.shape, kappa.dtype
@@ -717,22 +716,17 @@ def _sample_vmf(key, mu, kappa, antipodal):
               + m1 * jnp.log((one_minus_x0 + x0 * new_t) / one_minus_x0_sq)) >= log_u
     return key, jnp.where(done, t, new_t), done | accept
 
-  t_key, v_key = jax.random.split(key)
-  _, t, _ = lax.while_loop(cond, body, (t_key, jnp.zeros(shape, dtype),
+  _, t, _ = lax.while_loop(cond, body, (key, jnp.zeros(shape, dtype),
                                         jnp.zeros(shape, bool)))
   t = jnp.clip(t, 0.0, 2.0)
-  g = jax.random.normal(v_key, shape + (dim + 1,), dtype)
-  g, sign = g[..., :dim], g[..., dim:]
+  g = tangent_normals
   # Gram-Schmidt twice: one pass leaves a component along μ of the order of
   # the rounding error times |gᵀμ| / |g - (gᵀμ)μ|, large when g is nearly
   # parallel to μ (often, for d = 2).
   for _ in range(2):
     g = g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu
-  x = _normalize((1.0 - t)[..., None] * mu
-                 + jnp.sqrt(t * (2.0 - t))[..., None] * _normalize(g))
-  if antipodal:  # ½[f(x) + f(-x)]: a fair coin for the sign.
-    x = jnp.where(sign < 0, -x, x)
-  return x
+  return _normalize((1.0 - t)[..., None] * mu
+                    + jnp.sqrt(t * (2.0 - t))[..., None] * _normalize(g))
 
 
 def sample(key, mean_directions, concentrations, log_weights=None,
@@ -762,13 +756,24 @@ def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
   dtype = _compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   shape = tuple(sample_shape) + mu.shape[:-2]
-  component_key, vmf_key = jax.random.split(key)
-  component = jax.random.categorical(component_key, log_w, shape=shape)
+  dim = mu.shape[-1]
+  # Every random number outside the rejection loop comes from one normal
+  # array (uniforms as Φ(g)): each call of the counter-based generator is a
+  # sizeable part of the compiled program.
+  loop_key, key = jax.random.split(key)
+  g = jax.random.normal(key, shape + (dim + 2,), dtype)
+  # The component by inverting the weights' CDF.
+  u = special.ndtr(g[..., 0])
+  cdf = jnp.cumsum(jnp.exp(log_w), axis=-1)[..., :-1]
+  component = jnp.sum(u[..., None] > cdf, axis=-1)
   pick_mu = jnp.take_along_axis(jnp.broadcast_to(mu, shape + mu.shape[-2:]),
                                 component[..., None, None], axis=-2)[..., 0, :]
   pick_kappa = jnp.take_along_axis(jnp.broadcast_to(kappa, shape + kappa.shape[-1:]),
                                    component[..., None], axis=-1)[..., 0]
-  return _sample_vmf(vmf_key, pick_mu, pick_kappa, antipodal)
+  x = _sample_vmf(loop_key, pick_mu, pick_kappa, g[..., 1:dim + 1])
+  if antipodal:  # ½[f(x) + f(-x)]: a fair coin for the sign.
+    x = jnp.where(g[..., dim + 1:] < 0, -x, x)
+  return x
 
 
 # ---------------------------------------------------------------------------

@@ -701,28 +701,36 @@ def test_angles_round_trip():
 
 
 def test_mixture_pytree_delegates():
+  """Each method calls its function, passing `antipodal` on.
+
+  antipodal=True shows that it is passed on; the arrays have the shapes of
+  the tests above, so their compiled programs are reused.
+  """
   mus, kappas, logits = separated_mixture(4)
   m = directional.VonMisesFisherMixture(mus, kappas, logits)
   assert len(jax.tree.leaves(m)) == 3  # `antipodal` is not a leaf
   assert len(jax.tree.leaves(directional.VonMisesFisherMixture(mus, kappas))) == 2
-  # Through jit as an argument; antipodal=True shows it is passed on.
   x = unit(np.random.default_rng(0), (2, 4))
-  np.testing.assert_allclose(
+  np.testing.assert_array_equal(
       m.log_prob(x, antipodal=True),
-      directional.log_prob(x, mus, kappas, logits, antipodal=True), rtol=1e-6)
-  expected = directional.mean_direction(mus, kappas, logits, antipodal=True)
-  np.testing.assert_allclose(m.mean_direction(antipodal=True), expected, rtol=1e-6)
-  np.testing.assert_allclose(
-      jax.jit(lambda m: m.mean_direction(antipodal=True))(m), expected, rtol=1e-5)
-  assert not np.allclose(m.mean_direction(), expected, atol=1e-3)
+      directional.log_prob(x, mus, kappas, logits, antipodal=True))
   for a, b in zip(m.modes(antipodal=True),
                   directional.modes(mus, kappas, logits, antipodal=True)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(
       m.most_likely_mode(antipodal=True),
       directional.most_likely_mode(mus, kappas, logits, antipodal=True))
+  # A [3, 4] mixture, as in test_sample_matches_the_density.
+  rng = np.random.default_rng(1)
+  mus, kappas, logits = unit(rng, (3, 4)), np.array([0.5, 3.0, 9.0]), np.zeros(3)
+  m = directional.VonMisesFisherMixture(mus, kappas, logits)
   key = jax.random.key(3)
-  x = m.sample(key, (5, 3), antipodal=True)
-  assert x.shape == (5, 3, 2, 4)  # [*sample_shape, batch, d]
   np.testing.assert_array_equal(
-      x, directional.sample(key, mus, kappas, logits, (5, 3), antipodal=True))
+      m.sample(key, (20000,), antipodal=True),
+      directional.sample(key, mus, kappas, logits, (20000,), antipodal=True))
+  expected = directional.mean_direction(mus, kappas, logits, antipodal=True)
+  np.testing.assert_array_equal(m.mean_direction(antipodal=True), expected)
+  assert not np.allclose(m.mean_direction(), expected, atol=1e-3)
+  # Through jit as an argument.
+  np.testing.assert_allclose(
+      jax.jit(lambda m: m.mean_direction(antipodal=True))(m), expected, rtol=1e-5)
