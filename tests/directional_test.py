@@ -373,19 +373,24 @@ def test_float32_keeps_accuracy_at_large_concentrations(d):
         loss({k: v.astype(np.float32) for k, v in perfect.items()}), 0.0, atol=1e-6)
 
 
-def test_continuous_across_the_series_switch():
-  """The series and the Bessel forms meet at κ = 1 and r = 1 without a step."""
-  with enable_x64():
+@pytest.mark.parametrize('x64', [False, True])
+def test_continuous_across_the_series_switch(x64):
+  """The series and the Bessel forms meet at κ = ½ and r = ½ without a step."""
+  # Steps of a few ulps either side: the loss itself moves by far less than atol.
+  dtype, atol, eps = (np.float64, 1e-10, 1e-12) if x64 else (np.float32, 2e-6, 1e-7)
+  cast = lambda args: {k: v.astype(dtype) for k, v in args.items()}
+  with enable_x64(x64):
     for d in DIMS:
-      args = extreme_rows(d, 1.0)  # κ = 1, and r = 1 in row 3's target term
-      below, above = (loss(dict(args, concentrations=args['concentrations'] * f,
-                                target_concentration=args['target_concentration'] * f))
-                      for f in (1 - 1e-12, 1 + 1e-12))
-      np.testing.assert_allclose(below, above, atol=1e-10)
-      # r = 2 κ_t crosses 1 at κ_t = 0.5 in the target's self term.
-      half = [loss(dict(args, target_concentration=np.full(B, 0.5 + eps)))
-              for eps in (-1e-12, 1e-12)]
-      np.testing.assert_allclose(half[0], half[1], atol=1e-10)
+      args = extreme_rows(d, 0.5)  # κ = ½, and r = ½ in row 3's target term
+      below, above = (loss(cast(dict(
+          args, concentrations=args['concentrations'] * f,
+          target_concentration=args['target_concentration'] * f)))
+                      for f in (1 - eps, 1 + eps))
+      np.testing.assert_allclose(below, above, atol=atol)
+      # r = 2 κ_t crosses ½ at κ_t = ¼ in the target's self term.
+      quarter = [loss(cast(dict(args, target_concentration=np.full(B, 0.25 + step))))
+                 for step in (-eps, eps)]
+      np.testing.assert_allclose(quarter[0], quarter[1], atol=atol)
 
 
 # ----------------------------------------------------------------------------
