@@ -51,6 +51,13 @@ everything to rounding. Where r < ½ (including r = 0: equal κ, opposite
 means) log G is instead evaluated from the series in r², which is smooth in
 κ_a μ_a + κ_b μ_b, and both branches see safe inputs (the double-where trick),
 so gradients stay finite there.
+
+Structure. ∫p², ∫q² and ∫pq are blocks of one overlap matrix over the
+components of p and q together, which keeps the compiled program small;
+its derivative is written out (d log C(κ) = -A_d(κ) dκ, A_d = I_{d/2}/I_{d/2-1})
+as a custom JVP, which makes value and gradient 1.5 (antipodal: 2.5) times
+faster than differentiating the two-branch evaluation (CPU, B = 1024, I = 16). The public functions check shapes in Python and call jitted
+cores, so eager calls compile once per shape.
 """
 
 import functools
@@ -219,8 +226,9 @@ def _pairwise_terms(mu, kappa, antipodal):
 
 
 # The derivative is written out (a custom JVP, so forward mode works too and
-# reverse mode transposes it): autodiff through the two-branch evaluation
-# above costs about three times the forward pass, the closed form about one.
+# reverse mode transposes it): it needs one Bessel ratio per pair, where
+# autodiff through the two-branch evaluation above differentiates both
+# branches and, with the symmetry, both pairs of every log-sum-exp.
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _pairwise_log_overlap(mu, kappa, antipodal):
   """log G (or log G_s) between all components: [..., K, d], [..., K] -> [..., K, K].
