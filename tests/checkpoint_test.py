@@ -290,3 +290,34 @@ def test_sigterm_saves_and_exits(tmp_path, data_dir, jax_cache):
   assert not os.path.exists(os.path.join(workdir, 'eval_metrics.json'))
   # The last train line is the stop step: nothing trained is unlogged.
   assert runs.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))[-1]['step'] == step
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_is_skipped_and_the_run_ends_as_if_uninterrupted(
+    tmp_path, data_dir, jax_cache):
+  workdir = tmp_path / 'run'
+  command = runs.train_command(str(workdir), data_dir, '--config.num_train_steps=20',
+                               '--config.checkpoint_every_steps=10',
+                               '--config.log_every_steps=5', '--config.eval_every_steps=10')
+  runs.run(command, jax_cache)
+  step, reference_state = runs.final_state(str(workdir))
+  assert step == 20
+  reference_log = runs.without_timing(runs.read_jsonl(workdir / 'metrics.jsonl'))
+  reference_metrics = json.loads((workdir / 'eval_metrics.json').read_text())
+
+  # 64 flipped bytes in the final checkpoint's largest array file, which
+  # Orbax alone may load silently.
+  _flip_64_bytes(_largest_file(workdir / 'checkpoints' / '20' / 'state'))
+  os.remove(workdir / 'eval_metrics.json')
+  rerun = runs.run(command, jax_cache)
+  assert f'Skipping checkpoint 20 in {workdir}/checkpoints: ' in rerun.stderr
+  assert 'Resumed from the checkpoint at step 10' in rerun.stderr
+  assert (workdir / 'checkpoints' / 'damaged' / '20').is_dir()
+
+  # Resuming is exact, so the fallback retrains steps 11-20 to the same result.
+  step, state = runs.final_state(str(workdir))
+  assert step == 20 and state.keys() == reference_state.keys()
+  for key in state:
+    np.testing.assert_array_equal(state[key], reference_state[key], err_msg=key)
+  assert runs.without_timing(runs.read_jsonl(workdir / 'metrics.jsonl')) == reference_log
+  assert json.loads((workdir / 'eval_metrics.json').read_text()) == reference_metrics

@@ -94,7 +94,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
 # Each bad setting and what its message says. Every one is found before the
 # first step (num_train_steps is small so that, were it not, the test still ends).
 BAD_SETTINGS = {
-    'test_split': (["--config.test_split=tset"], r"config.test_split='tset': .* has no split"),
+    'test_split': (["--config.test_split=tset"], r"config.test_split='tset': .*: Unknown split 'tset'"),
     'eval_split': (["--config.eval_split=test[:foo]"], r"config.eval_split='test\[:foo\]'"),
     'train_split': (["--config.train_split=train[:4]"],
                     r"config.train_split='train\[:4\]' of .* has 4 examples; it needs at least 8"),

@@ -133,16 +133,15 @@ def split_size(dataset: str, split: str, *, data_dir: str | None = None) -> int:
   """Number of examples of `split`: a split name or a TFDS slice ('train[:80%]').
 
   Raises:
-    ValueError: naming the dataset's splits, for a split it does not have or
-      a slice it cannot take.
+    ValueError: for a split the dataset does not have (TFDS's message names
+      those it has) or a slice it cannot take.
   """
   builder = prepare_builder(dataset, data_dir)
   try:
     return builder.info.splits[split].num_examples
   except ValueError as e:
-    raise ValueError(f'{dataset} has no split {split!r}: {e} (its splits: '
-                     f'{sorted(builder.info.splits)}; TFDS slices such as '
-                     '"train[:80%]" work too).') from e
+    raise ValueError(f'{dataset}: {e} (TFDS slices such as "train[:80%]" work '
+                     'too).') from e
 
 
 class _BatchReader:
