@@ -20,7 +20,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from experiments.comparison import runner as comparison
+from experiments.comparison import report
+from experiments.comparison import runner
 from propel_jax.training import reporting
 
 _CONFIG = config_flags.DEFINE_config_file(

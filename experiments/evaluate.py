@@ -37,11 +37,12 @@ def main(argv):
   if _DATA_DIR.value:
     config.data_dir = _DATA_DIR.value
   # Logs the summary and where the files went.
-  train.evaluate(config, _WORKDIR.value, _SPLIT.value)
+  metrics = train.evaluate(config, _WORKDIR.value, _SPLIT.value)
   if parallel.is_main_process():
     info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
                                            image_size=config.image_size)
-    plot_dir = plots.write_for_run(_WORKDIR.value, config, info, _SPLIT.value)
+    plot_dir = plots.write_for_run(_WORKDIR.value, config, info, _SPLIT.value,
+                                   step=metrics['checkpoint_step'])
     logging.info('Plots: %s/', plot_dir)
 
 

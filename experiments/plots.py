@@ -19,12 +19,15 @@ drawing needs no display and never changes the caller's matplotlib backend.
 plots use it too.
 """
 
+import glob
 import itertools
 import os
 from typing import Any, Sequence
 
 from matplotlib import figure
+from matplotlib import image as mpl_image
 import numpy as np
+import tensorboardX
 
 from propel_jax import mixtures
 from propel_jax.training import evaluation
@@ -151,8 +154,12 @@ def write_all(outputs: evaluation.Outputs, info: Any, directory: str, *,
     plot_density(outputs, index, info, os.path.join(directory, f'density_{index}.png'))
 
 
-def write_for_run(workdir: str, config: Any, info: Any, split: str | None = None) -> str:
+def write_for_run(workdir: str, config: Any, info: Any, split: str | None = None, *,
+                  step: int | None = None) -> str:
   """Draws the plots of a run's saved evaluation of `split` into workdir/plots[_<split>]/.
+
+  The same images go to the run's TensorBoard log (tab IMAGES, tag
+  'plots[_<split>]/<name>') at `step` (default: config.num_train_steps).
 
   Returns:
     The plot directory.
@@ -162,4 +169,9 @@ def write_for_run(workdir: str, config: Any, info: Any, split: str | None = None
       os.path.join(workdir, evaluation.OUTPUTS_FILE.replace('.npz', f'{suffix}.npz')))
   directory = os.path.join(workdir, 'plots' + suffix)
   write_all(outputs, info, directory, num_examples=config.num_plot_examples)
+  with tensorboardX.SummaryWriter(workdir) as writer:
+    for path in sorted(glob.glob(os.path.join(directory, '*.png'))):
+      name = os.path.splitext(os.path.basename(path))[0]
+      writer.add_image(f'plots{suffix}/{name}', mpl_image.imread(path)[..., :3],
+                       config.num_train_steps if step is None else step, dataformats='HWC')
   return directory

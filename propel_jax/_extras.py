@@ -14,5 +14,5 @@ def require(subpackage: str, extra: str, modules: tuple[str, ...]) -> None:
   missing = [m for m in modules if importlib.util.find_spec(m) is None]
   if missing:
     raise ImportError(
-        f'{subpackage} needs {", ".join(missing)}, which is not installed: '
+        f'{subpackage} needs {", ".join(missing)} (not installed): '
         f"pip install 'propel-jax[{extra}]' (from a checkout: pip install '.[{extra}]').")

@@ -12,9 +12,10 @@ reduction), like optax's, and take mixture weights as logits.
 Every term is computed in log space, so the loss and its gradient stay finite
 for labels thousands of standard deviations away; the I×I self term has a
 hand-written derivative. Shapes are checked at trace time, values are not (a
-zero scale gives inf/NaN, NaN propagates): `check_inputs` under
-`jax.experimental.checkify` catches those. bfloat16/float16 inputs are
-computed in float32. For speed, see docs/benchmarks.md.
+zero scale gives inf/NaN, a negative one a wrong but finite value, NaN
+propagates): `check_inputs` under `jax.experimental.checkify` catches those.
+bfloat16/float16 inputs are computed in float32. For speed, see
+docs/benchmarks.md.
 """
 
 import math
@@ -284,7 +285,7 @@ def _prefixed(prefix):
 
 
 def _flatten(means, scales, log_weights, batch, dtype):
-  """[..., I, n] -> [B, n, I] means and variances, [B, I] normalised log weights."""
+  """[..., I, n] -> [B, n, I] means, variances; [B, I] normalised log weights."""
   shape = batch + means.shape[-2:]
   means = means.astype(dtype)
   if log_weights is not None:

@@ -122,8 +122,8 @@ def _point_axes_error(x_shape, means_shape, x_name, means_name, scales_name):
   if len(x_shape) == len(means_shape):
     hint = (f' Probably: add the component axis I with '
             f'{means_name}[..., None, :] and {scales_name}[..., None, :] (one '
-            f'Gaussian per example); or, to share one mixture across the batch, '
-            f'use {means_name}[None] and {scales_name}[None].')
+            f'Gaussian per example); or, to share one mixture across the '
+            f'batch, use {means_name}[None] and {scales_name}[None].')
   elif len(means_shape) < 2:
     hint = (f' {means_name} needs the component axis I and as many leading '
             f'axes as {x_name} has ({len(x_shape) - 1}); size-1 axes '
@@ -176,7 +176,8 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
   """
   name = {role: role for role in _ROLES}
   name.update(names or {})
-  arrays = {'x': x, 'means': means, 'scales': scales, 'log_weights': log_weights}
+  arrays = {'x': x, 'means': means, 'scales': scales,
+            'log_weights': log_weights}
   for role, array in arrays.items():
     if array is not None and jnp.iscomplexobj(array):
       raise ValueError(f'{name[role]} must be real; got dtype '
@@ -290,8 +291,8 @@ def component_log_prob(x: ArrayLike, means: ArrayLike,
   Examples:
     >>> import jax.numpy as jnp
     >>> from propel_jax import mixtures
-    >>> lp = mixtures.component_log_prob(jnp.zeros(1), jnp.array([[0.0], [1.0]]),
-    ...                                  jnp.ones((2, 1)))
+    >>> means = jnp.array([[0.0], [1.0]])  # [I=2, n=1]
+    >>> lp = mixtures.component_log_prob(jnp.zeros(1), means, jnp.ones((2, 1)))
     >>> [round(v, 4) for v in lp.tolist()]
     [-0.9189, -1.4189]
   """

@@ -167,6 +167,9 @@ def test_compare_binary_end_to_end(tmp_path):
         saved.append(json.load(f))
       with open(os.path.join(directory, 'config.json')) as f:
         assert json.load(f)['seed'] == seed
+      # Every run's own evaluation plots, drawn from its saved outputs.
+      assert sorted(os.listdir(os.path.join(directory, 'plots'))) == [
+          'density_0.png', 'density_1.png', 'predicted_vs_true.png']
       # The saved outputs are the final model's: they reproduce its metrics.
       outputs = evaluation.Outputs.load(os.path.join(directory, evaluation.OUTPUTS_FILE))
       assert outputs.images.shape == (2, 32, 32, 1) and outputs.loss.shape == (256,)

@@ -7,7 +7,6 @@ float64 is switched on only inside the tests that need it.
 """
 
 import itertools
-import math
 import re
 
 import chex
@@ -694,7 +693,7 @@ def test_target_scale_shapes_match_float64_reference(kind):
 
 
 def test_target_scale_with_leading_batch_axes():
-  """[A, B] examples: target_scale [A, B], [B] (per dimension? no: n = 2) and [A, B, n]."""
+  """[A, B] examples: target_scale [A, B] (per example), [A, B, n] and [A, 1, 1]."""
   rng = np.random.default_rng(34)
   means, scales, targets = random_problem(rng, (3, 4), 2, 2)
   flat = lambda a: a.reshape((12,) + a.shape[2:])

@@ -257,6 +257,7 @@ def test_every_function_takes_logits():
   }
   with enable_x64():
     for name, fn in functions.items():
+      fn = jax.jit(fn)  # one compilation for the three calls
       base = fn(log_w)
       for shifted in _shifted_logits(log_w):
         chex.assert_trees_all_close(fn(shifted), base, rtol=1e-9, atol=1e-9,
@@ -315,18 +316,19 @@ def test_mixture_methods_equal_module_functions():
   x = jnp.asarray(rng.normal(size=(3, 2)))
   key = jax.random.key(2)
   assert (m.num_components, m.num_dims, m.batch_shape) == (4, 2, (3,))
-  pairs = [
-      (m.log_prob(x), mixtures.log_prob(x, *m)),
-      (m.mean(), mixtures.mean(*m)),
-      (m.covariance(), mixtures.covariance(*m)),
-      (m.modes(num_iters=50), mixtures.modes(*m, num_iters=50)),
-      (m.most_likely_mode(tol=1e-3), mixtures.most_likely_mode(*m, tol=1e-3)),
-      (m.sample(key, (7,)), mixtures.sample(key, *m, sample_shape=(7,))),
-      (m.marginal_cdf(x), mixtures.marginal_cdf(x, *m)),
-      (m.affine(1.0, [2.0, -3.0]), mixtures.affine(*m, shift=1.0, scale=[2.0, -3.0])),
-  ]
-  for method, function in pairs:
+  methods = (lambda m: [
+      m.log_prob(x), m.mean(), m.covariance(), m.modes(num_iters=50),
+      m.most_likely_mode(tol=1e-3), m.sample(key, (7,)), m.marginal_cdf(x),
+      m.affine(1.0, jnp.array([2.0, -3.0]))])
+  functions = (lambda m: [
+      mixtures.log_prob(x, *m), mixtures.mean(*m), mixtures.covariance(*m),
+      mixtures.modes(*m, num_iters=50), mixtures.most_likely_mode(*m, tol=1e-3),
+      mixtures.sample(key, *m, sample_shape=(7,)), mixtures.marginal_cdf(x, *m),
+      mixtures.affine(*m, shift=1.0, scale=jnp.array([2.0, -3.0]))])
+  # One compilation for both sides.
+  for method, function in zip(*jax.jit(lambda m: (methods(m), functions(m)))(m)):
     chex.assert_trees_all_equal(method, function)
+  chex.assert_trees_all_equal(m.log_prob(x), mixtures.log_prob(x, *m))  # eagerly
   assert isinstance(m.affine(1.0, 2.0), mixtures.Mixture)
   # The positional form used across the package.
   means_, scales_, log_w_ = m

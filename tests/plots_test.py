@@ -36,3 +36,19 @@ def test_density_grid_is_the_marginal_density():
   assert density.sum() == pytest.approx(1.0, abs=2e-3)
   one_axis = plots.density_grid(mixture, (2,), low, high, points=120)
   assert one_axis.sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_write_for_run_logs_the_plots_to_tensorboard(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from propel_jax.training import evaluation  # pylint: disable=g-import-not-at-top
+  make_outputs(2, mixture=True).save(tmp_path / evaluation.OUTPUTS_FILE)
+  config = ml_collections.ConfigDict({'test_split': 'test', 'num_plot_examples': 1,
+                                      'num_train_steps': 7})
+  directory = plots.write_for_run(str(tmp_path), config, make_info(2))
+  assert sorted(os.listdir(directory)) == ['density_0.png', 'predicted_vs_true.png']
+  events = event_accumulator.EventAccumulator(str(tmp_path))
+  events.Reload()
+  assert sorted(events.Tags()['images']) == ['plots/density_0', 'plots/predicted_vs_true']
+  image, = events.Images('plots/density_0')
+  assert image.step == 7 and image.width > 100
