@@ -100,6 +100,7 @@ def _grid_modes_1d(means, scales, log_w):
     ([-2.0, 2.0], [0.5, 0.5], [0.3, 0.7]),           # two separate modes
     ([-0.4, 0.4], [1.0, 1.0], [0.5, 0.5]),           # merged into one
     ([-3.0, -2.8, 0.0, 3.0], [0.3, 0.3, 0.4, 0.6], [0.2, 0.2, 0.3, 0.3]),
+    ([0.0, 1.0], [0.5, 1.0], [0.5, 0.5]),            # one mode, pulled by unequal scales
 ])
 def test_modes_1d_match_grid_search(means, scales, weights):
   means = np.array(means)[:, None]

@@ -10,6 +10,7 @@ when no test can tell it apart.
     python tools/mutate.py                   # the working tree, 2 mutants at a time
     python tools/mutate.py --rev main        # a commit (before/after comparisons)
     python tools/mutate.py --only scoring,input_pipeline --jobs 1
+    python tools/mutate.py --only scoring --match CRPS
     python tools/mutate.py --list            # the mutants, and whether each applies
 
 `make mutate` runs the first. Not part of `make test`: a pass runs the fast
@@ -153,6 +154,8 @@ MUTANTS = [
       "sums['mode_recall_all'] = total(recall > 0.0)"),
     M('scoring', 'summary over axes: sum', 'result[name] = float(values.mean())',
       'result[name] = float(values.sum())'),
+    M('scoring', 'summary CRPS: sum over examples', "per_axis('crps', mean)",
+      "per_axis('crps', jnp.asarray(value))"),
 
     # input_pipeline: shards, order, chunks, resizing, augmentation, padding.
     M('input_pipeline', 'train order without the shard offset',
@@ -287,6 +290,7 @@ def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--rev', help='git revision to mutate (default: the working tree)')
   parser.add_argument('--only', help='comma-separated modules (default: all)')
+  parser.add_argument('--match', help='only the mutants whose name contains this')
   parser.add_argument('--jobs', type=int, default=2, help='mutants tested at once')
   parser.add_argument('--timeout', type=float, default=1200, help='seconds per test run')
   parser.add_argument('--list', action='store_true', help='list the mutants and exit')
@@ -295,7 +299,8 @@ def main() -> int:
   unknown = set(modules) - set(TESTS)
   if unknown:
     parser.error(f'unknown modules {sorted(unknown)}; known: {sorted(TESTS)}')
-  mutants = [m for m in MUTANTS if m.module in modules]
+  mutants = [m for m in MUTANTS
+             if m.module in modules and (not args.match or args.match in m.name)]
 
   with tempfile.TemporaryDirectory(prefix='mutate_') as work:
     snapshot, cache = os.path.join(work, 'tree'), os.path.join(work, 'jax_cache')
@@ -310,10 +315,11 @@ def main() -> int:
       return 0
     print(f'Mutating {args.rev or "the working tree"}: {len(mutants)} mutants of '
           f'{", ".join(modules)}, {args.jobs} at a time.', flush=True)
+    absent = {m for m in modules if not os.path.exists(os.path.join(snapshot, FILES[m]))}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
       baselines = {module: pool.submit(_run_tests, snapshot, module, None, cache, args.timeout)
-                   for module in modules}
-      broken = set()
+                   for module in modules if module not in absent}
+      broken = set(absent)
       for module, future in baselines.items():
         outcome, seconds, tail = future.result()
         print(f'baseline {module}: {"ok" if outcome == "survived" else outcome} '
@@ -334,7 +340,8 @@ def main() -> int:
   survivors = []
   for module in modules:
     if module in broken:
-      print(f'{module:15}  tests fail unmutated: skipped')
+      print(f'{module:15}  {"not in this revision" if module in absent else "tests fail unmutated"}'
+            ': skipped')
       continue
     counted = [m for m in mutants if m.module == module and not m.equivalent
                and not results[m].startswith('n/a')]
