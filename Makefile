@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # Two workers: CI machines have two cores; tests each keep to one XLA thread pool.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast mutate demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(STAMP)
 # The fast tier: everything but the end-to-end runs marked `slow`.
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -m 'not slow' --doctest-modules propel_jax tests
+
+# Hand-written mutation testing of the core, the input pipeline and the checkpoints: would the
+# tests notice each of ~60 plausible bugs? Not part of `make test` (about 30 minutes on 2 cores);
+# scores and the equivalent mutants: docs/testing.md.
+mutate: $(STAMP)
+	$(PYTHON) tools/mutate.py
 
 # `make demo`: build the synthetic ambiguous hands, train PROPEL on them for a few minutes on
 # the CPU, evaluate, and say where the results are. Rerunning resumes (or just re-evaluates) the

@@ -61,6 +61,15 @@ def test_point_metrics_are_symmetry_aware_degrees():
   assert 'nll' not in metrics
 
 
+def test_saturated_is_the_largest_share_of_predictions_at_the_ends_of_the_range():
+  outputs = make_outputs(2, mixture=False)
+  outputs.predictions['a'][:] = 0.5
+  outputs.predictions['b'][:] = [[0.0, 0.5], [1.0, 0.5], [0.9995, 0.0002], [0.3, 0.5],
+                                 [0.998, 0.5]]
+  metrics = evaluation.compute_metrics(outputs, make_info(2))
+  assert metrics['saturated'] == pytest.approx(4 / 10)
+
+
 def test_nll_is_the_density_in_degrees():
   info = make_info(2)
   outputs = make_outputs(2, mixture=True)

@@ -1,5 +1,7 @@
 """Tests of the image-folder + CSV builder on images the test writes."""
 
+import os
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -75,3 +77,55 @@ def test_clear_errors(tmp_path):
   (tmp_path / 'bad.csv').write_text('filename,x\na.png,not_a_number\n')
   with pytest.raises(ValueError, match='bad.csv:2'):
     image_folder.register('bad', csv_path=tmp_path / 'bad.csv')
+
+
+def _labels(dataset, data_dir, split):
+  source = input_pipeline.prepare_builder(dataset, data_dir).as_data_source(split)
+  return sorted(float(source[i]['label'][0]) for i in range(len(source)))
+
+
+def test_a_changed_csv_images_or_settings_build_anew(tmp_path):
+  rows = [(f'{i}.png', (float(i),), ('train' if i < 4 else 'test',)) for i in range(5)]
+  csv_path = _write_folder(tmp_path / 'src', rows, header='filename,x,split')
+  data_dir = tmp_path / 'data'
+  image_folder.register('custom', csv_path=csv_path, image_size=8)
+  assert _labels('image_folder/custom', data_dir, 'train') == [0.0, 1.0, 2.0, 3.0]
+
+  # Other labels in the same CSV file, same name, same data_dir.
+  csv_path.write_text(csv_path.read_text().replace(',3.0,', ',30.0,'))
+  image_folder.register('custom', csv_path=csv_path, image_size=8)
+  assert _labels('image_folder/custom', data_dir, 'train') == [0.0, 1.0, 2.0, 30.0]
+  info = input_pipeline.get_dataset_info('image_folder/custom', data_dir=data_dir)
+  assert info.labels.high == (30.0,)
+
+  # Another image_size.
+  image_folder.register('custom', csv_path=csv_path, image_size=4)
+  source = input_pipeline.prepare_builder('image_folder/custom', data_dir).as_data_source('train')
+  assert source[0]['image'].shape == (4, 4, 3)
+
+  # A replaced image (other content and size): its build has the new pixels.
+  Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(tmp_path / 'src' / 'imgs' / '0.png')
+  image_folder.register('custom', csv_path=csv_path, image_size=4)
+  source = input_pipeline.prepare_builder('image_folder/custom', data_dir).as_data_source('train')
+  assert sorted(int(source[i]['image'].max()) for i in range(4))[-1] == 200
+
+  # A missing image: the new build fails naming it, rather than reusing the old one.
+  os.remove(tmp_path / 'src' / 'imgs' / '1.png')
+  image_folder.register('custom', csv_path=csv_path, image_size=4)
+  with pytest.raises(FileNotFoundError, match='1.png'):
+    input_pipeline.prepare_builder('image_folder/custom', data_dir)
+
+  # The same inputs again reuse their build.
+  Image.fromarray(np.full((30, 40, 3), 1, np.uint8)).save(tmp_path / 'src' / 'imgs' / '1.png')
+  config = image_folder.register('custom', csv_path=csv_path, image_size=4)
+  assert config.name.startswith('custom-')
+  built = input_pipeline.prepare_builder('image_folder/custom', data_dir).data_path
+  assert input_pipeline.prepare_builder('image_folder/custom', data_dir).data_path == built
+
+
+@pytest.mark.parametrize('value', ['nan', 'inf', '-Infinity'])
+def test_non_finite_targets_are_refused_naming_file_and_line(tmp_path, value):
+  (tmp_path / 'labels.csv').write_text(f'filename,x,y\na.png,1,2\nb.png,3,{value}\n')
+  with pytest.raises(ValueError, match=rf'labels.csv:3: targets must be finite numbers, got '
+                                       rf"\['3', '{value}'\]"):
+    image_folder.register('non_finite', csv_path=tmp_path / 'labels.csv')

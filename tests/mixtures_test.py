@@ -100,6 +100,7 @@ def _grid_modes_1d(means, scales, log_w):
     ([-2.0, 2.0], [0.5, 0.5], [0.3, 0.7]),           # two separate modes
     ([-0.4, 0.4], [1.0, 1.0], [0.5, 0.5]),           # merged into one
     ([-3.0, -2.8, 0.0, 3.0], [0.3, 0.3, 0.4, 0.6], [0.2, 0.2, 0.3, 0.3]),
+    ([0.0, 1.0], [0.5, 1.0], [0.5, 0.5]),            # one mode, pulled by unequal scales
 ])
 def test_modes_1d_match_grid_search(means, scales, weights):
   means = np.array(means)[:, None]
@@ -133,6 +134,31 @@ def test_modes_2d_batched_and_jitted():
   np.testing.assert_allclose(log_p[0, :2], np.log(scipy_pdf(
       np.asarray(x[0, :2]), means[0], scales[0], log_w[0])), rtol=1e-5)
   assert log_p[0, 0] > log_p[0, 1]
+
+
+def test_modes_tolerances_scale_with_the_narrowest_component():
+  # Two narrow modes 0.05 apart (50 of their σ) beside a wide component: the
+  # merge and convergence tolerances are in units of the smallest scale, so
+  # the wide one does not blur the narrow ones into one mode.
+  means = np.array([[0.0], [0.05], [100.0]])
+  scales = np.array([[0.001], [0.001], [10.0]])
+  with enable_x64():
+    x, _, valid = mixtures.modes(means, scales)
+  assert np.asarray(valid).tolist() == [True, True, True]
+  np.testing.assert_allclose(np.sort(np.asarray(x)[:, 0]), [0.0, 0.05, 100.0], atol=1e-6)
+
+
+def test_modes_just_apart_stay_apart_by_default():
+  # Two unit Gaussians at ±1.003 are just bimodal: modes at ±0.1334, 0.27σ
+  # apart, which the default merge tolerance (1e-2 σ) keeps apart. Near the
+  # split the iteration is slow, hence the many iterations.
+  means, scales = np.array([[-1.003], [1.003]]), np.ones((2, 1))
+  expected_x, _ = _grid_modes_1d(means, scales, np.log([0.5, 0.5]))
+  with enable_x64():
+    x, _, valid = mixtures.modes(means, scales, num_iters=20_000, tol=1e-12)
+  assert np.asarray(valid).tolist() == [True, True]
+  np.testing.assert_allclose(np.sort(np.asarray(x)[:, 0]), np.sort(expected_x), atol=1e-4)
+  assert 0.26 < np.ptp(expected_x) < 0.28
 
 
 def test_single_component_mode_is_its_mean():

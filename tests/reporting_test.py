@@ -1,8 +1,9 @@
-"""metrics.jsonl, TensorBoard event files and the progress line."""
+"""metrics.jsonl, TensorBoard event files, the progress line and the training health warnings."""
 
 import glob
 import json
 
+import numpy as np
 import pytest
 
 from propel_jax.training import reporting
@@ -48,3 +49,43 @@ def test_progress_line():
   assert progress.line(120, 0.23456, 15.2) == (
       'step 120/2000 (6%) | loss 0.2346 | 15.2 steps/s | ETA 2m04s')
   assert progress.update(10) > 0
+
+
+def _health(losses, grad_norm=1.0, num_train_steps=200, log_every=10):
+  """The warnings after logging `losses`, one per log interval."""
+  health = reporting.TrainingHealth(num_train_steps, log_every)
+  for i, loss in enumerate(losses):
+    warnings = health.update_train(log_every * (i + 1), {'loss': loss, 'grad_norm': grad_norm})
+  return warnings
+
+
+def test_health_warns_when_the_loss_stops_falling():
+  rng = np.random.default_rng(0)
+  falling = 5.0 * np.exp(-np.arange(20) / 5) + 0.05 * rng.random(20)
+  assert _health(falling) == []
+  # Noise around a constant: after the first running median, new lows stop
+  # for a quarter of the run (50 steps) and more.
+  flat = 500.0 + 50.0 * rng.standard_normal(20)
+  warnings = _health(flat)
+  assert len(warnings) == 1 and warnings[0].startswith('the loss has not fallen for ')
+  # Falling again clears it.
+  assert _health(np.concatenate([flat, np.linspace(400, 100, 10)])) == []
+
+
+def test_health_warns_about_zero_gradients_and_saturated_outputs():
+  assert _health([1.0], grad_norm=0.0)[0].startswith('the gradient norm is 0')
+  health = reporting.TrainingHealth(100, 10)
+  assert health.update_eval({'saturated': 0.5}) == []
+  assert health.update_eval({'saturated': 0.75})[0].startswith(
+      '75% of the predictions are at an end of the label range')
+  health.update_train(10, {'loss': 1.0, 'grad_norm': 0.0})
+  assert len(health.summary()) == 2
+  health.update_eval({'saturated': 0.0})
+  health.update_train(20, {'loss': 0.5, 'grad_norm': 0.1})
+  assert health.summary() == []  # Only what still holds.
+
+
+def test_warnings_are_appended_to_the_line(caplog):
+  reporting.Progress(0, 100).log(10, 0.5, 2.0, ['the gradient norm is 0'])
+  assert caplog.records[-1].levelname == 'WARNING'
+  assert caplog.records[-1].getMessage().endswith('| warning: the gradient norm is 0')

@@ -34,6 +34,10 @@ def test_absolute_errors_pick_the_nearest_equivalent():
   # Nearest by the mean over axes, not per axis independently.
   errors = scoring.absolute_errors(*_f32([[0.0, 0.0]], [[[1.0, 9.0], [4.0, 4.0]]]))
   np.testing.assert_allclose(errors, [[4, 4]])
+  # By the mean absolute difference, not the squared one: (0, 6) is 3 away on
+  # average (squared: 18), (3.5, 3.5) is 3.5 (squared: 12.25).
+  np.testing.assert_allclose(
+      scoring.nearest_equivalent(*_f32([[0.0, 0.0]], [[[3.5, 3.5], [0.0, 6.0]]])), [[0, 6]])
 
 
 def test_absolute_errors_reject_mismatched_shapes():
@@ -145,6 +149,11 @@ def test_mode_recall_on_hand_cases():
   got = scoring.mode_recall(*_f32(modes), jnp.asarray(valid), jnp.asarray(equivalents),
                             radius_deg=5.0)
   np.testing.assert_allclose(got, [1.0, 0.5, 0.5])
+  # Exactly at the radius counts as found (float32 holds these exactly).
+  at_radius = np.array([[[5.0, -5.0], [85.0, 5.0]]])
+  got = scoring.mode_recall(*_f32(at_radius), jnp.ones((1, 2), bool), jnp.asarray(equivalents[:1]),
+                            radius_deg=5.0)
+  np.testing.assert_allclose(got, [1.0])
 
 
 def test_most_likely_equivalent():
@@ -201,7 +210,15 @@ def test_batch_sums_ignore_padding_and_add_across_batches():
       label, *jax.tree.map(lambda m: m[kept], mixture), level=level)).mean(0)
                        for level in levels])
   np.testing.assert_allclose(summary['coverage_50/pitch'], coverage[0, 1], rtol=1e-5)
+  np.testing.assert_allclose(summary['coverage_90/yaw'], coverage[1, 0], rtol=1e-5)
   np.testing.assert_allclose(summary['coverage_90'], coverage[1].mean(), rtol=1e-5)
+  # CRPS against the most likely equivalent (not the first), a mean over the
+  # examples and then over the axes.
+  assert not np.allclose(label, equivalents[kept, 0])
+  crps = np.asarray(scoring.crps(label, *jax.tree.map(lambda m: m[kept], mixture)))
+  np.testing.assert_allclose(summary['crps/yaw'], crps[:, 0].mean(), rtol=1e-5)
+  np.testing.assert_allclose(summary['crps/pitch'], crps[:, 1].mean(), rtol=1e-5)
+  np.testing.assert_allclose(summary['crps'], crps.mean(), rtol=1e-5)
   assert set(summary) == {
       'mae/mode/yaw', 'mae/mode/pitch', 'cmae/mode', 'mae/mean/yaw', 'mae/mean/pitch',
       'cmae/mean', 'nll', 'crps/yaw', 'crps/pitch', 'crps', 'coverage_50/yaw',

@@ -2,14 +2,19 @@
 
 * train_and_evaluate writes everything a user looks at, and evaluate
   reproduces its final metrics from the checkpoint;
-* a non-finite loss stops the run with a clear message and leaves the last
-  good checkpoint intact.
+* bad data settings fail before any work, without writing config.json;
+* a non-finite loss stops the run with a clear message and keeps the
+  checkpoints saved before it;
+* a run that trains without learning, or a resume that changes the schedule,
+  is warned about.
 
-Killing and resuming runs is tested in checkpoint_test.py.
+Killing and resuming runs (and damaged checkpoints) are tested in
+checkpoint_test.py, two runs in one workdir in workdir_lock_test.py.
 """
 
 import glob
 import json
+import logging
 import math
 import os
 
@@ -76,11 +81,83 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
                        '--config.grad_clip_norm=0', '--config.checkpoint_every_steps=1',
                        '--config.log_every_steps=1', '--config.eval_every_steps=100')
   with pytest.raises(train.NonFiniteLossError,
-                     match=r'Non-finite .* at step (\d+); training stopped and the last '
-                           r'good checkpoint, step (\d+), is intact') as error:
+                     match=r'Non-finite .* at step (\d+); training stopped and the latest '
+                           r'checkpoint, step (\d+) in .*, was saved before it') as error:
     train.train_and_evaluate(config, workdir)
   bad_step = int(error.value.args[0].split(' at step ')[1].split(';')[0])
   step, state = runs.final_state(workdir)
   assert step == bad_step - 1
   assert all(np.all(np.isfinite(v)) for v in state.values())
   assert not os.path.exists(os.path.join(workdir, 'eval_metrics.json'))
+
+
+# Each bad setting and what its message says. Every one is found before the
+# first step (num_train_steps is small so that, were it not, the test still ends).
+BAD_SETTINGS = {
+    'test_split': (["--config.test_split=tset"], r"config.test_split='tset': .*: Unknown split 'tset'"),
+    'eval_split': (["--config.eval_split=test[:foo]"], r"config.eval_split='test\[:foo\]'"),
+    'train_split': (["--config.train_split=train[:4]"],
+                    r"config.train_split='train\[:4\]' of .* has 4 examples; it needs at least 8"),
+    'test_dataset': (["--config.test_dataset=no_such/dataset"],
+                     r"config.test_dataset='no_such/dataset': Unknown dataset"),
+    'empty test split': (["--config.test_split=test[:0]"], r'has 0 examples'),
+}
+
+
+@pytest.mark.parametrize('setting', BAD_SETTINGS)
+def test_bad_data_settings_fail_before_any_work_and_write_no_config(tmp_path, data_dir, setting):
+  overrides, message = BAD_SETTINGS[setting]
+  workdir = tmp_path / 'run'
+  config = runs.config(data_dir, '--config.num_train_steps=2', *overrides)
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(workdir))
+  # So that the corrected command is not refused as another configuration.
+  assert not os.path.exists(workdir / 'config.json')
+  assert not os.path.exists(workdir / 'checkpoints')
+
+
+def test_an_unusable_data_dir_names_the_config_key(tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  config = runs.config(str(tmp_path / 'a_file'), '--config.num_train_steps=2')
+  with pytest.raises(NotADirectoryError, match=r'set --config.data_dir'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / 'config.json')
+
+
+def test_evaluate_without_checkpoints_says_so_and_writes_nothing(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  with pytest.raises(FileNotFoundError, match=r'No checkpoint in .*: train first'):
+    train.evaluate(runs.config(data_dir), str(workdir))
+  assert os.listdir(workdir) == []
+
+
+@pytest.mark.slow
+def test_a_run_that_stops_learning_is_warned_about(tmp_path, data_dir, caplog):
+  # A learning rate of 1e6 saturates the sigmoid outputs at once: the loss
+  # stays finite (hundreds), the gradients vanish.
+  config = runs.config(data_dir, '--config.num_train_steps=12', '--config.learning_rate=1e6',
+                       '--config.log_every_steps=2', '--config.eval_every_steps=6',
+                       '--config.checkpoint_every_steps=12')
+  caplog.set_level(logging.INFO)
+  results = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert math.isfinite(results['loss']) and results['saturated'] == 1.0
+  progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step 12/12')]
+  assert 'warning: the gradient norm is 0' in progress[0]
+  summary = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith('The run ended with warnings')]
+  assert len(summary) == 1
+  assert 'the gradient norm is 0' in summary[0]
+  assert '100% of the predictions are at an end of the label range' in summary[0]
+
+
+@pytest.mark.slow
+def test_a_resume_that_changes_the_cosine_schedule_is_warned_about(tmp_path, data_dir, caplog):
+  workdir = str(tmp_path / 'run')
+  steps = ['--config.log_every_steps=2', '--config.eval_every_steps=100',
+           '--config.checkpoint_every_steps=2']
+  train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=4', *steps), workdir)
+  assert 'schedule' not in caplog.text
+  train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=6', *steps), workdir)
+  assert ('config.num_train_steps changed from 4 to 6 on resuming at step 4: the cosine '
+          'schedule now decays over the new length') in caplog.text

@@ -22,15 +22,16 @@ Rerunning a comparison skips the runs that are finished (their outputs exist
 and their saved config equals the one asked for) and resumes the others from
 their latest checkpoint, so a comparison interrupted at any point loses at
 most the work since a run's last checkpoint. Several processes may work on
-one comparison at once (the same command started several times): each claims
-the runs it trains (`_claim`).
+one comparison at once (the same command started several times): each trains
+the runs whose workdir lock it gets (`propel_jax.training.workdir_lock`) and
+skips those another process holds.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
-import socket
 import time
 from typing import Sequence
 
@@ -44,10 +45,10 @@ from propel_jax.nn import models
 from propel_jax.training import evaluation
 from propel_jax.training import parallel
 from propel_jax.training import train
+from propel_jax.training import workdir_lock
 
 RUNS_DIR = 'runs'
 TIMING_FILE = 'timing.json'
-CLAIM_FILE = 'claimed_by'
 
 _METHOD_RE = re.compile(r'^(?P<loss>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?$')
 _MIXTURE_LOSSES = ('propel', 'mdn')
@@ -188,47 +189,6 @@ def train_run(config: ml_collections.ConfigDict, directory: str) -> bool:
   return metrics is not None
 
 
-def _claim(directory: str) -> bool:
-  """Claims a run for this process; False if another live process holds it.
-
-  Several `compare` processes may share one workdir (run the same command in
-  several terminals to use more cores): each trains the runs it claims. The
-  claim is a file created atomically with this host and pid; a claim by a
-  process of this host that no longer exists (killed) is taken over. Claims
-  from other hosts are trusted: delete a stale one by hand.
-  """
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, CLAIM_FILE)
-  me = f'{socket.gethostname()} {os.getpid()}'
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-      try:
-        with open(path) as f:
-          host, pid = f.read().split()
-      except (FileNotFoundError, ValueError):
-        continue  # Released or being written meanwhile: try again.
-      if host != socket.gethostname() or _process_exists(int(pid)):
-        return False
-      os.remove(path)  # Its process died: take the run over (it resumes).
-      continue
-    with os.fdopen(fd, 'w') as f:
-      f.write(me)
-    return True
-  return False
-
-
-def _process_exists(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
   """Trains every missing run of the comparison `config` that no other process is training.
 
@@ -246,17 +206,16 @@ def run_all(config: ml_collections.ConfigDict, workdir: str) -> bool:
     if is_finished(run_cfg, directory):
       logging.info('%s: finished, skipped.', where)
       continue
-    if parallel.is_main_process() and not _claim(directory):
-      logging.info('%s: being trained by another process (%s), skipped.', where,
-                   os.path.join(directory, CLAIM_FILE))
-      continue
-    logging.info('%s: training in %s.', where, directory)
-    try:
+    os.makedirs(directory, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+      try:
+        stack.enter_context(workdir_lock.hold(directory))
+      except workdir_lock.WorkdirBusyError as e:
+        logging.info('%s: skipped, %s', where, e)
+        continue
+      logging.info('%s: training in %s.', where, directory)
       if not train_run(run_cfg, directory):
         return False
-    finally:
-      if parallel.is_main_process():
-        os.remove(os.path.join(directory, CLAIM_FILE))
   return True
 
 

@@ -129,6 +129,21 @@ def get_dataset_info(dataset, *, data_dir=None, image_size=None):
                             image_size)
 
 
+def split_size(dataset: str, split: str, *, data_dir: str | None = None) -> int:
+  """Number of examples of `split`: a split name or a TFDS slice ('train[:80%]').
+
+  Raises:
+    ValueError: for a split the dataset does not have (TFDS's message names
+      those it has) or a slice it cannot take.
+  """
+  builder = prepare_builder(dataset, data_dir)
+  try:
+    return builder.info.splits[split].num_examples
+  except ValueError as e:
+    raise ValueError(f'{dataset}: {e} (TFDS slices such as "train[:80%]" work '
+                     'too).') from e
+
+
 class _BatchReader:
   """Reads the records with the given indices into one uint8 batch.
 
@@ -140,8 +155,9 @@ class _BatchReader:
   mask False.
   """
 
-  def __init__(self, source, image_size, start, cached=None):
+  def __init__(self, source, name, image_size, start, cached=None):
     self._source = source
+    self._name = name
     self._image_size = image_size
     self._num_records = len(source)
     self._start = start
@@ -156,7 +172,7 @@ class _BatchReader:
       batch = {key: value[rows] for key, value in self._cached.items()}
     else:
       batch = _read_records(self._source, np.where(mask, indices, 0),
-                            self._image_size)
+                            self._image_size, self._name)
     batch['mask'] = mask
     return batch
 
@@ -171,11 +187,17 @@ def _load_shard(dataset, data_dir, split, start, stop, image_size):
   """
   source = prepare_builder(dataset, data_dir).as_data_source(split)
   return _read_records(source, np.arange(start, min(stop, len(source))),
-                       image_size)
+                       image_size, f'{dataset} {split}')
 
 
-def _read_records(source, indices, image_size):
-  """Decoded records [len(indices), ...] (images resized if asked to)."""
+def _read_records(source, indices, image_size, name):
+  """Decoded records [len(indices), ...] (images resized if asked to).
+
+  Raises:
+    ValueError: naming `name` (dataset and split) and the record, for a label
+      that is NaN or infinite: it would turn the loss or the metrics into NaN
+      far from its cause.
+  """
   images, labels, equivalents = [], [], []
   for start in range(0, len(indices), 1024):
     for record in source.__getitems__(indices[start:start + 1024].tolist()):
@@ -186,8 +208,16 @@ def _read_records(source, indices, image_size):
       images.append(image)
       labels.append(record['label'])
       equivalents.append(record['equivalent_labels'])
-  return {'image': np.stack(images), 'label': np.stack(labels),
-          'equivalent_labels': np.stack(equivalents)}
+  records = {'image': np.stack(images), 'label': np.stack(labels),
+             'equivalent_labels': np.stack(equivalents)}
+  for key in ('label', 'equivalent_labels'):
+    finite = np.isfinite(records[key]).reshape(len(indices), -1).all(axis=1)
+    if not finite.all():
+      bad = np.flatnonzero(~finite)[0]
+      raise ValueError(f'{name}: record {indices[bad]} has a non-finite {key} '
+                       f'{records[key][bad].tolist()}; fix or drop it and rebuild '
+                       'the dataset.')
+  return records
 
 
 def _resize(image, size):
@@ -353,7 +383,8 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
              per_shard * np.prod(info.image_shape) <= _CACHE_LIMIT_BYTES)
   cached = _load_shard(dataset, data_dir, split, start, stop,
                        image_size) if cache else None
-  reader = _BatchReader(source, image_size, start, cached)
+  reader = _BatchReader(source, f'{dataset} {split}', image_size, start,
+                        cached)
 
   if train:
     batches_per_epoch = per_shard // batch_size

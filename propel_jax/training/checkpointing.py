@@ -7,26 +7,41 @@ A checkpoint is an Orbax `CheckpointManager` step directory in
   optimiser state, step counter, RNG key), saved once by Orbax for all
   processes;
 * `data`: every process's input-iterator position, one JSON file per process
-  (`process_<i>-of-<n>.json`), because each process reads its own share.
+  (`process_<i>-of-<n>.json`), because each process reads its own share. The
+  file also holds the SHA-256 of the state's arrays as saved, and a SHA-256
+  of its own content.
 
 Orbax writes a step into a temporary directory and renames it only when
 complete, so a process killed mid-save (SIGKILL) leaves the previous
-checkpoint as the latest valid one.
+checkpoint as the latest valid one. Damage after that (a truncated, deleted or
+altered file) shows when restoring: as an Orbax error, as a position file
+that fails its checksum, or as restored arrays that differ from the checksum
+saved with them. `restore_latest` then falls back to the newest checkpoint
+that passes all three, and says which ones it skipped and why.
 """
 
 import base64
 import dataclasses
+import hashlib
 import json
+import re
 import signal
 import threading
 from typing import Any, Protocol
 
+from absl import logging
 from etils import epath
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from propel_jax.training import parallel
 
 STATE = 'state'
 DATA = 'data'
+# Where training moves the checkpoints it skipped as damaged (inside the
+# checkpoint directory; Orbax ignores folders whose name is not a step).
+DAMAGED = 'damaged'
 
 
 class StatefulIterator(Protocol):
@@ -39,37 +54,108 @@ class StatefulIterator(Protocol):
     ...
 
 
-def _encode_iterator_state(state: Any) -> str:
+class DamagedCheckpointError(RuntimeError):
+  """A checkpoint that does not restore, or restores other values than were saved."""
+
+
+def state_digest(state: Any) -> str:
+  """SHA-256 of a state pytree: every leaf's path, dtype, shape and bytes.
+
+  The training state is replicated, so this process's first shard of each
+  array is the whole array, the same on every process.
+  """
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+    if isinstance(leaf, jax.Array):
+      leaf = leaf.addressable_shards[0].data
+    array = np.ascontiguousarray(leaf)
+    digest.update(f'{jax.tree_util.keystr(path)} {array.dtype.str} {array.shape}\n'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()
+
+
+def _encode_iterator_state(state: Any) -> dict[str, Any]:
   # Grain's dataset iterators describe their position as a JSON-able dict,
   # its DataLoader iterators as bytes; keep either, byte-exact.
   if isinstance(state, bytes):
-    return json.dumps({'bytes': base64.b64encode(state).decode('ascii')})
-  return json.dumps({'json': state}, indent=1)
+    return {'bytes': base64.b64encode(state).decode('ascii')}
+  return {'json': state}
 
 
-def _decode_iterator_state(text: str) -> Any:
-  record = json.loads(text)
+def _decode_iterator_state(record: dict[str, Any]) -> Any:
   if 'bytes' in record:
     return base64.b64decode(record['bytes'])
   return record['json']
 
 
-class IteratorHandler(ocp.CheckpointHandler):
-  """Orbax handler that saves and restores each process's iterator position."""
+def _sha256(body: dict[str, Any]) -> str:
+  # Of the canonical JSON, so that the file's layout does not matter.
+  return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
-  def _filename(self, directory: epath.Path) -> epath.Path:
-    return directory / f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+
+def _position_filename() -> str:
+  return f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Position:
+  """A verified position file: the iterator's state and the state's checksum.
+
+  `state_sha256` is None for files written before checksums were (nothing to
+  verify the arrays against).
+  """
+  iterator_state: Any
+  state_sha256: str | None
+
+
+def _read_position(directory: epath.Path) -> _Position:
+  """This process's position file in a checkpoint's `data` directory, verified.
+
+  Raises:
+    DamagedCheckpointError: naming the file and what is wrong with it.
+  """
+  filename = directory / _position_filename()
+  if not filename.exists():
+    written_by = {int(m.group(1)) for m in (
+        re.fullmatch(r'process_\d+-of-(\d+)\.json', p.name)
+        for p in (directory.iterdir() if directory.exists() else ())) if m}
+    if written_by and jax.process_count() not in written_by:
+      raise DamagedCheckpointError(
+          f'{filename} is missing: the checkpoint was written by a run with '
+          f'{sorted(written_by)} processes, this one has {jax.process_count()}.')
+    raise DamagedCheckpointError(f'{filename} is missing.')
+  text = filename.read_text()
+  if not text.strip():
+    raise DamagedCheckpointError(f'{filename} is empty.')
+  try:
+    record = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DamagedCheckpointError(f'{filename} is not valid JSON ({e}).') from e
+  if not isinstance(record, dict):
+    raise DamagedCheckpointError(f'{filename} does not hold a position record.')
+  if 'sha256' not in record and ('json' in record or 'bytes' in record):
+    return _Position(_decode_iterator_state(record), None)  # Written without checksums.
+  body = {'iterator': record.get('iterator'), 'state_sha256': record.get('state_sha256')}
+  if record.get('sha256') != _sha256(body):
+    raise DamagedCheckpointError(f'{filename} does not match its SHA-256 checksum.')
+  return _Position(_decode_iterator_state(body['iterator']), body['state_sha256'])
+
+
+class IteratorHandler(ocp.CheckpointHandler):
+  """Orbax handler that saves and restores each process's iterator position.
+
+  With the position goes the checksum of the state saved alongside (see
+  `Checkpointer.restore`, which verifies both).
+  """
 
   def save(self, directory: epath.Path, args: 'IteratorSave'):
-    self._filename(directory).write_text(_encode_iterator_state(args.iterator.get_state()))
+    body = {'iterator': _encode_iterator_state(args.iterator.get_state()),
+            'state_sha256': args.state_sha256}
+    (directory / _position_filename()).write_text(
+        json.dumps(dict(body, sha256=_sha256(body)), indent=1))
 
   def restore(self, directory: epath.Path, args: 'IteratorRestore') -> StatefulIterator:
-    filename = self._filename(directory)
-    if not filename.exists():
-      raise FileNotFoundError(
-          f'{filename} is missing: the checkpoint in {directory.parent} was written by a run '
-          f'with a different number of processes than this one ({jax.process_count()}).')
-    args.iterator.set_state(_decode_iterator_state(filename.read_text()))
+    args.iterator.set_state(_read_position(directory).iterator_state)
     return args.iterator
 
   def metadata(self, directory: epath.Path) -> None:
@@ -86,6 +172,7 @@ class IteratorHandler(ocp.CheckpointHandler):
 @dataclasses.dataclass
 class IteratorSave(ocp.args.CheckpointArgs):
   iterator: StatefulIterator
+  state_sha256: str
 
 
 @ocp.args.register_with_handler(IteratorHandler, for_restore=True)
@@ -98,16 +185,22 @@ class Checkpointer:
   """Saves and restores (training state, input position) pairs in `directory`.
 
   Args:
-    directory: where the step directories go (created if missing).
+    directory: where the step directories go (created if missing, unless
+      read_only).
     max_to_keep: how many of the latest checkpoints to keep (None: all).
+    read_only: for evaluation: creates, cleans up and saves nothing.
   """
 
-  def __init__(self, directory: str | epath.Path, *, max_to_keep: int | None = 3):
+  def __init__(self, directory: str | epath.Path, *, max_to_keep: int | None = 3,
+               read_only: bool = False):
     self.directory = epath.Path(directory)
+    # Read-only, Orbax starts no background clean-up of temporary folders, which
+    # could otherwise outlive a quick exit and print a traceback at shutdown.
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             cleanup_tmp_directories=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only,
+                                             cleanup_tmp_directories=not read_only,
+                                             read_only=read_only),
         item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: IteratorHandler()})
 
   def latest_step(self) -> int | None:
@@ -120,16 +213,21 @@ class Checkpointer:
   def save(self, step: int, state: Any, iterator: StatefulIterator) -> None:
     """Starts saving `state` and the iterator position as checkpoint `step`.
 
-    The arrays are copied off the devices before this returns, so `state` may
-    be donated to the next step; the files are written in the background
-    (call `wait`).
+    The arrays are copied off the devices (and checksummed) before this
+    returns, so `state` may be donated to the next step; the files are written
+    in the background (call `wait`).
     """
-    self._manager.save(step, args=ocp.args.Composite(
-        **{STATE: ocp.args.StandardSave(state), DATA: IteratorSave(iterator)}), force=True)
+    self._manager.save(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardSave(state),
+        DATA: IteratorSave(iterator, state_digest(state))}), force=True)
 
   def restore(self, step: int, abstract_state: Any,
               iterator: StatefulIterator | None = None) -> Any:
     """Restores checkpoint `step` into the structure and shardings of `abstract_state`.
+
+    Verifies this process's position file against its checksum before
+    reading the state, and the restored arrays against the checksum saved
+    with them.
 
     Args:
       step: which checkpoint.
@@ -139,11 +237,86 @@ class Checkpointer:
 
     Returns:
       The restored state.
+
+    Raises:
+      DamagedCheckpointError: saying what failed (on every process alike).
     """
-    items = {STATE: ocp.args.StandardRestore(abstract_state)}
+    problem = None
+    try:
+      position = _read_position(self.directory / str(step) / DATA)
+    except DamagedCheckpointError as e:
+      problem = e
+    # Orbax's restore ends in a barrier: every process must go in, or none.
+    if not parallel.on_every_process(problem is None):
+      raise problem or DamagedCheckpointError('Another process found its position file '
+                                              'damaged (see its log).')
+    try:
+      state = self._manager.restore(step, args=ocp.args.Composite(
+          **{STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
+    except Exception as e:  # pylint: disable=broad-except
+      # Damage surfaces as TensorStore, JSON, pytree or OS errors, whichever
+      # file it hit.
+      first_line = str(e).strip().split('\n', 1)[0]
+      raise DamagedCheckpointError(
+          f'Orbax could not restore {STATE}/: {type(e).__name__}: {first_line}') from e
+    if position.state_sha256 is None:
+      logging.warning('Checkpoint %d in %s has no checksums (written by an older version): '
+                      'restored without verifying it.', step, self.directory)
+    elif state_digest(state) != position.state_sha256:
+      raise DamagedCheckpointError(f'the restored arrays do not match the SHA-256 checksum '
+                                   f'saved with them: a file under {STATE}/ is damaged.')
     if iterator is not None:
-      items[DATA] = IteratorRestore(iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+      iterator.set_state(position.iterator_state)
+    return state
+
+  def restore_latest(self, abstract_state: Any, iterator: StatefulIterator | None = None, *,
+                     set_aside_damaged: bool = False) -> tuple[int | None, Any]:
+    """Restores the newest checkpoint that passes `restore`'s checks.
+
+    Logs every checkpoint it skips, with the reason. With `set_aside_damaged`
+    (training, which will save those steps again) the skipped ones move to
+    `directory/damaged/`, kept for inspection.
+
+    Returns:
+      (step, state), or (None, None) if there is no checkpoint.
+
+    Raises:
+      DamagedCheckpointError: if there are checkpoints but none restores
+        (starting over would silently discard them).
+    """
+    skipped = {}
+    for step in sorted(self.all_steps(), reverse=True):
+      problem = None
+      try:
+        state = self.restore(step, abstract_state, iterator)
+      except DamagedCheckpointError as e:
+        problem = e
+      if parallel.on_every_process(problem is None):
+        if skipped and set_aside_damaged:
+          self._set_aside(skipped)
+        return step, state
+      reason = problem or 'it did not restore on another process (see its log)'
+      skipped[step] = reason
+      logging.warning('Skipping checkpoint %d in %s: %s', step, self.directory, reason)
+    if skipped:
+      reasons = '; '.join(f'step {step}: {reason}' for step, reason in skipped.items())
+      raise DamagedCheckpointError(
+          f'No checkpoint in {self.directory} restores ({reasons}). Nothing was changed; '
+          f'move the directory away to train from scratch.')
+    return None, None
+
+  def _set_aside(self, steps) -> None:
+    aside = self.directory / DAMAGED
+    if parallel.is_main_process():
+      aside.mkdir(exist_ok=True)
+      for step in steps:
+        target, n = aside / str(step), 1
+        while target.exists():
+          target, n = aside / f'{step}.{n}', n + 1
+        (self.directory / str(step)).rename(target)
+        logging.warning('Moved the damaged checkpoint %d to %s.', step, target)
+    parallel.on_every_process(True)  # A barrier: the moves are done.
+    self._manager.reload()
 
   def wait(self) -> None:
     """Blocks until every started save is complete on disk."""

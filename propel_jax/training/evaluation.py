@@ -18,7 +18,10 @@ negative log-likelihood ('nll', nats, density in degrees), the CRPS
 marginal ('coverage_<level%>', e.g. 'coverage_90') and the mode recall
 ('mode_recall': the share of equivalent labels some mode lies within 5° of
 on every axis; 'mode_recall_all': the share of images where all are found).
-Plus 'loss' (the training loss, normalised units) and 'num_examples'.
+Plus 'loss' (the training loss, normalised units), 'num_examples' and
+'saturated': the largest share, over the decoders, of predicted values within
+SATURATION_MARGIN of an end of the label range (a sign of saturated sigmoid
+outputs when it is large).
 """
 
 import dataclasses
@@ -39,6 +42,9 @@ from propel_jax.data import labels as labels_lib
 from propel_jax.training import parallel
 
 MODE_RADIUS_DEG = 5.0
+# Predictions closer than this to 0 or 1 (normalised label units, i.e. 0.1% of
+# the label range) count as saturated.
+SATURATION_MARGIN = 1e-3
 METRICS_FILE = 'eval_metrics.json'
 OUTPUTS_FILE = 'eval_outputs.npz'
 # The mixture types `Outputs.load` can restore, by the name saved with them.
@@ -179,6 +185,8 @@ def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
   result = scoring.summarize(sums, info.labels.names)
   result['loss'] = float(np.mean(outputs.loss))
   result['num_examples'] = int(outputs.loss.shape[0])
+  result['saturated'] = max(float(np.mean(np.minimum(p, 1 - p) < SATURATION_MARGIN))
+                            for p in outputs.predictions.values())
   return result
 
 

@@ -119,6 +119,17 @@ def to_host(tree: Any) -> Any:
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def on_every_process(flag: bool) -> bool:
+  """Whether `flag` (each process passes its own) holds on every process.
+
+  Every process gets the same answer, so decisions that depend on local files
+  (a damaged checkpoint, a busy workdir) are taken together.
+  """
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.all(multihost_utils.process_allgather(np.array(bool(flag)))))
+
+
 def is_main_process() -> bool:
   """Only process 0 logs to files and writes outputs."""
   return jax.process_index() == 0

@@ -1,4 +1,4 @@
-"""What a user sees during training: a progress line, metrics.jsonl, TensorBoard.
+"""What a user sees during training: a progress line, metrics.jsonl, TensorBoard, warnings.
 
 Only process 0 writes; on other processes `MetricWriter` does nothing, so the
 training loop calls it unconditionally.
@@ -18,7 +18,7 @@ import logging as std_logging
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import jax
@@ -134,9 +134,81 @@ class Progress:
     return (f'step {step}/{self._num_steps} ({100 * step // max(self._num_steps, 1)}%) | '
             f'loss {loss:.4f} | {steps_per_sec:.1f} steps/s | ETA {format_duration(eta)}')
 
-  def log(self, step: int, loss: float, steps_per_sec: float) -> None:
-    if jax.process_index() == 0:
-      logging.info('%s', self.line(step, loss, steps_per_sec))
+  def log(self, step: int, loss: float, steps_per_sec: float,
+          warnings: Sequence[str] = ()) -> None:
+    """Logs the progress line, with `warnings` appended (then at WARNING level)."""
+    log_with_warnings(self.line(step, loss, steps_per_sec), warnings)
+
+
+def log_with_warnings(line: str, warnings: Sequence[str]) -> None:
+  """Logs `line` from process 0: INFO, or WARNING with ' | warning: ...' appended."""
+  if jax.process_index() != 0:
+    return
+  if warnings:
+    logging.warning('%s', ''.join([line] + [f' | warning: {w}' for w in warnings]))
+  else:
+    logging.info('%s', line)
+
+
+class TrainingHealth:
+  """Signs that a run trains without learning, read from what the loop logs anyway.
+
+  Three signs, each a warning while it holds (the binaries print them in the
+  progress or evaluation line, and those still holding at the end in the
+  final summary):
+  * a whole log interval of zero gradient norm: saturated sigmoid outputs or
+    dead units give exactly 0, and nothing changes any more;
+  * a training loss that has stopped falling: its running median over
+    `WINDOW` log lines set no new low for a quarter of the run (and at least
+    `WINDOW` intervals);
+  * saturated outputs: more than half of an evaluation's point predictions
+    at the ends of the label range (evaluation's 'saturated' metric).
+  It only reads the host values of the logged metrics: no extra device sync.
+
+  Args:
+    num_train_steps: the run's length.
+    log_every_steps: the interval of the progress lines.
+  """
+
+  WINDOW = 5
+  SATURATED_SHARE = 0.5
+
+  def __init__(self, num_train_steps: int, log_every_steps: int):
+    self._patience = max(self.WINDOW * log_every_steps, num_train_steps // 4)
+    self._losses = []
+    self._best, self._best_step = math.inf, 0
+    self._train_warnings = []
+    self._eval_warnings = []
+
+  def update_train(self, step: int, means: Mapping[str, float]) -> list[str]:
+    """Takes a log interval's mean metrics at `step`; returns the warnings that hold."""
+    warnings = []
+    if means['grad_norm'] == 0:
+      warnings.append('the gradient norm is 0 (saturated outputs or dead units; a lower '
+                      'config.learning_rate may help)')
+    self._losses.append(means['loss'])
+    if len(self._losses) >= self.WINDOW:
+      median = float(np.median(self._losses[-self.WINDOW:]))
+      if median < self._best:
+        self._best, self._best_step = median, step
+      elif step - self._best_step >= self._patience:
+        warnings.append(f'the loss has not fallen for {step - self._best_step} steps (running '
+                        f'median {median:.4g}, lowest {self._best:.4g} at step '
+                        f'{self._best_step})')
+    self._train_warnings = warnings
+    return warnings
+
+  def update_eval(self, metrics: Mapping[str, Any]) -> list[str]:
+    """Takes an evaluation's metrics; returns the warnings that hold."""
+    saturated = metrics.get('saturated', 0.0)
+    self._eval_warnings = [] if saturated <= self.SATURATED_SHARE else [
+        f'{saturated:.0%} of the predictions are at an end of the label range (saturated '
+        f'outputs; a lower config.learning_rate may help)']
+    return self._eval_warnings
+
+  def summary(self) -> list[str]:
+    """The warnings that held at the last log line and the last evaluation."""
+    return self._train_warnings + self._eval_warnings
 
 
 class _LibraryInfoFilter(std_logging.Filter):

@@ -8,16 +8,21 @@ definition and its state) does the rest; see `parallel.py`.
 A run lives in `workdir`:
 
     config.json         the configuration (evaluate reads it; a resumed run
-                        must match it except for the keys in RESUMABLE_KEYS)
+                        must match it except for the keys in RESUMABLE_KEYS),
+                        written once everything that can be checked was
+    lock                held while a run or an evaluation works here
     checkpoints/<step>/ Orbax checkpoints: state + input position (per process)
     metrics.jsonl       one JSON object per logged train/eval step
     events.out.tfevents.*  TensorBoard (tensorboardX)
     eval_metrics.json   the final evaluation (see `evaluation.py`)
     eval_outputs.npz    its per-example outputs (the binaries draw plots/ from it)
 
-Rerunning the same command resumes from the latest checkpoint; a SIGTERM
-saves a checkpoint and exits; a non-finite loss or gradient stops the run
-before it can overwrite the last good checkpoint.
+Rerunning the same command resumes from the newest checkpoint that restores
+(damaged ones are skipped, moved to checkpoints/damaged/ and reported); a
+SIGTERM saves a checkpoint and exits; a non-finite loss or gradient stops the
+run before it can save a checkpoint from it. Zero gradients, a loss that
+stopped falling and saturated outputs are warned about as they appear and at
+the end.
 """
 
 import dataclasses
@@ -42,6 +47,7 @@ from propel_jax.data import input_pipeline
 from propel_jax.nn import models
 from propel_jax.training import parallel
 from propel_jax.training import reporting
+from propel_jax.training import workdir_lock
 from propel_jax.data.builders import image_folder
 
 CONFIG_FILE = 'config.json'
@@ -109,8 +115,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fail('num_plot_examples', 'must be an integer >= 0')
 
 
-def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+def save_or_check_config(config: ml_collections.ConfigDict,
+                         workdir: str) -> dict[str, Any] | None:
   """Writes `workdir/config.json`, or checks a resumed run's config against it.
+
+  Returns:
+    The configuration saved before (as JSON values), or None for a new run.
 
   Raises:
     ValueError: if `workdir` holds a run with a different configuration
@@ -118,6 +128,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   """
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
+  saved = None
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
@@ -132,6 +143,7 @@ def save_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     with open(tmp, 'w') as f:
       json.dump(current, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+  return saved
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -146,6 +158,28 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 # ----------------------------------------------------------------------------
 # Optimiser and state.
+
+
+def _warn_if_the_schedule_changed(config: ml_collections.ConfigDict,
+                                  saved: dict[str, Any] | None, step: int) -> None:
+  """Warns when a resume changes num_train_steps under a cosine schedule.
+
+  The cosine decays over num_train_steps, so from the resumed step on the
+  learning rate follows neither the old run's schedule nor a fresh run's.
+  """
+  if not step or saved is None or config.lr_schedule != 'cosine':
+    return
+  before = saved['num_train_steps']
+  if before == config.num_train_steps:
+    return
+  old = config.copy_and_resolve_references()
+  old.num_train_steps = before
+  logging.warning(
+      'config.num_train_steps changed from %d to %d on resuming at step %d: the cosine '
+      'schedule now decays over the new length, so the learning rate at step %d is %.3g '
+      '(%.3g before the change), and the result matches an uninterrupted run of neither '
+      'length.', before, config.num_train_steps, step, step + 1,
+      learning_rate_schedule(config)(step), learning_rate_schedule(old)(step))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -321,12 +355,15 @@ def _check_finite(first_step: int, metrics: list[dict[str, np.ndarray]],
     if bad:
       checkpointer.wait()
       latest = checkpointer.latest_step()
-      where = (f'the last good checkpoint, step {latest}, is intact in {checkpointer.directory}'
-               if latest is not None else 'no checkpoint was saved before it')
+      # What is known, no more: every checkpoint precedes this step, and a
+      # rerun resumes from the latest one (and meets the same values again).
+      where = (f'the latest checkpoint, step {latest} in {checkpointer.directory}, was saved '
+               f'before it' if latest is not None else 'no checkpoint was saved before it')
       values = ', '.join(f'{k}={float(step_metrics[k])}' for k in bad)
       raise NonFiniteLossError(
           f'Non-finite {values} at step {first_step + offset}; training stopped and {where}. '
-          f'Try a lower config.learning_rate, config.grad_clip_norm, or check the data.')
+          f'Try a lower config.learning_rate or a config.grad_clip_norm (in a new --workdir), '
+          f'or check the data.')
 
 
 def register_image_folder(config: ml_collections.ConfigDict) -> None:
@@ -345,18 +382,83 @@ def register_image_folder(config: ml_collections.ConfigDict) -> None:
   image_folder.register(folder.name, **{k: v for k, v in folder.items() if k != 'name'})
 
 
-def _open_run(config: ml_collections.ConfigDict, workdir: str):
-  """Everything train_and_evaluate and evaluate share: mesh, data info, model, state."""
+def _dataset_info(config: ml_collections.ConfigDict, key: str) -> input_pipeline.DatasetInfo:
+  """The DatasetInfo of config.<key> ('dataset' or 'test_dataset'), naming the key that fails."""
+  dataset = config[key]
+  try:
+    return input_pipeline.get_dataset_info(dataset, data_dir=config.data_dir,
+                                           image_size=config.image_size)
+  except OSError as e:
+    if e.filename is None:  # The builders' own messages (a missing download or image).
+      raise
+    where = config.data_dir or "TFDS's default (~/tensorflow_datasets)"
+    raise type(e)(f'{e}. The data directory {where} cannot hold {dataset}: set '
+                  f'--config.data_dir (experiments.evaluate: --data_dir) to a directory '
+                  f'that can.') from e
+  except ValueError as e:
+    raise ValueError(f'config.{key}={dataset!r}: {e}') from e
+
+
+def _label_space(info: input_pipeline.DatasetInfo) -> tuple[Any, ...]:
+  return info.labels.names, info.labels.low, info.labels.high
+
+
+def check_data(config: ml_collections.ConfigDict,
+               splits: tuple[str, ...] = ()) -> input_pipeline.DatasetInfo:
+  """Resolves everything a run will read, before any work.
+
+  The training dataset and the test dataset (building them if needed), the
+  test dataset's label space and image shape against the training one's, and
+  the size of every split: train_split, eval_split, test_split and `splits`.
+
+  Returns:
+    The training dataset's info.
+
+  Raises:
+    ValueError: naming the config key (or 'split' for one of `splits`).
+  """
+  info = _dataset_info(config, 'dataset')
+  test_info = info
+  if config.test_dataset and config.test_dataset != config.dataset:
+    test_info = _dataset_info(config, 'test_dataset')
+    # The evaluation reads test labels in [0, 1] back to degrees with the
+    # training dataset's ranges.
+    if _label_space(test_info) != _label_space(info):
+      raise ValueError(
+          f'config.test_dataset={config.test_dataset!r} has labels {test_info.labels.names} in '
+          f'[{test_info.labels.low}, {test_info.labels.high}], config.dataset='
+          f'{config.dataset!r} has {info.labels.names} in [{info.labels.low}, '
+          f'{info.labels.high}]: a model is tested in the label space it was trained in.')
+    if test_info.image_shape != info.image_shape:
+      raise ValueError(
+          f'config.test_dataset={config.test_dataset!r} has images of shape '
+          f'{test_info.image_shape}, config.dataset={config.dataset!r} '
+          f'{info.image_shape}: set config.image_size to resize both.')
+  test_dataset = config.test_dataset or config.dataset
+  needed = [('config.train_split', config.train_split, config.dataset, config.batch_size),
+            ('config.eval_split', config.eval_split, test_dataset, 1),
+            ('config.test_split', config.test_split, test_dataset, 1)]
+  needed += [('split', split, test_dataset, 1) for split in splits]
+  for name, split, dataset, minimum in needed:
+    try:
+      size = input_pipeline.split_size(dataset, split, data_dir=config.data_dir)
+    except ValueError as e:
+      raise ValueError(f'{name}={split!r}: {e}') from e
+    if size < minimum:
+      raise ValueError(f'{name}={split!r} of {dataset} has {size} examples; it needs at '
+                       f'least {minimum}.')
+  return info
+
+
+def _open_run(config: ml_collections.ConfigDict, splits: tuple[str, ...] = ()):
+  """Everything train_and_evaluate and evaluate share: checks, mesh, data info, model, state."""
   validate_config(config)
   register_image_folder(config)
+  info = check_data(config, splits)
   mesh = parallel.create_mesh()
-  info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
-                                         image_size=config.image_size)
   tx = create_optimizer(config)
   model, state = create_model_and_state(config, info, tx, mesh)
-  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                            max_to_keep=config.max_checkpoints_to_keep)
-  return mesh, info, tx, model, state, checkpointer
+  return mesh, info, tx, model, state
 
 
 def _abstract(state: TrainState) -> TrainState:
@@ -376,35 +478,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Raises:
     ValueError: for an invalid config, naming the key.
+    WorkdirBusyError: if another run or evaluation works in `workdir`.
+    DamagedCheckpointError: if `workdir` holds checkpoints but none restores.
     NonFiniteLossError: if the loss or gradient became NaN or infinite.
   """
   os.makedirs(workdir, exist_ok=True)
-  mesh, info, tx, model, state, checkpointer = _open_run(config, workdir)
-  save_or_check_config(config, workdir)
-  schedule = learning_rate_schedule(config)
-  train = jit_train_step(model, tx, schedule, mesh)
-  predict = jit_predict_step(model, mesh)
+  with workdir_lock.hold(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir):
+  """`train_and_evaluate` once the workdir is locked."""
+  mesh, info, tx, model, state = _open_run(config)
   train_iter = input_pipeline.create_iterator(
       config.dataset, config.train_split, global_batch_size=config.batch_size, seed=config.seed,
       train=True, data_dir=config.data_dir, image_size=config.image_size,
       augment=config.augment, worker_count=config.worker_count)
-
-  start = checkpointer.latest_step() or 0
-  if start:
-    state = checkpointer.restore(start, _abstract(state), train_iter)
-    logging.info('Resumed from the checkpoint at step %d in %s.', start, checkpointer.directory)
-    if start > config.num_train_steps:
-      logging.warning('The checkpoint (step %d) is past config.num_train_steps=%d: '
-                      'evaluating it as it is.', start, config.num_train_steps)
-  else:
-    logging.info('Training %s (%d parameters) on %s from scratch.', config.loss,
-                 model.num_params, config.dataset)
-  writer = reporting.MetricWriter(workdir, resume_step=start)
-  progress = reporting.Progress(start, config.num_train_steps)
-  run_eval = functools.partial(evaluation.run, predict, mesh=mesh, info=info,
-                               config=config)
-  last_eval = None
+  saved_config = save_or_check_config(config, workdir)
+  checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                            max_to_keep=config.max_checkpoints_to_keep)
+  writer = None
   try:
+    start, restored = checkpointer.restore_latest(_abstract(state), train_iter,
+                                                  set_aside_damaged=True)
+    start = start or 0
+    if start:
+      state = restored
+      logging.info('Resumed from the checkpoint at step %d in %s.', start,
+                   checkpointer.directory)
+      _warn_if_the_schedule_changed(config, saved_config, start)
+      if start > config.num_train_steps:
+        logging.warning('The checkpoint (step %d) is past config.num_train_steps=%d: '
+                        'evaluating it as it is.', start, config.num_train_steps)
+    else:
+      logging.info('Training %s (%d parameters) on %s from scratch.', config.loss,
+                   model.num_params, config.dataset)
+    schedule = learning_rate_schedule(config)
+    train = jit_train_step(model, tx, schedule, mesh)
+    predict = jit_predict_step(model, mesh)
+    writer = reporting.MetricWriter(workdir, resume_step=start)
+    progress = reporting.Progress(start, config.num_train_steps)
+    health = reporting.TrainingHealth(config.num_train_steps, config.log_every_steps)
+    run_eval = functools.partial(evaluation.run, predict, mesh=mesh, info=info,
+                                 config=config)
+    last_eval = None
     with checkpointing.PreemptionWatcher(checkpointer) as preemption:
       pending, pending_from = [], start + 1
       for step in range(start + 1, config.num_train_steps + 1):
@@ -422,13 +539,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           rate = progress.update(step)
           means = {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
           writer.write(step, 'train', dict(means, steps_per_sec=rate))
-          progress.log(step, means['loss'], rate)
+          progress.log(step, means['loss'], rate, health.update_train(step, means))
           pending, pending_from = [], step + 1
         if step % config.eval_every_steps == 0 or is_last:
           last_eval = run_eval(state=state, split=config.eval_split)
           writer.write(step, 'eval', last_eval.metrics)
-          logging.info('eval on %s at step %d: %s', config.eval_split, step,
-                       last_eval.summary())
+          reporting.log_with_warnings(
+              f'eval on {config.eval_split} at step {step}: {last_eval.summary()}',
+              health.update_eval(last_eval.metrics))
           progress.restart_clock()
         if save or stop:
           checkpointer.save(step, state, train_iter)
@@ -440,31 +558,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.wait()
     if last_eval is None or config.eval_split != config.test_split:
       last_eval = run_eval(state=state, split=config.test_split)
-    return evaluation.report(last_eval, workdir, num_params=model.num_params,
-                             config=config)
+      health.update_eval(last_eval.metrics)
+    metrics = evaluation.report(last_eval, workdir, num_params=model.num_params,
+                                config=config)
+    warnings = health.summary()
+    if warnings and parallel.is_main_process():
+      logging.warning('The run ended with warnings: %s.', '; '.join(warnings))
+    return metrics
   finally:
-    writer.close()
+    if writer is not None:
+      writer.close()
     checkpointer.close()
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,
              split: str | None = None) -> dict[str, Any]:
-  """Evaluates the latest checkpoint in `workdir` on `split` (default: config.test_split).
+  """Evaluates the newest restorable checkpoint in `workdir` on `split` (default: test_split).
 
   Writes eval_metrics.json and eval_outputs.npz (with `_<split>` for a split
-  other than config.test_split), as at the end of training.
+  other than config.test_split), as at the end of training. Damaged
+  checkpoints are skipped with a warning, but left in place.
+
+  Raises:
+    FileNotFoundError: if `workdir` holds no checkpoint.
+    WorkdirBusyError: if a run or another evaluation works in `workdir`.
+    DamagedCheckpointError: if it holds checkpoints but none restores.
   """
   split = split or config.test_split
-  mesh, info, _, model, state, checkpointer = _open_run(config, workdir)
-  try:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {checkpointer.directory}: train first '
-                              f'(python -m experiments.train --workdir={workdir} ...).')
-    state = checkpointer.restore(step, _abstract(state))
-  finally:
-    checkpointer.close()
-  result = evaluation.run(jit_predict_step(model, mesh), state=state, mesh=mesh, info=info, config=config,
-                          split=split)
-  return evaluation.report(result, workdir, num_params=model.num_params, config=config,
-                           checkpoint_step=step)
+  with workdir_lock.hold(workdir):
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                              read_only=True)
+    try:
+      if checkpointer.latest_step() is None:
+        raise FileNotFoundError(f'No checkpoint in {checkpointer.directory}: train first '
+                                f'(python -m experiments.train --workdir={workdir} ...).')
+      mesh, info, _, model, state = _open_run(config, (split,))
+      step, state = checkpointer.restore_latest(_abstract(state))
+    finally:
+      checkpointer.close()
+    result = evaluation.run(jit_predict_step(model, mesh), state=state, mesh=mesh, info=info,
+                            config=config, split=split)
+    return evaluation.report(result, workdir, num_params=model.num_params, config=config,
+                             checkpoint_step=step)

@@ -23,11 +23,21 @@ other dataset (in each program that uses it; registration is not stored):
 
 Images are centre-cropped to a square and resized to `image_size` (128 by
 default), stored as PNG; grayscale if `channels` is 1.
+
+A build is named by a fingerprint of what it reads: the CSV's content, each
+listed image's size and modification time, and the build settings. It lives in
+`<data_dir>/image_folder/<name>-<fingerprint>/`, so a changed CSV, image or
+setting builds anew instead of reusing a build of other data (older builds
+stay until deleted). Targets must be finite numbers.
 """
 
 import csv
 import dataclasses
+import hashlib
 import io
+import json
+import math
+import os
 
 from etils import epath
 import numpy as np
@@ -78,9 +88,13 @@ def read_csv(csv_path):
                        f'{len(header)}.')
     files.append(row[0].strip())
     try:
-      targets.append([float(row[i]) for i in target_columns])
+      values = [float(row[i]) for i in target_columns]
     except ValueError as e:
       raise ValueError(f'{csv_path}:{line}: {e}') from e
+    if not all(math.isfinite(v) for v in values):
+      raise ValueError(f'{csv_path}:{line}: targets must be finite numbers, got '
+                       f'{[row[i].strip() for i in target_columns]}.')
+    targets.append(values)
     if split_column is not None:
       splits.append(row[split_column].strip())
   if split_column is not None and set(splits) - {'train', 'test'}:
@@ -109,17 +123,23 @@ def register(name, *, csv_path, image_dir=None, label_low=None,
     seed: seed of that random split.
 
   Returns:
-    The `ImageFolderConfig`.
+    The `ImageFolderConfig`; its TFDS config name (the build's folder) is
+    `<name>-<fingerprint>`.
   """
-  names, _, targets, _ = read_csv(csv_path)
+  names, files, targets, _ = read_csv(csv_path)
   low = tuple(float(v) for v in (targets.min(0) if label_low is None
                                  else label_low))
   high = tuple(float(v) for v in (targets.max(0) if label_high is None
                                   else label_high))
+  image_dir = os.path.abspath(image_dir or epath.Path(csv_path).parent)
+  digest = _fingerprint(csv_path, image_dir, files, {
+      'image_dir': image_dir, 'image_size': image_size, 'channels': channels,
+      'test_fraction': test_fraction, 'seed': seed})
   config = ImageFolderConfig(
-      name=name, description=f'Images and targets of {csv_path}.',
+      name=f'{name}-{digest[:16]}',
+      description=f'Images and targets of {csv_path}.',
       csv_path=str(csv_path),
-      image_dir=str(image_dir or epath.Path(csv_path).parent),
+      image_dir=image_dir,
       label_spec=labels_lib.LabelSpec(
           names=tuple(names), low=low, high=high,
           flip_negates=None if flip_negates is None else tuple(flip_negates)),
@@ -127,6 +147,25 @@ def register(name, *, csv_path, image_dir=None, label_low=None,
       seed=seed)
   _REGISTERED[name] = config
   return config
+
+
+def _fingerprint(csv_path, image_dir, files, settings):
+  """SHA-256 of what a build reads: the CSV, the images' sizes and times, settings.
+
+  Images are identified by size and modification time (like `make`), not
+  content, so that registering a large folder stays cheap; a missing image
+  counts as missing (its build then fails naming it).
+  """
+  digest = hashlib.sha256(epath.Path(csv_path).read_bytes())
+  for name in files:
+    try:
+      stat = os.stat(os.path.join(image_dir, name))
+      entry = f'{name}\t{stat.st_size}\t{stat.st_mtime_ns}'
+    except FileNotFoundError:
+      entry = f'{name}\tmissing'
+    digest.update(entry.encode() + b'\n')
+  digest.update(json.dumps(settings, sort_keys=True).encode())
+  return digest.hexdigest()
 
 
 def _load_image(path, size, channels):

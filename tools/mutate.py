@@ -1,0 +1,360 @@
+"""Hand-written mutation testing: would the tests notice a plausible bug?
+
+Each mutant below replaces one exact snippet of a module with a small semantic
+change (a sign, a constant, a dropped term, the wrong equivalent label), in a
+copy of the repository, and runs that module's own tests (and doctests),
+stopping at the first failure. A mutant that survives points at a missing
+assertion: kill it with a test, or mark it equivalent here (with the reason)
+when no test can tell it apart.
+
+    python tools/mutate.py                   # the working tree, 2 mutants at a time
+    python tools/mutate.py --rev main        # a commit (before/after comparisons)
+    python tools/mutate.py --only scoring,input_pipeline --jobs 1
+    python tools/mutate.py --only scoring --match CRPS
+    python tools/mutate.py --list            # the mutants, and whether each applies
+
+`make mutate` runs the first. Not part of `make test`: a pass runs the fast
+tests of seven modules about 60 times (about 30 minutes on 2 cores). Before
+the mutants, each module's tests run once unmutated; a module whose tests fail
+unmutated is reported and skipped. A mutant whose snippet is missing (the code
+changed) is reported as not applicable: update its snippet. Exit status 1 if
+any non-equivalent mutant survives.
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Each module's own tests; the core modules' doctests count too (as in `make test`).
+TESTS = {
+    'losses': ['tests/losses_test.py', '--doctest-modules', 'propel_jax/losses.py'],
+    'mixtures': ['tests/mixtures_test.py', '--doctest-modules', 'propel_jax/mixtures.py'],
+    'scoring': ['tests/scoring_test.py', '--doctest-modules', 'propel_jax/scoring.py'],
+    'input_pipeline': ['tests/input_pipeline_test.py'],
+    'checkpointing': ['tests/checkpoint_test.py'],
+    'image_folder': ['tests/image_folder_test.py'],
+    'workdir_lock': ['tests/workdir_lock_test.py'],
+}
+FILES = {
+    'losses': 'propel_jax/losses.py',
+    'mixtures': 'propel_jax/mixtures.py',
+    'scoring': 'propel_jax/scoring.py',
+    'input_pipeline': 'propel_jax/data/input_pipeline.py',
+    'checkpointing': 'propel_jax/training/checkpointing.py',
+    'image_folder': 'propel_jax/data/builders/image_folder.py',
+    'workdir_lock': 'propel_jax/training/workdir_lock.py',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+  """`old` (exactly once in the module's file) replaced by `new`.
+
+  `equivalent`: why no test can kill it (it changes no observable result);
+  such a mutant is run and shown, but not counted.
+  """
+  module: str
+  name: str
+  old: str
+  new: str
+  equivalent: str = ''
+
+
+M = Mutant
+MUTANTS = [
+    # losses: the closed-form overlaps, their custom gradients, the baselines.
+    M('losses', 'cross overlap: |Δμ| for Δμ²',
+      'jnp.log(var) + jnp.square(mean_a - mean_b) / var)',
+      'jnp.log(var) + jnp.abs(mean_a - mean_b) / var)'),
+    M('losses', 'self overlap spread: 2 for 4', 'lax.rsqrt(4.0 * var_a * var_b)',
+      'lax.rsqrt(2.0 * var_a * var_b)'),
+    M('losses', 'self overlap: ½ for ¼ log 4π', '- 0.25 * num_dims * _LOG_4PI',
+      '- 0.5 * num_dims * _LOG_4PI'),
+    M('losses', 'ρ: exp(-d) for exp(-d/2)', 'rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)',
+      'rho = lax.rsqrt(spread) * jnp.exp(-sq_dist)'),
+    M('losses', 'self overlap: shift once', 'return 2.0 * shift + jnp.log(total)',
+      'return shift + jnp.log(total)'),
+    M('losses', 'custom gradient: sign of ∂/∂μ', 'return -scaled_diff, scaled_diff * scaled_diff',
+      'return scaled_diff, scaled_diff * scaled_diff'),
+    M('losses', 'custom gradient: ∂/∂v not halved', 'return carry, (sum_mean, 0.5 * sum_var)',
+      'return carry, (sum_mean, sum_var)'),
+    M('losses', 'cross overlap: log 2π once, not per dimension',
+      '-0.5 * num_dims * _LOG_2PI, p_means_t.dtype)', '-0.5 * _LOG_2PI, p_means_t.dtype)'),
+    M('losses', 'distance: no log 2', 'jnp.logaddexp(log_pp, log_qq) - math.log(2.0) - log_pq',
+      'jnp.logaddexp(log_pp, log_qq) - log_pq'),
+    M('losses', 'mse: sum over axes', 'return jnp.mean(jnp.square(jnp.asarray(predictions)',
+      'return jnp.sum(jnp.square(jnp.asarray(predictions)'),
+    M('losses', 'l1: squared', 'return jnp.mean(jnp.abs(jnp.asarray(predictions) - targets)',
+      'return jnp.mean(jnp.square(jnp.asarray(predictions) - targets)'),
+    M('losses', 'per-example target scale not broadcast over n',
+      'return target_scale[..., None]', 'return target_scale'),
+
+    # mixtures: densities, moments, modes, sampling, affine maps.
+    M('mixtures', 'modes: bandwidth from the largest scale',
+      'unit = jnp.min(scales, axis=-2, keepdims=True)',
+      'unit = jnp.max(scales, axis=-2, keepdims=True)'),
+    M('mixtures', 'modes: default merge tolerance 0.3', 'merge_tol: float = 1e-2) -> tuple',
+      'merge_tol: float = 0.3) -> tuple'),
+    M('mixtures', 'component density: + log σ', '- jnp.sum(\n      jnp.log(scales), axis=-1)',
+      '+ jnp.sum(\n      jnp.log(scales), axis=-1)'),
+    M('mixtures', 'default weights: 1, not 1/I',
+      'return jnp.full(shape, -math.log(shape[-1]), dtype)',
+      'return jnp.full(shape, 0.0, dtype)'),
+    M('mixtures', 'mean: unweighted', 'return jnp.sum(weights[..., None] * means, axis=-2)',
+      'return jnp.mean(means, axis=-2)'),
+    M('mixtures', 'covariance: σ for σ²',
+      'within = jnp.sum(weights[..., None] * jnp.square(scales), axis=-2)',
+      'within = jnp.sum(weights[..., None] * scales, axis=-2)'),
+    M('mixtures', 'sample: unit noise', 'return pick(means) + pick(scales) * noise',
+      'return pick(means) + noise'),
+    M('mixtures', 'marginal CDF: divided by σ²',
+      'cdf = special.ndtr((x[..., None, :] - means) / scales)',
+      'cdf = special.ndtr((x[..., None, :] - means) / jnp.square(scales))'),
+    M('mixtures', 'modes: precision 1/σ', 'precisions = 1.0 / jnp.square(scales)',
+      'precisions = 1.0 / scales'),
+    M('mixtures', 'modes: least dense first', 'order = jnp.argsort(-log_density, axis=-1)',
+      'order = jnp.argsort(log_density, axis=-1)'),
+    M('mixtures', 'affine: signed scales', 'new_scales = jnp.abs(per_component(scale)) * scales',
+      'new_scales = per_component(scale) * scales'),
+    M('mixtures', 'modes: iterate to num_iters regardless of tol',
+      'return (i < num_iters) & (change > tol)', 'return i < num_iters',
+      equivalent='Only stops later: the iteration is at its fixed point by then, and every '
+      'result is the same to float rounding.'),
+
+    # scoring: the symmetry-aware errors and the density scores.
+    M('scoring', 'nearest equivalent by squared error',
+      'distance = jnp.abs(predictions[..., None, :] - equivalent_labels).mean(axis=-1)',
+      'distance = jnp.square(predictions[..., None, :] - equivalent_labels).mean(axis=-1)'),
+    M('scoring', 'farthest equivalent', 'best = jnp.argmin(distance, axis=-1)',
+      'best = jnp.argmax(distance, axis=-1)'),
+    M('scoring', 'E|X|: φ term halved', '+ 2.0 * scale * stats.norm.pdf(z)',
+      '+ scale * stats.norm.pdf(z)'),
+    M('scoring', 'CRPS: whole spread',
+      'return to_label - 0.5 * spread', 'return to_label - spread'),
+    M('scoring', 'coverage: one tail of 1 − level', 'tail = 0.5 * (1.0 - level)',
+      'tail = 1.0 - level'),
+    M('scoring', 'coverage: no upper end', 'return (cdf >= tail) & (cdf <= 1.0 - tail)',
+      'return cdf >= tail'),
+    M('scoring', 'mode recall: < radius', '<= radius_deg, axis=-1)', '< radius_deg, axis=-1)'),
+    M('scoring', 'mode recall: invalid modes count',
+      'found = jnp.any(close & valid[..., None, :], axis=-1)', 'found = jnp.any(close, axis=-1)'),
+    M('scoring', 'least likely equivalent', 'best = jnp.argmax(log_density, axis=-1)',
+      'best = jnp.argmin(log_density, axis=-1)'),
+    M('scoring', 'CRPS against the first equivalent', "sums['crps'] = total(crps(label, *mixture))",
+      "sums['crps'] = total(crps(equivalent_labels[..., 0, :], *mixture))"),
+    M('scoring', 'all modes found: any found', "sums['mode_recall_all'] = total(recall == 1.0)",
+      "sums['mode_recall_all'] = total(recall > 0.0)"),
+    M('scoring', 'summary over axes: sum', 'result[name] = float(values.mean())',
+      'result[name] = float(values.sum())'),
+    M('scoring', 'summary CRPS: sum over examples', "per_axis('crps', mean)",
+      "per_axis('crps', jnp.asarray(value))"),
+
+    # input_pipeline: shards, order, chunks, resizing, augmentation, padding.
+    M('input_pipeline', 'train order without the shard offset',
+      'order = self._start + rng.permutation(self._num_records)',
+      'order = rng.permutation(self._num_records)'),
+    M('input_pipeline', 'records read in chunks of 1023', 'indices[start:start + 1024]',
+      'indices[start:start + 1023]'),
+    M('input_pipeline', 'NEAREST resizing', 'pil.resize((size, size), Image.Resampling.BILINEAR)',
+      'pil.resize((size, size), Image.Resampling.NEAREST)'),
+    M('input_pipeline', 'flip probability 0.7', "rng.uniform(size=len(batch['label'])) < 0.5",
+      "rng.uniform(size=len(batch['label'])) < 0.7"),
+    M('input_pipeline', 'flip leaves equivalent labels',
+      "batch['equivalent_labels'] = batch['equivalent_labels'] * sign[:, None]",
+      "batch['equivalent_labels'] = batch['equivalent_labels']"),
+    M('input_pipeline', 'vertical flip', "batch['image'][flip] = batch['image'][flip, :, ::-1]",
+      "batch['image'][flip] = batch['image'][flip, ::-1]"),
+    M('input_pipeline', 'padding row unmasked', 'mask = indices < self._num_records',
+      'mask = indices <= self._num_records'),
+    M('input_pipeline', 'cache read without the shard offset',
+      'rows = np.where(mask, indices - self._start, 0)', 'rows = np.where(mask, indices, 0)'),
+    M('input_pipeline', 'same order every epoch',
+      'rng = np.random.default_rng([self._seed, epoch])',
+      'rng = np.random.default_rng(self._seed)'),
+    M('input_pipeline', 'eval batches without the shard offset',
+      'first = self._start + position * self._batch_size', 'first = position * self._batch_size'),
+    M('input_pipeline', 'eval drops the last partial batch',
+      'num_batches = -(-len(source) // global_batch_size)',
+      'num_batches = len(source) // global_batch_size'),
+    M('input_pipeline', 'images divided by 256', "astype(np.float32) / np.float32(255)}",
+      "astype(np.float32) / np.float32(256)}"),
+    M('input_pipeline', 'non-finite labels pass', 'if not finite.all():', 'if False:'),
+    M('input_pipeline', 'cache chosen the other way round',
+      'per_shard * np.prod(info.image_shape) <= _CACHE_LIMIT_BYTES)',
+      'per_shard * np.prod(info.image_shape) > _CACHE_LIMIT_BYTES)',
+      equivalent='Cached and streamed reads give the same batches (tested); only speed and '
+      'memory differ.'),
+
+    # checkpointing: what is kept, the position's encoding, verification, fallback.
+    M('checkpointing', 'every checkpoint kept', 'CheckpointManagerOptions(max_to_keep=max_to_keep,',
+      'CheckpointManagerOptions(max_to_keep=None,'),
+    M('checkpointing', 'bytes positions not decoded', "return base64.b64decode(record['bytes'])",
+      "return record['bytes'].encode()"),
+    M('checkpointing', 'restored arrays not verified',
+      'elif state_digest(state) != position.state_sha256:', 'elif False:'),
+    M('checkpointing', 'position file not verified', "if record.get('sha256') != _sha256(body):",
+      'if False:'),
+    M('checkpointing', 'oldest checkpoint first',
+      'for step in sorted(self.all_steps(), reverse=True):',
+      'for step in sorted(self.all_steps()):'),
+    M('checkpointing', 'input position not restored',
+      'iterator.set_state(position.iterator_state)', 'pass'),
+    M('checkpointing', 'damaged checkpoints left in place',
+      'if skipped and set_aside_damaged:', 'if False:'),
+
+    # image_folder: build identity and label checks.
+    M('image_folder', 'build folder without the fingerprint', "name=f'{name}-{digest[:16]}',",
+      'name=name,'),
+    M('image_folder', 'fingerprint without the settings',
+      'digest.update(json.dumps(settings, sort_keys=True).encode())', 'pass'),
+    M('image_folder', 'non-finite targets pass', 'if not all(math.isfinite(v) for v in values):',
+      'if False:'),
+
+    # workdir_lock: exclusion, release, takeover.
+    M('workdir_lock', 'shared lock',
+      'fcntl.LOCK_EX | fcntl.LOCK_NB', 'fcntl.LOCK_SH | fcntl.LOCK_NB'),
+    M('workdir_lock', 'file left behind on release', '          os.remove(path)\n', ''),
+    M('workdir_lock', 'holder not recorded',
+      'os.pwrite(fd, json.dumps(record).encode(), 0)', 'pass'),
+]
+
+
+def _snapshot(rev: str | None, into: str) -> None:
+  """The repository's files (a commit's, or the working tree's) without docs."""
+  if rev:
+    archive = subprocess.run(['git', 'archive', rev, 'propel_jax', 'tests', 'experiments',
+                              'pyproject.toml'], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(['tar', '-x', '-C', into], input=archive.stdout, check=True)
+    return
+  listed = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard',
+                           'propel_jax', 'tests', 'experiments', 'pyproject.toml'],
+                          cwd=REPO, check=True, capture_output=True, text=True)
+  for name in listed.stdout.splitlines():
+    if os.path.isfile(os.path.join(REPO, name)):
+      os.makedirs(os.path.dirname(os.path.join(into, name)), exist_ok=True)
+      shutil.copy2(os.path.join(REPO, name), os.path.join(into, name))
+
+
+def _apply(tree: str, mutant: Mutant | None) -> str | None:
+  """Applies `mutant` in `tree`; None if done, else why it does not apply."""
+  if mutant is None:
+    return None
+  path = os.path.join(tree, FILES[mutant.module])
+  if not os.path.exists(path):
+    return 'no such module'
+  with open(path) as f:
+    text = f.read()
+  count = text.count(mutant.old)
+  if count != 1:
+    return f'snippet found {count} times'
+  with open(path, 'w') as f:
+    f.write(text.replace(mutant.old, mutant.new))
+  return None
+
+
+def _run_tests(snapshot: str, module: str, mutant: Mutant | None, cache: str,
+               timeout: float) -> tuple[str, float, str]:
+  """(outcome, seconds, output tail): 'killed', 'survived', 'timeout', 'n/a: ...'."""
+  with tempfile.TemporaryDirectory(prefix='mutant_') as tree:
+    shutil.copytree(snapshot, tree, dirs_exist_ok=True)
+    problem = _apply(tree, mutant)
+    if problem:
+      return f'n/a: {problem}', 0.0, ''
+    env = dict(os.environ, PYTHONPATH=tree, JAX_COMPILATION_CACHE_DIR=cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+    command = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider',
+               '-m', 'not slow', *TESTS[module]]
+    start = time.monotonic()
+    try:
+      result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+      return 'timeout', time.monotonic() - start, ''
+    tail = (result.stdout + result.stderr)[-2000:]
+    # pytest: 0 all passed, 1 a test failed, 2 one did not even import; else broken.
+    outcome = {0: 'survived', 1: 'killed', 2: 'killed'}.get(result.returncode,
+                                              f'error (pytest exit {result.returncode})')
+    return outcome, time.monotonic() - start, tail
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--rev', help='git revision to mutate (default: the working tree)')
+  parser.add_argument('--only', help='comma-separated modules (default: all)')
+  parser.add_argument('--match', help='only the mutants whose name contains this')
+  parser.add_argument('--jobs', type=int, default=2, help='mutants tested at once')
+  parser.add_argument('--timeout', type=float, default=1200, help='seconds per test run')
+  parser.add_argument('--list', action='store_true', help='list the mutants and exit')
+  args = parser.parse_args()
+  modules = args.only.split(',') if args.only else list(TESTS)
+  unknown = set(modules) - set(TESTS)
+  if unknown:
+    parser.error(f'unknown modules {sorted(unknown)}; known: {sorted(TESTS)}')
+  mutants = [m for m in MUTANTS
+             if m.module in modules and (not args.match or args.match in m.name)]
+
+  with tempfile.TemporaryDirectory(prefix='mutate_') as work:
+    snapshot, cache = os.path.join(work, 'tree'), os.path.join(work, 'jax_cache')
+    os.makedirs(snapshot)
+    _snapshot(args.rev, snapshot)
+    if args.list:
+      for m in mutants:
+        with tempfile.TemporaryDirectory() as tree:
+          shutil.copytree(snapshot, tree, dirs_exist_ok=True)
+          status = _apply(tree, m) or 'applies'
+        print(f'{m.module:15} {m.name:55} {status}{" (equivalent)" if m.equivalent else ""}')
+      return 0
+    print(f'Mutating {args.rev or "the working tree"}: {len(mutants)} mutants of '
+          f'{", ".join(modules)}, {args.jobs} at a time.', flush=True)
+    absent = {m for m in modules if not os.path.exists(os.path.join(snapshot, FILES[m]))}
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+      baselines = {module: pool.submit(_run_tests, snapshot, module, None, cache, args.timeout)
+                   for module in modules if module not in absent}
+      broken = set(absent)
+      for module, future in baselines.items():
+        outcome, seconds, tail = future.result()
+        print(f'baseline {module}: {"ok" if outcome == "survived" else outcome} '
+              f'({seconds:.0f} s)', flush=True)
+        if outcome != 'survived':
+          broken.add(module)
+          print(tail)
+      runs = {m: pool.submit(_run_tests, snapshot, m.module, m, cache, args.timeout)
+              for m in mutants if m.module not in broken}
+      results = {}
+      for m, future in runs.items():
+        outcome, seconds, _ = future.result()
+        results[m] = outcome
+        print(f'  {m.module:15} {m.name:55} {outcome} ({seconds:.0f} s)'
+              f'{"  [equivalent: " + m.equivalent + "]" if m.equivalent else ""}', flush=True)
+
+  print('\nmodule           killed / applicable (equivalent and n/a not counted)')
+  survivors = []
+  for module in modules:
+    if module in broken:
+      print(f'{module:15}  {"not in this revision" if module in absent else "tests fail unmutated"}'
+            ': skipped')
+      continue
+    counted = [m for m in mutants if m.module == module and not m.equivalent
+               and not results[m].startswith('n/a')]
+    killed = [m for m in counted if results[m] in ('killed', 'timeout')]
+    survivors += [m for m in counted if results[m] not in ('killed', 'timeout')]
+    print(f'{module:15}  {len(killed)} / {len(counted)}')
+  total = sum(1 for m in mutants if m.module not in broken and not m.equivalent
+              and not results[m].startswith('n/a'))
+  print(f'{"all":15}  {total - len(survivors)} / {total}')
+  for m in survivors:
+    print(f'SURVIVED ({results[m]}): {m.module}: {m.name}')
+  return 1 if survivors else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
