@@ -102,7 +102,12 @@ def conv3x3(images, kernel, weight_gradient: str = 'auto'):
 
 
 class Conv3x3(nnx.Module):
-  """3×3 SAME convolution with bias; the parameters of `nnx.Conv(cin, cout, (3, 3))`."""
+  """3×3 SAME convolution without bias, for use before BatchNorm.
+
+  BatchNorm subtracts the batch mean, which cancels a bias: its true gradient
+  is 0, and Adam would turn the gradient's rounding noise into full-size
+  steps. The parameters of `nnx.Conv(cin, cout, (3, 3), use_bias=False)`.
+  """
 
   def __init__(self, in_features: int, out_features: int, *,
                weight_gradient: str = 'auto', rngs: nnx.Rngs):
@@ -111,12 +116,11 @@ class Conv3x3(nnx.Module):
                        f'got {weight_gradient!r}.')
     self.kernel = nnx.Param(nnx.initializers.lecun_normal()(
         rngs.params(), (3, 3, in_features, out_features)))
-    self.bias = nnx.Param(jnp.zeros((out_features,)))
     self.weight_gradient = weight_gradient
 
   def __call__(self, images):
     """images [B, H, W, C] -> [B, H, W, out_features]."""
-    return conv3x3(images, self.kernel[...], self.weight_gradient) + self.bias[...]
+    return conv3x3(images, self.kernel[...], self.weight_gradient)
 
 
 def max_pool_2x2(images):

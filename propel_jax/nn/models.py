@@ -47,8 +47,8 @@ class PaperCNN(nnx.Module):
   Each pool halves the spatial size (rounding down), so an H×W input gives
   (H // 2^k)·(W // 2^k)·channels[-1] features after k blocks. The conv and
   pool are `layers.Conv3x3` and `layers.max_pool_2x2`: the parameters and
-  values of `nnx.Conv` and `nnx.max_pool`, with gradients that are faster on
-  CPU (see layers.py).
+  values of `nnx.Conv(..., use_bias=False)` (BatchNorm cancels a conv bias)
+  and `nnx.max_pool`, with gradients that are faster on CPU (see layers.py).
   """
 
   def __init__(self, image_shape: tuple[int, int, int], *,
