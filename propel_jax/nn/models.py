@@ -89,7 +89,7 @@ class PaperCNN(nnx.Module):
                        f'(H, W, C) = {self.image_shape}.')
     x = images
     for conv, norm in zip(self.convs, self.norms):
-      x = layers.max_pool_2x2(nnx.relu(norm(conv(x))))
+      x = layers.batch_norm_relu_max_pool(norm, conv(x))
     x = x.reshape(x.shape[:-3] + (-1,))
     return nnx.relu(self.dense(x))
 
