@@ -197,8 +197,10 @@ def _bn_relu_pool_fwd(images, scale, bias, epsilon):
   normed = [q * slope + (bias - mean * slope) for q in quarters]
   normed_max = jnp.maximum(jnp.maximum(normed[0], normed[1]), jnp.maximum(normed[2], normed[3]))
   # The first maximum of each window in row-major order, as reduce_window's gradient picks.
-  index = jnp.select([n == normed_max for n in normed[:3]], [0, 1, 2], 3).astype(jnp.int8)
-  images_max = jnp.select([index == k for k in range(3)], quarters[:3], quarters[3])
+  index, images_max = jnp.int8(3), quarters[3]
+  for k in (2, 1, 0):
+    is_max = normed[k] == normed_max
+    index, images_max = jnp.where(is_max, jnp.int8(k), index), jnp.where(is_max, quarters[k], images_max)
   pooled = jnp.maximum(normed_max, 0)
   return (pooled, mean, var), (images, scale, mean, rstd, index, images_max, pooled)
 
