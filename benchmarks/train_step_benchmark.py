@@ -1,23 +1,35 @@
 """One training step of the paper's network, JAX/Flax NNX vs PyTorch + torchpropel.
 
-The step: forward, PROPEL loss, backward and an Adam update of the paper's
-head-orientation CNN (128×128×1 input, [3×3 conv, BatchNorm, ReLU, 2×2
-max-pool] × (16, 32, 32, 32), FC 20, ReLU, FC 12 = n·I means and scales for
-n = 3, I = 2, sigmoid on both as in the paper) on a batch of 64. The PyTorch
-model is the same network written with torch.nn; its loss is torchpropel's
-PROPEL (which differs from the paper for n > 1, see README "The loss"; the
-arithmetic is the same size). Every formulation runs interleaved in this
-process on the same data; medians over the repetitions.
+The step: forward, PROPEL loss, backward and an optimiser update of the
+paper's head-orientation CNN (128×128×1 input, [3×3 conv, BatchNorm, ReLU,
+2×2 max-pool] × (16, 32, 32, 32), FC 20, ReLU, FC 12 = n·I means and scales
+for n = 3, I = 2, sigmoid on both as in the paper) on a batch of 64.
 
-  python benchmarks/train_step_benchmark.py [--reps 30] [--batch 64]
+  pure_jit  the step `experiments.train` runs: `train.jit_train_step` of the
+            `head_pose.py:biwi` config (Adam on a cosine schedule after
+            global-norm clipping, donated state), with sigmoid scales and
+            σ_gt = 0.05 as on the PyTorch side.
+  nnx_jit   `nnx.jit` over (model, nnx.Optimizer(Adam)): the plain NNX form.
+  torch     the same network in torch.nn, torchpropel's PROPEL (which differs
+            from the paper for n > 1, see README "The loss"; the arithmetic is
+            the same size), torch.optim.Adam.
 
-Where JAX runs on a GPU, the PyTorch model runs on it too (CUDA, cuDNN autotuned).
+Every variant runs interleaved in this process on the same data (alternating
+the order), and the table gives medians of wall time and of this process's
+CPU time (all threads) per step, and their ratios to PyTorch. CPU time is
+robust to other processes competing for the cores; wall time on an idle
+machine is the headline measure.
+
+  python benchmarks/train_step_benchmark.py [--reps 20] [--batch 64]
+  taskset -c 0 python benchmarks/train_step_benchmark.py --threads 1   # one core
+
+Where JAX runs on a GPU, the PyTorch model runs on it too (CUDA, cuDNN
+autotuned); there only the wall-time ratio means anything.
 """
 
 import argparse
 import os
-import statistics
-import time
+import sys
 
 import numpy as np
 
@@ -29,9 +41,11 @@ LEARNING_RATE = 1e-3
 
 def make_batch(batch_size, image_size, seed=0):
   rng = np.random.default_rng(seed)
+  label = rng.uniform(0.1, 0.9, (batch_size, NUM_TARGETS)).astype(np.float32)
   return {
       'image': rng.uniform(size=(batch_size, image_size, image_size, 1)).astype(np.float32),
-      'label': rng.uniform(0.1, 0.9, (batch_size, NUM_TARGETS)).astype(np.float32),
+      'label': label,
+      'equivalent_labels': label[:, None],
   }
 
 
@@ -49,8 +63,8 @@ def torch_step_fn(batch, device='cpu'):
       super().__init__()
       layers, cin = [], 1
       for cout in (16, 32, 32, 32):
-        layers += [torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.BatchNorm2d(cout),
-                   torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
+        layers += [torch.nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                   torch.nn.BatchNorm2d(cout), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
         cin = cout
       flat = (image_size // 16) ** 2 * cin
       layers += [torch.nn.Flatten(), torch.nn.Linear(flat, HIDDEN), torch.nn.ReLU(),
@@ -85,25 +99,52 @@ def torch_step_fn(batch, device='cpu'):
 # --- JAX ---------------------------------------------------------------------
 
 
-def _jax_model(image_size, **model_config):
-  import ml_collections
-  from flax import nnx
-  from propel_jax.nn import models
-  config = ml_collections.ConfigDict({
-      'loss': 'propel', 'num_gaussians': NUM_GAUSSIANS, 'target_scale': TARGET_SCALE,
-      'model': {'hidden_units': HIDDEN, 'scale_activation': 'sigmoid',
-                'min_scale': MIN_SCALE, **model_config}})
-  info = ml_collections.ConfigDict({'label_names': ('yaw', 'pitch', 'roll'),
-                                    'image_shape': (image_size, image_size, 1)})
-  return models.create_model(config, info, rngs=nnx.Rngs(0))
+def _config(**model_config):
+  """head_pose.py:biwi with the PyTorch side's scale activation and σ_gt."""
+  from experiments.configs import head_pose
+  config = head_pose.get_config('biwi')
+  config.target_scale = TARGET_SCALE
+  config.model.scale_activation = 'sigmoid'
+  config.model.min_scale = MIN_SCALE
+  config.model.update(model_config)
+  return config
+
+
+def _info(image_size):
+  """The two DatasetInfo fields the model reads."""
+  import types
+  from propel_jax.data import labels
+  names = ('yaw', 'pitch', 'roll')
+  return types.SimpleNamespace(image_shape=(image_size, image_size, 1),
+                               labels=labels.LabelSpec(names, (0.0,) * 3, (1.0,) * 3))
+
+
+def pure_jit_step_fn(batch, **model_config):
+  """The training loop's step: train.jit_train_step on a 1-device-or-more mesh."""
+  from propel_jax.training import parallel
+  from propel_jax.training import train
+  config = _config(**model_config)
+  mesh = parallel.create_mesh()
+  tx = train.create_optimizer(config)
+  model, state = train.create_model_and_state(config, _info(batch['image'].shape[1]), tx, mesh)
+  train_step = train.jit_train_step(model, tx, train.learning_rate_schedule(config), mesh)
+  batch = parallel.shard_batch(batch, mesh)
+  holder = [state]
+
+  def step():
+    holder[0], metrics = train_step(holder[0], batch)
+    return float(metrics['loss'])
+  return step
 
 
 def nnx_jit_step_fn(batch, **model_config):
-  """The plain NNX formulation: nnx.jit over (model, optimizer)."""
+  """The plain NNX formulation: nnx.jit over (model, optimizer), Adam."""
   import jax
   from flax import nnx
   import optax
-  model = _jax_model(batch['image'].shape[1], **model_config)
+  from propel_jax.nn import models
+  model = models.create_model(_config(**model_config), _info(batch['image'].shape[1]),
+                              rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adam(LEARNING_RATE), wrt=nnx.Param)
   batch = jax.device_put(batch)
 
@@ -118,42 +159,20 @@ def nnx_jit_step_fn(batch, **model_config):
   return lambda: float(train_step(model, optimizer, batch))
 
 
-def pure_jit_step_fn(batch, donate=True, **model_config):
-  """jax.jit of a pure function of (params, batch_stats, opt_state, batch)."""
-  import jax
-  from flax import nnx
-  import optax
-  model = _jax_model(batch['image'].shape[1], **model_config)
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  tx = optax.adam(LEARNING_RATE)
-  state = [params, batch_stats, tx.init(params)]
-  batch = jax.device_put(batch)
-
-  def train_step(params, batch_stats, opt_state, batch):
-    def loss_fn(params, batch_stats):
-      model = nnx.merge(graphdef, params, batch_stats, copy=True)
-      loss = model.head.loss(model(batch['image']), batch).mean()
-      return loss, nnx.state(model, nnx.BatchStat)
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-  train_step = jax.jit(train_step, donate_argnums=(0, 1, 2) if donate else ())
-
-  def step():
-    *state[:], loss = train_step(*state, batch)
-    return float(loss)
-  return step
-
-
 VARIANTS = {
     'torch': torch_step_fn,
-    'nnx_jit': nnx_jit_step_fn,
     'pure_jit': pure_jit_step_fn,
-    'pure_jit_nodonate': lambda b: pure_jit_step_fn(b, donate=False),
-    'nnx_jit_xla_conv_grad': lambda b: nnx_jit_step_fn(b, conv_weight_gradient='xla'),
+    'nnx_jit': nnx_jit_step_fn,
     'pure_jit_xla_conv_grad': lambda b: pure_jit_step_fn(b, conv_weight_gradient='xla'),
+    'pure_jit_row_block_conv_grad': lambda b: pure_jit_step_fn(
+        b, conv_weight_gradient='row_blocks'),
+}
+LABELS = {
+    'torch': 'PyTorch + torchpropel',
+    'pure_jit': 'train.jit_train_step (experiments.train)',
+    'nnx_jit': 'nnx.jit over (model, optimizer)',
+    'pure_jit_xla_conv_grad': "train step, XLA's conv weight gradient",
+    'pure_jit_row_block_conv_grad': 'train step, row-block conv weight gradient',
 }
 
 
@@ -162,10 +181,10 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--image_size', type=int, default=128)
   parser.add_argument('--reps', type=int, default=20)
-  parser.add_argument('--warmup', type=int, default=3)
-  parser.add_argument('--variants', default='torch,nnx_jit,pure_jit,pure_jit_xla_conv_grad',
+  parser.add_argument('--variants', default='torch,pure_jit,nnx_jit',
                       help=f'comma-separated, from {",".join(VARIANTS)}')
-  parser.add_argument('--threads', type=int, default=os.cpu_count())
+  parser.add_argument('--threads', type=int, default=os.cpu_count(),
+                      help="torch's CPU threads (default: every core, as XLA uses)")
   parser.add_argument('--torch_device', default='',
                       help="torch's device; default: cuda where JAX runs on a GPU, else cpu")
   args = parser.parse_args()
@@ -173,33 +192,35 @@ def main():
   import torch
   torch.set_num_threads(args.threads)
   import jax
-  from loss_benchmark import default_torch_device  # benchmarks/ is the script's folder.
+  # benchmarks/ is the script's folder; the repository root holds experiments/.
+  sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from loss_benchmark import default_torch_device, time_interleaved
   torch_device = args.torch_device or default_torch_device()
   batch = make_batch(args.batch, args.image_size)
   names = args.variants.split(',')
+  unknown = sorted(set(names) - set(VARIANTS))
+  if unknown:
+    parser.error(f'unknown variants {unknown}; known: {sorted(VARIANTS)}')
   steps = {name: (VARIANTS[name](batch, torch_device) if name == 'torch' else VARIANTS[name](batch))
            for name in names}
-  for name, step in steps.items():
-    for _ in range(args.warmup):
-      loss = step()
-    print(f'{name:>20}: loss after warm-up {loss:.4f}')
-  times = {name: [] for name in names}
-  for _ in range(args.reps):
-    for name, step in steps.items():  # Interleaved: load changes hit all alike.
-      start = time.perf_counter()
-      step()
-      times[name].append(time.perf_counter() - start)
-  print(f'\nbatch {args.batch}, {args.image_size}×{args.image_size}×1, n = {NUM_TARGETS}, '
-        f'I = {NUM_GAUSSIANS}; jax {jax.__version__} ({jax.devices()[0].device_kind}), '
-        f'torch {torch.__version__} on {torch_device} ({args.threads} CPU threads); '
-        f'medians of {args.reps}')
-  reference = statistics.median(times['torch']) if 'torch' in times else None
+  times = time_interleaved(steps, args.reps)
+
+  print(f'\nTraining step: batch {args.batch}, {args.image_size}×{args.image_size}×1, '
+        f'n = {NUM_TARGETS}, I = {NUM_GAUSSIANS}; jax {jax.__version__} on '
+        f'{jax.devices()[0].device_kind} ({jax.device_count()} device(s)), torch '
+        f'{torch.__version__} on {torch_device} ({args.threads} threads), {os.cpu_count()} '
+        f'CPU(s), load average {os.getloadavg()[0]:.1f}; medians of {args.reps}, interleaved.')
+  print('Ratio = PyTorch time / this time (> 1: faster than PyTorch).\n')
+  print(f'| {"formulation":<44} | wall ms | CPU ms | images/s (wall) | ratio (wall) '
+        f'| ratio (CPU) |')
+  print(f'|{"-" * 46}|--------:|-------:|----------------:|-------------:|------------:|')
+  reference = times.get('torch')
   for name in names:
-    median = statistics.median(times[name])
-    line = f'{name:>20}: {1e3 * median:8.2f} ms/step  {args.batch / median:8.1f} images/s'
-    if reference is not None:
-      line += f'  speed vs torch {reference / median:5.2f}×'
-    print(line)
+    wall, cpu = times[name]
+    ratios = (f'{reference[0] / wall:11.2f}× | {reference[1] / cpu:10.2f}×' if reference
+              else f'{"–":>12} | {"–":>11}')
+    print(f'| {LABELS[name]:<44} | {1e3 * wall:7.1f} | {1e3 * cpu:6.1f} | '
+          f'{args.batch / wall:15.1f} | {ratios} |')
 
 
 if __name__ == '__main__':

@@ -49,6 +49,7 @@ def _image_grad_reference(kernel, cotangent):
     ((3, 9, 4, 2), 2600, 3),
     ((3, 8, 4, 2), 2600, 2),  # Three rows do not divide 8: two.
     ((2, 5, 6, 1), 1, 1),  # One row per block.
+    ((2, 4, 3, 5), 1 << 20, 4),  # More than 4 input channels: XLA's forward.
 ])
 @pytest.mark.parametrize('weight_gradient', ['row_blocks', 'xla'])
 def test_conv3x3_value_and_gradients(shape, block_bytes, rows, weight_gradient, monkeypatch):
@@ -87,13 +88,11 @@ def test_auto_uses_row_blocks_on_cpu_only():
 
 def test_conv3x3_module_has_nnx_conv_parameters():
   ours = layers.Conv3x3(3, 5, rngs=nnx.Rngs(0))
-  theirs = nnx.Conv(3, 5, (3, 3), rngs=nnx.Rngs(0))
+  theirs = nnx.Conv(3, 5, (3, 3), use_bias=False, rngs=nnx.Rngs(0))
   shapes = lambda m: nnx.to_pure_dict(jax.tree.map(jnp.shape, nnx.state(m, nnx.Param)))
   assert shapes(ours) == shapes(theirs)
   images = jnp.asarray(RNG.normal(size=(2, 6, 6, 3)), jnp.float32)
   theirs.kernel[...] = ours.kernel[...]
-  theirs.bias[...] = jnp.arange(5.0)
-  ours.bias[...] = jnp.arange(5.0)
   np.testing.assert_allclose(ours(images), theirs(images), rtol=1e-5, atol=1e-5)
 
 
@@ -106,3 +105,56 @@ def test_max_pool_2x2_matches_reduce_window(shape):
   ours = jax.vjp(layers.max_pool_2x2, images)[1](cotangent)[0]
   theirs = jax.vjp(reference, images)[1](cotangent)[0]
   np.testing.assert_array_equal(ours, theirs)
+
+
+def _distinct(shape):
+  """Values 0.01 apart in random order: no window has two maxima, even after rounding."""
+  return jnp.asarray(RNG.permutation(np.prod(shape)).reshape(shape) * 0.01 - 1.0, jnp.float32)
+
+
+def _batch_norm(channels, train):
+  norm = nnx.BatchNorm(channels, use_running_average=not train, rngs=nnx.Rngs(0))
+  norm.scale[...] = jnp.asarray(RNG.uniform(0.5, 1.5, channels), jnp.float32)
+  norm.bias[...] = jnp.asarray(RNG.normal(size=channels) * 0.3, jnp.float32)
+  norm.mean[...] = jnp.asarray(RNG.normal(size=channels), jnp.float32)
+  norm.var[...] = jnp.asarray(RNG.uniform(0.5, 2.0, channels), jnp.float32)
+  return norm
+
+
+@pytest.mark.parametrize('shape', [(3, 6, 4, 2), (2, 7, 5, 3)])  # Odd sizes drop a row/column.
+@pytest.mark.parametrize('train', [True, False])
+def test_batch_norm_relu_max_pool_matches_the_composition(shape, train):
+  ours = _batch_norm(shape[-1], train)
+  theirs = nnx.clone(ours)
+  images = _distinct(shape)
+  cotangent = jnp.asarray(RNG.normal(size=(shape[0], shape[1] // 2, shape[2] // 2, shape[3])),
+                          jnp.float32)
+
+  def value_and_grads(norm, forward):
+    # Returns the output, the updated norm and the gradients w.r.t. the images, scale and bias.
+    def loss(images, norm):
+      return jnp.sum(forward(norm, images) * cotangent)
+    out = forward(nnx.clone(norm), images)
+    grads = nnx.grad(loss, argnums=(0, 1))(images, norm)
+    forward(norm, images)  # Updates the running statistics once.
+    return out, norm, grads
+
+  reference = lambda norm, x: nnx.max_pool(nnx.relu(norm(x)), (2, 2), strides=(2, 2))
+  out, ours, (images_grad, norm_grad) = value_and_grads(ours, layers.batch_norm_relu_max_pool)
+  ref_out, theirs, (ref_images_grad, ref_norm_grad) = value_and_grads(theirs, reference)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(images_grad, ref_images_grad, rtol=1e-4, atol=1e-5)
+  for name in ('scale', 'bias'):
+    np.testing.assert_allclose(getattr(norm_grad, name)[...], getattr(ref_norm_grad, name)[...],
+                               rtol=1e-4, atol=1e-5)
+  for name in ('mean', 'var'):
+    np.testing.assert_allclose(getattr(ours, name)[...], getattr(theirs, name)[...],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_relu_max_pool_gradient_passes_finite_differences():
+  with jax.enable_x64(True):
+    images = jnp.asarray(_distinct((2, 4, 6, 3)), jnp.float64)
+    scale, bias = jnp.asarray([0.8, 1.2, -0.9]), jnp.asarray([0.1, -0.2, 0.3])
+    check_grads(lambda x, s, b: layers._bn_relu_pool(x, s, b, 1e-5)[0], (images, scale, bias),
+                order=1, modes=['rev'], eps=1e-4)

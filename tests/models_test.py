@@ -36,11 +36,11 @@ def _config(loss, num_gaussians=2, **model):
 
 
 def _expected_params(image_shape, channels, hidden, outputs):
-  """The arithmetic, layer by layer: 3×3 conv k·k·cin·cout + cout, BatchNorm 2·cout, dense."""
+  """The arithmetic, layer by layer: 3×3 conv k·k·cin·cout (no bias), BatchNorm 2·cout, dense."""
   height, width, cin = image_shape
   total = 0
   for cout in channels:
-    total += 3 * 3 * cin * cout + cout + 2 * cout
+    total += 3 * 3 * cin * cout + 2 * cout
     cin, height, width = cout, height // 2, width // 2
   flat = height * width * cin
   return total + flat * hidden + hidden + hidden * outputs + outputs
@@ -48,20 +48,20 @@ def _expected_params(image_shape, channels, hidden, outputs):
 
 @pytest.mark.parametrize('info,config,outputs,paper_value', [
     # Hand: FC 50, n = 2, I = 2 -> 2·n·I = 8 outputs.
-    (HAND, _config('propel', 2), 8, 126_666),
+    (HAND, _config('propel', 2), 8, 126_554),
     # I = 8: the paper's ≈ 1.28·10⁵.
-    (HAND, _config('propel', 8), 32, 127_890),
+    (HAND, _config('propel', 8), 32, 127_778),
     # Head: FC 20, n = 3, I = 2 -> 12 outputs (the paper's figure).
-    (HEAD, _config('propel', 2, hidden_units=20), 12, 65_040),
+    (HEAD, _config('propel', 2, hidden_units=20), 12, 64_928),
     # The MSE baseline on the same backbone.
-    (HAND, _config('mse'), 2, 126_258 + 102),
+    (HAND, _config('mse'), 2, 126_146 + 102),
     # Learned weights add I logits.
-    (HAND, _config('propel', 2, learn_weights=True), 10, 126_768),
-    (HEAD, _config('mdn', 2, hidden_units=20), 14, 65_082),
+    (HAND, _config('propel', 2, learn_weights=True), 10, 126_656),
+    (HEAD, _config('mdn', 2, hidden_units=20), 14, 64_970),
     # HEATMAP-MSE on a 100×100 grid: the output layer dominates.
-    (HAND, _config('heatmap'), 100 * 100, 636_258),
+    (HAND, _config('heatmap'), 100 * 100, 636_146),
     # For n = 3 the default is three 1-D heatmaps.
-    (HEAD, _config('heatmap', hidden_units=20), 3 * 100, 64_788 + 20 * 300 + 300),
+    (HEAD, _config('heatmap', hidden_units=20), 3 * 100, 64_676 + 20 * 300 + 300),
 ])
 def test_param_counts_match_the_arithmetic(info, config, outputs, paper_value):
   # Abstract: shapes only, nothing initialised (fast).

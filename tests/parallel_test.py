@@ -19,9 +19,7 @@ REPO = runs.REPO
 # Two training steps of the real model on real batches of the small
 # synthetic dataset, once on a mesh of all 8 devices (the batch split 2 per
 # device) and once on a mesh of device 0 alone. The sums run in another order,
-# so the results agree to rounding. With SGD: Adam divides each gradient by
-# its own magnitude, and the conv biases before BatchNorm have a true
-# gradient of 0, so Adam would turn their rounding noise into full steps.
+# so the results agree to rounding.
 _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
     import sys
     import jax, numpy as np
@@ -30,8 +28,7 @@ _EIGHT_DEVICES_SCRIPT = textwrap.dedent('''
     import training_runs as runs
 
     assert jax.device_count() == 8, jax.devices()
-    config = runs.config(sys.argv[1], '--config.batch_size=16', '--config.augment=False',
-                         '--config.optimizer=sgd', '--config.learning_rate=0.1')
+    config = runs.config(sys.argv[1], '--config.batch_size=16', '--config.augment=False')
     info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir)
     iterator = input_pipeline.create_iterator(
         config.dataset, 'train', global_batch_size=16, seed=0, train=True,

@@ -1,16 +1,22 @@
 """The paper's CNN building blocks, written for a fast training step on CPU.
 
-Two gradients are slow on XLA:CPU, so they are computed another way with the
-same values (measurements: docs/benchmarks.md):
+Where XLA:CPU is slow, the blocks compute the same values another way
+(measurements: docs/benchmarks.md):
 
   * the 3×3 convolution's weight gradient: an im2col matrix product in blocks
     of image rows inside a `lax.scan`, so that each block's patches stay in
     cache. Row blocks keep the batch axis whole, so a batch sharded over
-    devices stays sharded. On GPU and TPU ('auto') it is left to XLA.
-  * 2×2 max-pooling: an elementwise maximum of the four strided sub-grids,
-    whose gradient is elementwise (`reduce_window`'s `select_and_scatter`
-    gradient is slow on CPU).
+    devices stays sharded. Its forward pass, for at most 4 input channels: 9·C
+    broadcast multiply-adds. On GPU and TPU ('auto') both are left to XLA.
+  * BatchNorm (batch statistics), ReLU and 2×2 max-pooling as one operation
+    with a hand-written gradient: the pooling keeps the index of each window's
+    maximum, so the backward pass is one elementwise pass at full resolution
+    (autodiff of the composition takes several, each recomputing the forward).
+  * 2×2 max-pooling on its own (inference): an elementwise maximum of the four
+    strided sub-grids (`reduce_window` and its gradient are slow on CPU).
 """
+
+import functools
 
 from flax import nnx
 import jax
@@ -19,12 +25,31 @@ import jax.numpy as jnp
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 # Patches of one row block should fit in a core's cache.
 _ROW_BLOCK_BYTES = 1 << 20
+_MAX_TAP_CHANNELS = 4
 WEIGHT_GRADIENTS = ('auto', 'xla', 'row_blocks')
 
 
 def _conv(images, kernel):
   return jax.lax.conv_general_dilated(images, kernel, (1, 1), 'SAME',
                                       dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def _conv_taps(images, kernel):
+  """The same convolution as 9·C broadcast multiply-adds, one per tap and input channel.
+
+  XLA:CPU's convolution is slow for few input channels (the first layer of
+  an image network); this is one elementwise pass.
+  """
+  _, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return sum(padded[:, i:i + height, j:j + width, c:c + 1] * kernel[i, j, c]
+             for i in range(3) for j in range(3) for c in range(channels))
+
+
+def _conv_cpu(images, kernel):
+  if images.shape[-1] <= _MAX_TAP_CHANNELS:
+    return _conv_taps(images, kernel)
+  return _conv(images, kernel)
 
 
 def _rows_per_block(images):
@@ -42,33 +67,34 @@ def _weight_gradient_row_blocks(images, cotangent):
 
   kernel_grad[i, j, c, o] = Σ_{b, h, w} padded[b, h + i, w + j, c] ·
   cotangent[b, h, w, o]: for each block of r output rows, the 9 shifted
-  views of r + 2 padded input rows are concatenated into patches
-  [B, r, W, 9C] and contracted with the block's cotangent [B, r, W, O].
+  views of r + 2 padded input rows are stacked into patches [9, C, B, r, W]
+  and contracted with the block's cotangent [B, r, W, O]. Channel-major
+  patches are in the layout the matrix product reads, so they are built by
+  one copy.
   """
   _, height, width, channels = images.shape
   rows = _rows_per_block(images)
-  padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 0, 1, 2)
 
   def accumulate(total, block):
-    window = jax.lax.dynamic_slice_in_dim(padded, block * rows, rows + 2, axis=1)
+    window = jax.lax.dynamic_slice_in_dim(padded, block * rows, rows + 2, axis=2)
     grad_rows = jax.lax.dynamic_slice_in_dim(cotangent, block * rows, rows, axis=1)
-    patches = jnp.concatenate([window[:, i:i + rows, j:j + width]
-                               for i in range(3) for j in range(3)], axis=-1)
-    return total + jnp.einsum('bhwk,bhwo->ko', patches, grad_rows), None
+    patches = jnp.stack([window[:, :, i:i + rows, j:j + width]
+                         for i in range(3) for j in range(3)])
+    return total + jnp.einsum('tcbhw,bhwo->tco', patches, grad_rows), None
 
-  zeros = jnp.zeros((9 * channels, cotangent.shape[-1]),
-                    jnp.result_type(images, cotangent))
+  zeros = jnp.zeros((9, channels, cotangent.shape[-1]), jnp.result_type(images, cotangent))
   total, _ = jax.lax.scan(accumulate, zeros, jnp.arange(height // rows))
   return total.reshape(3, 3, channels, cotangent.shape[-1])
 
 
 @jax.custom_vjp
 def _conv_row_block_grad(images, kernel):
-  return _conv(images, kernel)
+  return _conv_cpu(images, kernel)
 
 
 def _conv_fwd(images, kernel):
-  return _conv(images, kernel), (images, kernel)
+  return _conv_cpu(images, kernel), (images, kernel)
 
 
 def _conv_bwd(residuals, cotangent):
@@ -87,7 +113,8 @@ def conv3x3(images, kernel, weight_gradient: str = 'auto'):
 
   Args:
     weight_gradient: how the kernel's gradient is computed: 'xla' (XLA's
-      own), 'row_blocks' (the cache-blocked im2col product above) or 'auto'
+      own), 'row_blocks' (the cache-blocked im2col product above, and the
+      forward pass as multiply-adds for at most 4 input channels) or 'auto'
       ('row_blocks' on CPU, 'xla' elsewhere). Values are identical up to
       float32 summation order.
   """
@@ -102,7 +129,12 @@ def conv3x3(images, kernel, weight_gradient: str = 'auto'):
 
 
 class Conv3x3(nnx.Module):
-  """3×3 SAME convolution with bias; the parameters of `nnx.Conv(cin, cout, (3, 3))`."""
+  """3×3 SAME convolution without bias, for use before BatchNorm.
+
+  BatchNorm subtracts the batch mean, which cancels a bias: its true gradient
+  is 0, and Adam would turn the gradient's rounding noise into full-size
+  steps. The parameters of `nnx.Conv(cin, cout, (3, 3), use_bias=False)`.
+  """
 
   def __init__(self, in_features: int, out_features: int, *,
                weight_gradient: str = 'auto', rngs: nnx.Rngs):
@@ -111,12 +143,17 @@ class Conv3x3(nnx.Module):
                        f'got {weight_gradient!r}.')
     self.kernel = nnx.Param(nnx.initializers.lecun_normal()(
         rngs.params(), (3, 3, in_features, out_features)))
-    self.bias = nnx.Param(jnp.zeros((out_features,)))
     self.weight_gradient = weight_gradient
 
   def __call__(self, images):
     """images [B, H, W, C] -> [B, H, W, out_features]."""
-    return conv3x3(images, self.kernel[...], self.weight_gradient) + self.bias[...]
+    return conv3x3(images, self.kernel[...], self.weight_gradient)
+
+
+def _quarters(images):
+  """The four strided sub-grids [B, H // 2, W // 2, C] of the 2×2 windows, row-major."""
+  height, width = images.shape[-3] // 2 * 2, images.shape[-2] // 2 * 2
+  return [images[..., i:height:2, j:width:2, :] for i in (0, 1) for j in (0, 1)]
 
 
 def max_pool_2x2(images):
@@ -125,7 +162,83 @@ def max_pool_2x2(images):
   images [B, H, W, C] -> [B, H // 2, W // 2, C]; the same values as
   `nnx.max_pool(images, (2, 2), strides=(2, 2))`.
   """
-  height, width = images.shape[-3] // 2 * 2, images.shape[-2] // 2 * 2
-  x = images[..., :height, :width, :]
-  return jnp.maximum(jnp.maximum(x[..., 0::2, 0::2, :], x[..., 0::2, 1::2, :]),
-                     jnp.maximum(x[..., 1::2, 0::2, :], x[..., 1::2, 1::2, :]))
+  top_left, top_right, bottom_left, bottom_right = _quarters(images)
+  return jnp.maximum(jnp.maximum(top_left, top_right), jnp.maximum(bottom_left, bottom_right))
+
+
+def _unpool(index, values, shape):
+  """[B, H, W, C] holding values [B, H // 2, W // 2, C] where each window's `index` points, else 0."""
+  batch, height, width, channels = shape
+  window = jnp.arange(4, dtype=index.dtype).reshape(1, 1, 2, 1, 2, 1)
+  full = jnp.where(index[:, :, None, :, None, :] == window, values[:, :, None, :, None, :], 0)
+  full = full.reshape(batch, height // 2 * 2, width // 2 * 2, channels)
+  return jnp.pad(full, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)))
+
+
+def _batch_stats(images):
+  """Mean and (biased) variance over [B, H, W] as nnx.BatchNorm computes them."""
+  count = images.shape[0] * images.shape[1] * images.shape[2]
+  mean = jnp.sum(images, (0, 1, 2)) / count
+  var = jnp.maximum(jnp.sum(images * images, (0, 1, 2)) / count - mean * mean, 0.0)
+  return mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_relu_pool(images, scale, bias, epsilon):
+  return _bn_relu_pool_fwd(images, scale, bias, epsilon)[0]
+
+
+def _bn_relu_pool_fwd(images, scale, bias, epsilon):
+  """-> (pooled, batch mean, batch variance), residuals for the gradient."""
+  mean, var = _batch_stats(images)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  slope = scale * rstd
+  quarters = _quarters(images)
+  normed = [q * slope + (bias - mean * slope) for q in quarters]
+  normed_max = jnp.maximum(jnp.maximum(normed[0], normed[1]), jnp.maximum(normed[2], normed[3]))
+  # The first maximum of each window in row-major order, as reduce_window's gradient picks.
+  index, images_max = jnp.int8(3), quarters[3]
+  for k in (2, 1, 0):
+    is_max = normed[k] == normed_max
+    index, images_max = jnp.where(is_max, jnp.int8(k), index), jnp.where(is_max, quarters[k], images_max)
+  pooled = jnp.maximum(normed_max, 0)
+  return (pooled, mean, var), (images, scale, mean, rstd, index, images_max, pooled)
+
+
+def _bn_relu_pool_bwd(epsilon, residuals, cotangents):
+  """The BatchNorm gradient with the ReLU and pooling gradients folded in.
+
+  Only each window's maximum receives a gradient, and only where it passed
+  the ReLU, so the sums BatchNorm's gradient needs run over the pooled grid.
+  """
+  del epsilon
+  images, scale, mean, rstd, index, images_max, pooled = residuals
+  cotangent = cotangents[0]  # batch_norm_relu_max_pool stops the statistics' gradient.
+  count = images.shape[0] * images.shape[1] * images.shape[2]
+  grad_max = jnp.where(pooled > 0, cotangent, 0)
+  grad_bias = jnp.sum(grad_max, (0, 1, 2))
+  grad_scale = jnp.sum(grad_max * ((images_max - mean) * rstd), (0, 1, 2))
+  normalized = (images - mean) * rstd
+  grad_images = (scale * rstd) * (_unpool(index, grad_max, images.shape)
+                                  - (grad_bias + normalized * grad_scale) / count)
+  return grad_images, grad_scale, grad_bias
+
+
+_bn_relu_pool.defvjp(_bn_relu_pool_fwd, _bn_relu_pool_bwd)
+
+
+def batch_norm_relu_max_pool(norm: nnx.BatchNorm, images):
+  """`max_pool_2x2(relu(norm(images)))`, images [B, H, W, C] -> [B, H // 2, W // 2, C].
+
+  In training mode (batch statistics) one custom-gradient operation, which
+  updates `norm`'s running statistics as `norm(images)` would; in inference
+  mode the plain composition. `norm` normalises the last axis, with scale
+  and bias (`nnx.BatchNorm(C)`'s defaults).
+  """
+  if norm.use_running_average:
+    return max_pool_2x2(nnx.relu(norm(images)))
+  pooled, mean, var = _bn_relu_pool(images, norm.scale[...], norm.bias[...], norm.epsilon)
+  mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+  norm.mean[...] = norm.momentum * norm.mean[...] + (1 - norm.momentum) * mean
+  norm.var[...] = norm.momentum * norm.var[...] + (1 - norm.momentum) * var
+  return pooled

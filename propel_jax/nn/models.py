@@ -45,10 +45,12 @@ class PaperCNN(nnx.Module):
   """Blocks of [3×3 conv (SAME), BatchNorm, ReLU, 2×2 max-pool], flatten, FC, ReLU.
 
   Each pool halves the spatial size (rounding down), so an H×W input gives
-  (H // 2^k)·(W // 2^k)·channels[-1] features after k blocks. The conv and
-  pool are `layers.Conv3x3` and `layers.max_pool_2x2`: the parameters and
-  values of `nnx.Conv` and `nnx.max_pool`, with gradients that are faster on
-  CPU (see layers.py).
+  (H // 2^k)·(W // 2^k)·channels[-1] features after k blocks. The conv is
+  `layers.Conv3x3` (the parameters and values of `nnx.Conv(..., use_bias=False)`:
+  BatchNorm cancels a conv bias), and [BatchNorm, ReLU, pool] is
+  `layers.batch_norm_relu_max_pool` over an `nnx.BatchNorm` (the values of
+  `nnx.max_pool(nnx.relu(norm(x)), (2, 2), (2, 2))`); both have gradients that
+  are faster on CPU (see layers.py).
   """
 
   def __init__(self, image_shape: tuple[int, int, int], *,
@@ -89,7 +91,7 @@ class PaperCNN(nnx.Module):
                        f'(H, W, C) = {self.image_shape}.')
     x = images
     for conv, norm in zip(self.convs, self.norms):
-      x = layers.max_pool_2x2(nnx.relu(norm(conv(x))))
+      x = layers.batch_norm_relu_max_pool(norm, conv(x))
     x = x.reshape(x.shape[:-3] + (-1,))
     return nnx.relu(self.dense(x))
 
