@@ -1,0 +1,898 @@
+"""PROPEL and mixture tools for von Mises-Fisher mixtures on spheres.
+
+A von Mises-Fisher (vMF) density on the unit sphere S^{d-1} ⊂ R^d is
+
+    f(x; μ, κ) = C_d(κ) exp(κ μᵀx),
+    C_d(κ) = κ^ν / ((2π)^{d/2} I_ν(κ)),  ν = d/2 - 1,  C_d(0) = 1 / area(S^{d-1}),
+
+with mean direction μ (a unit vector) and concentration κ ≥ 0, a density
+with respect to the surface measure of the sphere. d = 2 is the circle (von
+Mises), d = 3 the sphere and d = 4 the unit quaternions. The product of two
+vMF densities is an unnormalised vMF density, so the overlap of two is
+
+    G(a, b) = ∫ f_a f_b dx = C_d(κ_a) C_d(κ_b) / C_d(‖κ_a μ_a + κ_b μ_b‖),
+
+and the distance of Sfikas et al. -log[2∫pq / ∫(p² + q²)] between two vMF
+mixtures, PROPEL among them, has the same closed form as for Gaussians
+(propel_jax.losses), with this G in place of the Gaussian overlap.
+
+Antipodal symmetry. Where x and -x are one value (an axis; a unit quaternion,
+q and -q being one rotation), `antipodal=True` replaces every density, on both
+sides of the distance, by f_s(x) = ½[f(x) + f(-x)]. Expanding the four terms
+of ∫f_s,a f_s,b and using G(-μ_a, -μ_b) = G(μ_a, μ_b) gives
+
+    G_s(a, b) = ½[G(μ_a, μ_b) + G(μ_a, -μ_b)],
+
+self terms included (G_s(a, a) = ½[G(μ_a, μ_a) + G(μ_a, -μ_a)]).
+
+Conventions.
+- Mixtures are `mean_directions` [..., I, d], `concentrations` [..., I] and
+  optional `log_weights` [..., I], which are logits: they are normalised with
+  log_softmax, so adding a constant changes nothing (default: equal weights).
+- Direction vectors (mean_directions, targets, points) are normalised inside,
+  so a network head may pass raw vectors; the gradient then has no component
+  along the vector. A zero vector gives NaN.
+- Concentrations must be ≥ 0 (e.g. a softplus output). Like the Gaussian
+  loss, values are not checked: a negative κ gives a wrong value or NaN.
+- Only d = 2, 3 and 4 are supported (the Bessel functions JAX provides).
+- Inputs in bfloat16/float16 are computed in float32 (float64 stays float64).
+
+Numerics. Everything is in log space, with log C_d written as
+log C_d(κ) = -(d/2) log 2π - κ - h(κ), h(κ) = log(I_ν(κ) / κ^ν) - κ, which
+varies slowly (like -(ν + ½) log κ): h comes from exponentially scaled Bessel
+functions for κ ≥ 1 and from the power series of I_ν(κ)/κ^ν in κ² below 1,
+where it is smooth and has no 0/0. The large exponents cancel analytically:
+
+    log G(a, b) = -(d/2) log 2π - Δ - h(κ_a) - h(κ_b) + h(r),
+    r = ‖κ_a μ_a + κ_b μ_b‖,  Δ = κ_a + κ_b - r = κ_a κ_b ‖μ_a - μ_b‖² / (κ_a + κ_b + r),
+
+so float32 keeps its accuracy at κ = 1e5, where κ_a + κ_b - r would lose
+everything to rounding. Where r² < 1 (including r = 0: equal κ, opposite
+means) log G is instead evaluated from the series in r², which is smooth in
+κ_a μ_a + κ_b μ_b, and both branches see safe inputs (the double-where trick),
+so gradients stay finite there.
+"""
+
+import functools
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.scipy import special
+
+_SUPPORTED_DIMS = (2, 3, 4)
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+# Below this value of κ² the power series is used. Nine terms of the series
+# then leave a relative truncation error below 1e-16 (the k-th term is at most
+# 4^-k / (k!)²), and at and above it the Bessel-function forms have no
+# cancellation worth mentioning, also in their derivatives.
+_SERIES_MAX = 1.0
+_SERIES_TERMS = 9
+
+
+# ---------------------------------------------------------------------------
+# Bessel-function pieces, one scalar function of κ each (elementwise).
+# ---------------------------------------------------------------------------
+
+
+def _order(dim):
+  return dim / 2.0 - 1.0
+
+
+def _series_coefficients(dim):
+  """c_k = 4^-k / (k! (ν+1)_k), k = 1..K: I_ν(κ)/κ^ν ∝ 1 + Σ_k c_k κ^{2k}."""
+  nu = _order(dim)
+  coefficients, c = [], 1.0
+  for k in range(1, _SERIES_TERMS + 1):
+    c /= 4.0 * k * (nu + k)
+    coefficients.append(c)
+  return coefficients
+
+
+def _log_series(s, dim):
+  """log(1 + Σ_k c_k s^k), s = κ², by Horner's rule (s in [0, 1))."""
+  poly = jnp.zeros_like(s)
+  for c in reversed(_series_coefficients(dim)):
+    poly = poly * s + c
+  return jnp.log1p(s * poly)
+
+
+def _log_bessel_at_zero(dim):
+  """log(I_ν(κ)/κ^ν) at κ = 0: -ν log 2 - log Γ(ν + 1)."""
+  nu = _order(dim)
+  return -nu * _LOG_2 - math.lgamma(nu + 1.0)
+
+
+def _log_scaled_bessel_large(r, dim):
+  """h(r) = log(I_ν(r)/r^ν) - r for r ≥ 1, from exponentially scaled forms."""
+  if dim == 2:
+    return jnp.log(special.i0e(r))
+  if dim == 3:
+    # I_½(r) = √(2/(πr)) sinh r, and e^{-r} sinh r = -expm1(-2r) / 2.
+    return -0.5 * _LOG_2PI - jnp.log(r) + jnp.log(-jnp.expm1(-2.0 * r))
+  return jnp.log(special.i1e(r)) - jnp.log(r)
+
+
+def _log_scaled_bessel(kappa, dim):
+  """h(κ) = log(I_ν(κ)/κ^ν) - κ for κ ≥ 0, smooth down to κ = 0."""
+  small = kappa * kappa < _SERIES_MAX
+  kappa_small = jnp.where(small, kappa, 0.0)
+  kappa_large = jnp.where(small, 1.0, kappa)
+  from_series = (_log_bessel_at_zero(dim) + _log_series(kappa_small * kappa_small, dim)
+                 - kappa_small)
+  return jnp.where(small, from_series, _log_scaled_bessel_large(kappa_large, dim))
+
+
+def _log_normalizer(kappa, dim):
+  """log C_d(κ) = -(d/2) log 2π - κ - h(κ)."""
+  return -0.5 * dim * _LOG_2PI - kappa - _log_scaled_bessel(kappa, dim)
+
+
+def _resultant_ratio_over_kappa(kappa, dim):
+  """A_d(κ)/κ with A_d = I_{d/2}/I_{d/2-1}; it tends to 1/d as κ → 0.
+
+  A_d is the derivative of log(I_ν(κ)/κ^ν), so below the series threshold
+  A_d(κ)/κ = 2 S'(κ²)/S(κ²) for the series S(s) = 1 + Σ_k c_k s^k.
+  """
+  small = kappa * kappa < _SERIES_MAX
+  s = jnp.where(small, kappa * kappa, 0.0)
+  kappa_large = jnp.where(small, 1.0, kappa)
+  coefficients = _series_coefficients(dim)
+  value, slope = jnp.zeros_like(s), jnp.zeros_like(s)
+  for k, c in reversed(list(enumerate(coefficients, start=1))):
+    value = value * s + c
+    slope = slope * s + k * c
+  from_series = 2.0 * slope / (1.0 + s * value)
+  if dim == 2:
+    ratio = special.i1e(kappa_large) / special.i0e(kappa_large)
+  elif dim == 3:  # coth κ - 1/κ.
+    ratio = 1.0 / jnp.tanh(kappa_large) - 1.0 / kappa_large
+  else:  # I_2 = I_0 - (2/κ) I_1.
+    ratio = special.i0e(kappa_large) / special.i1e(kappa_large) - 2.0 / kappa_large
+  return jnp.where(small, from_series, ratio / kappa_large)
+
+
+def _log_overlap(kappa_a, h_a, kappa_b, h_b, sum_sq, diff_sq, dim):
+  """log G(a, b) for vMF components, elementwise.
+
+  Args:
+    kappa_a, kappa_b: concentrations.
+    h_a, h_b: `_log_scaled_bessel` of them (computed once per component).
+    sum_sq: ‖μ_a + μ_b‖².
+    diff_sq: ‖μ_a - μ_b‖².
+    dim: d.
+
+  Returns:
+    log G(a, b) (see the module docstring).
+  """
+  # r² = ‖κ_a μ_a + κ_b μ_b‖², written as a sum of non-negative terms so that
+  # it is accurate near 0 (equal concentrations, opposite means).
+  r_sq = jnp.square(kappa_a - kappa_b) + kappa_a * kappa_b * sum_sq
+  small = r_sq < _SERIES_MAX
+  r_sq_small = jnp.where(small, r_sq, 0.0)
+  r_large = jnp.sqrt(jnp.where(small, 1.0, r_sq))
+  excess_small = (kappa_a + h_a + kappa_b + h_b - _log_bessel_at_zero(dim)
+                  - _log_series(r_sq_small, dim))
+  excess_large = (kappa_a * kappa_b * diff_sq / (kappa_a + kappa_b + r_large)
+                  + h_a + h_b - _log_scaled_bessel_large(r_large, dim))
+  return -0.5 * dim * _LOG_2PI - jnp.where(small, excess_small, excess_large)
+
+
+def _pairwise_log_overlap(mu, kappa, antipodal):
+  """log G (or log G_s) between all components: [..., K, d], [..., K] -> [..., K, K]."""
+  dim = mu.shape[-1]
+  h = _log_scaled_bessel(kappa, dim)  # once per component, not per pair
+  h_a, h_b = h[..., :, None], h[..., None, :]
+  kappa_a, kappa_b = kappa[..., :, None], kappa[..., None, :]
+  mu_a, mu_b = mu[..., :, None, :], mu[..., None, :, :]
+  # Squared distances from the differences, not 2 ± 2 μ_aᵀμ_b, which would
+  # lose Δ's accuracy for nearly equal directions.
+  sum_sq = jnp.sum(jnp.square(mu_a + mu_b), axis=-1)
+  diff_sq = jnp.sum(jnp.square(mu_a - mu_b), axis=-1)
+  if not antipodal:
+    return _log_overlap(kappa_a, h_a, kappa_b, h_b, sum_sq, diff_sq, dim)
+  # G(μ_a, -μ_b): the sums and differences swap roles. Both evaluated in one
+  # stacked call, which keeps the compiled program (and compile time) small.
+  log_g = _log_overlap(kappa_a, h_a, kappa_b, h_b, jnp.stack([sum_sq, diff_sq]),
+                       jnp.stack([diff_sq, sum_sq]), dim)
+  return jnp.logaddexp(log_g[0], log_g[1]) - _LOG_2
+
+
+# ---------------------------------------------------------------------------
+# Input handling.
+# ---------------------------------------------------------------------------
+
+
+def _compute_dtype(*arrays):
+  """float32, or float64 if an input is float64 (under jax_enable_x64)."""
+  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def _reject_complex(**arrays):
+  for name, value in arrays.items():
+    if value is not None and jnp.iscomplexobj(value):
+      raise ValueError(f'{name} must be real; got dtype {jnp.result_type(value)}.')
+
+
+def _check_mixture(mean_directions, concentrations, log_weights, prefix=''):
+  """Checks a mixture's shapes, naming the public arguments; returns d."""
+  md, conc, lw = (f'{prefix}mean_directions', f'{prefix}concentrations',
+                  f'{prefix}log_weights')
+  _reject_complex(**{md: mean_directions, conc: concentrations, lw: log_weights})
+  shape = jnp.shape(mean_directions)
+  if len(shape) < 2:
+    raise ValueError(f'{md} must be [..., I, d]; got shape {shape}. For a single '
+                     f'component add the I axis: {md}[..., None, :].')
+  dim, num = shape[-1], shape[-2]
+  if dim not in _SUPPORTED_DIMS:
+    raise ValueError(f'{md} shape {shape}: the last axis d = {dim} must be one '
+                     f'of {_SUPPORTED_DIMS} (circle, sphere, unit quaternions).')
+  if num < 1:
+    raise ValueError(f'{md} shape {shape} must have at least one component '
+                     '(I = shape[-2] ≥ 1).')
+  if jnp.shape(concentrations) != shape[:-1]:
+    raise ValueError(f'{conc} shape {jnp.shape(concentrations)} must be '
+                     f'{shape[:-1]} ([..., I]) for {md} of shape {shape}.')
+  if log_weights is not None and jnp.shape(log_weights) != shape[:-1]:
+    raise ValueError(f'{lw} shape {jnp.shape(log_weights)} must be {shape[:-1]} '
+                     f'([..., I]) for {md} of shape {shape}.')
+  return dim
+
+
+def _normalize(x):
+  """x / ‖x‖ over the last axis (NaN for a zero vector)."""
+  return x * lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+
+
+def _prepare(mean_directions, concentrations, log_weights, dtype):
+  """Unit mean directions, concentrations, normalised log weights, all in dtype."""
+  mu = _normalize(jnp.asarray(mean_directions).astype(dtype))
+  kappa = jnp.asarray(concentrations).astype(dtype)
+  if log_weights is None:
+    log_w = jnp.full(kappa.shape, -math.log(kappa.shape[-1]), dtype)
+  else:
+    log_w = jax.nn.log_softmax(jnp.asarray(log_weights).astype(dtype), axis=-1)
+  return mu, kappa, log_w
+
+
+def _batch_shape(**shapes):
+  """Broadcast leading (batch) shapes, naming the arguments if they clash."""
+  try:
+    return jnp.broadcast_shapes(*shapes.values())
+  except ValueError:
+    described = ', '.join(f'{k} {v}' for k, v in shapes.items())
+    raise ValueError(f'Batch shapes do not broadcast: {described}.') from None
+
+
+# ---------------------------------------------------------------------------
+# The distance and PROPEL.
+# ---------------------------------------------------------------------------
+
+
+def _distance(p, q, antipodal):
+  """D(p, q) for prepared (unit μ, κ, normalised log w) mixtures.
+
+  All three integrals come from one overlap matrix of the I + J components
+  of p and q together: ∫p² is its top-left block, ∫q² the bottom-right one,
+  ∫pq the top-right one. That computes I·J pairs twice (the bottom-left
+  block) but compiles a single copy of the overlap and its gradient.
+  """
+  batch = jnp.broadcast_shapes(p[0].shape[:-2], q[0].shape[:-2])
+  p_mu, p_kappa, p_log_w = (jnp.broadcast_to(a, batch + a.shape[len(a.shape) - n:])
+                            for a, n in zip(p, (2, 1, 1)))
+  q_mu, q_kappa, q_log_w = (jnp.broadcast_to(a, batch + a.shape[len(a.shape) - n:])
+                            for a, n in zip(q, (2, 1, 1)))
+  num = p_kappa.shape[-1]
+  log_w = jnp.concatenate([p_log_w, q_log_w], axis=-1)
+  terms = (log_w[..., :, None] + log_w[..., None, :] + _pairwise_log_overlap(
+      jnp.concatenate([p_mu, q_mu], axis=-2),
+      jnp.concatenate([p_kappa, q_kappa], axis=-1), antipodal))
+  block_lse = lambda block: jax.nn.logsumexp(block, axis=(-2, -1))
+  log_pp = block_lse(terms[..., :num, :num])
+  log_qq = block_lse(terms[..., num:, num:])
+  log_pq = block_lse(terms[..., :num, num:])
+  return jnp.logaddexp(log_pp, log_qq) - _LOG_2 - log_pq
+
+
+def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
+                     q_concentrations, *, p_log_weights=None, q_log_weights=None,
+                     antipodal: bool = False) -> jax.Array:
+  """Closed-form distance -log[2∫pq / ∫(p² + q²)] between two vMF mixtures.
+
+  Each mixture has its own number of components and weights; `propel_loss` is
+  the case where p is one vMF centred on the label.
+
+  Args:
+    p_mean_directions: [..., I, d] component mean directions of p (normalised
+      inside).
+    p_concentrations: [..., I] concentrations κ ≥ 0 of p.
+    q_mean_directions: [..., J, d] component mean directions of q.
+    q_concentrations: [..., J] concentrations of q.
+    p_log_weights: optional [..., I] logits of p's weights (log_softmax is
+      applied; default equal weights).
+    q_log_weights: optional [..., J] logits of q's weights.
+    antipodal: treat x and -x as one point: every density, on both sides, is
+      symmetrised to ½[f(x) + f(-x)]. A Python bool (static under jit).
+
+  Returns:
+    [...] the distance (batch shapes broadcast), ≥ 0 and 0 iff p = q as
+    densities, in natural log; float32 (float64 for float64 inputs).
+
+  Raises:
+    ValueError: if a shape does not fit, d is not 2, 3 or 4, I or J is 0, the
+      two d differ, or an input is complex; the message names the arguments.
+  """
+  p_dim = _check_mixture(p_mean_directions, p_concentrations, p_log_weights, 'p_')
+  q_dim = _check_mixture(q_mean_directions, q_concentrations, q_log_weights, 'q_')
+  if p_dim != q_dim:
+    raise ValueError(f'p_mean_directions {jnp.shape(p_mean_directions)} and '
+                     f'q_mean_directions {jnp.shape(q_mean_directions)} must have '
+                     'the same d (last axis).')
+  _batch_shape(p_mean_directions=jnp.shape(p_mean_directions)[:-2],
+               q_mean_directions=jnp.shape(q_mean_directions)[:-2])
+  return _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
+                           q_mean_directions, q_concentrations, q_log_weights,
+                           antipodal)
+
+
+# The cores are jitted so that eager calls compile once per shape instead of
+# dispatching dozens of small ops one by one; inside an outer jit they inline.
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
+                      q_mean_directions, q_concentrations, q_log_weights, antipodal):
+  dtype = _compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
+                         q_concentrations)
+  p = _prepare(p_mean_directions, p_concentrations, p_log_weights, dtype)
+  q = _prepare(q_mean_directions, q_concentrations, q_log_weights, dtype)
+  return _distance(p, q, antipodal)
+
+
+def _check_targets(mean_directions, targets, target_concentration):
+  """The PROPEL shape rules: one more axis on mean_directions than on targets."""
+  md_shape, t_shape = jnp.shape(mean_directions), jnp.shape(targets)
+  if len(t_shape) < 1:
+    raise ValueError(f'targets must be [..., d]; got shape {t_shape}.')
+  if len(md_shape) != len(t_shape) + 1:
+    if len(md_shape) <= len(t_shape):
+      hint = ('Probably meant: one component per example, so add the I axis '
+              '(mean_directions[..., None, :] and concentrations[..., None]); '
+              'or one mixture shared by the whole batch, so add a batch axis '
+              '(mean_directions[None] and concentrations[None]).')
+    else:
+      hint = ('Probably meant: one target shared by the batch, so give it the '
+              'batch axes too (e.g. targets[None] or jnp.broadcast_to).')
+    raise ValueError(
+        f'mean_directions shape {md_shape} must have exactly one more axis than '
+        f'targets shape {t_shape} ([..., I, d] against [..., d]). {hint}')
+  if md_shape[-1] != t_shape[-1]:
+    raise ValueError(f'targets shape {t_shape} and mean_directions shape '
+                     f'{md_shape} must have the same d (last axis).')
+  batch = _batch_shape(targets=t_shape[:-1], mean_directions=md_shape[:-2])
+  tc_shape = jnp.shape(target_concentration)
+  try:
+    if len(tc_shape) > len(t_shape) - 1:
+      raise ValueError
+    jnp.broadcast_shapes(tc_shape, batch)
+  except ValueError:
+    raise ValueError(f'target_concentration shape {tc_shape} must be () or '
+                     f'broadcast against the batch shape {t_shape[:-1]} of '
+                     f'targets (one per example).') from None
+
+
+def propel_loss(mean_directions, concentrations, targets, *, target_concentration,
+                log_weights=None, antipodal: bool = False) -> jax.Array:
+  """PROPEL between vMF(targets, target_concentration) and a vMF mixture.
+
+  L = -log[2∫P_gt P_m / ∫(P_gt² + P_m²)] on the sphere S^{d-1}, natural log.
+
+  Args:
+    mean_directions: [..., I, d] component mean directions (raw vectors are
+      fine: they are normalised inside; a zero vector gives NaN).
+    concentrations: [..., I] component concentrations κ ≥ 0.
+    targets: [..., d] label directions (normalised inside). The batch axes of
+      targets and mean_directions broadcast (size-1 axes), but their number
+      must be equal.
+    target_concentration: κ of the ground-truth vMF: a scalar, or an array
+      broadcasting against targets.shape[:-1] (one per example).
+    log_weights: optional [..., I] logits of the mixture weights (log_softmax
+      is applied inside; default equal weights, the paper's choice).
+    antipodal: treat x and -x as one point (axes; unit quaternions): every
+      density, target included, is symmetrised. A Python bool.
+
+  Returns:
+    [...] per-example loss ≥ 0; float32 (float64 for float64 inputs).
+
+  Raises:
+    ValueError: if mean_directions does not have exactly one more axis than
+      targets (the message says what was probably meant), another shape does
+      not fit, d is not 2, 3 or 4, I is 0, or an input is complex.
+  """
+  _check_mixture(mean_directions, concentrations, log_weights)
+  _reject_complex(targets=targets, target_concentration=target_concentration)
+  _check_targets(mean_directions, targets, target_concentration)
+  return _propel_loss(mean_directions, concentrations, targets,
+                      target_concentration, log_weights, antipodal)
+
+
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _propel_loss(mean_directions, concentrations, targets, target_concentration,
+                 log_weights, antipodal):
+  dtype = _compute_dtype(mean_directions, concentrations, targets)
+  target_kappa = jnp.broadcast_to(jnp.asarray(target_concentration, dtype),
+                                  jnp.shape(targets)[:-1])
+  p = _prepare(jnp.asarray(targets)[..., None, :], target_kappa[..., None], None,
+               dtype)
+  q = _prepare(mean_directions, concentrations, log_weights, dtype)
+  return _distance(p, q, antipodal)
+
+
+# ---------------------------------------------------------------------------
+# Mixture helpers.
+# ---------------------------------------------------------------------------
+
+
+def _component_log_prob(x, mu, kappa, antipodal):
+  """log f_i(x) for unit x [..., d] against [..., I, d] components -> [..., I].
+
+  log C(κ) + κ μᵀx = -(d/2) log 2π - h(κ) - κ ‖x - μ‖²/2 for unit vectors,
+  which avoids the large cancellation between -κ and κ μᵀx.
+  """
+  dim = mu.shape[-1]
+  base = -0.5 * dim * _LOG_2PI - _log_scaled_bessel(kappa, dim)
+  x = x[..., None, :]
+  log_f = base - 0.5 * kappa * jnp.sum(jnp.square(x - mu), axis=-1)
+  if not antipodal:
+    return log_f
+  log_f_flipped = base - 0.5 * kappa * jnp.sum(jnp.square(x + mu), axis=-1)
+  return jnp.logaddexp(log_f, log_f_flipped) - _LOG_2
+
+
+def log_prob(x, mean_directions, concentrations, log_weights=None, *,
+             antipodal: bool = False) -> jax.Array:
+  """Mixture log-density with respect to the surface measure of S^{d-1}.
+
+  Args:
+    x: [..., d] points (normalised inside). Its batch axes broadcast with the
+      mixture's (e.g. a grid [N, d] against one mixture [I, d]).
+    mean_directions: [..., I, d] (normalised inside).
+    concentrations: [..., I].
+    log_weights: optional [..., I] logits.
+    antipodal: use the symmetrised density ½[f(x) + f(-x)].
+
+  Returns:
+    [...] log p(x).
+
+  Raises:
+    ValueError: if the shapes do not fit or an input is complex.
+  """
+  dim = _check_mixture(mean_directions, concentrations, log_weights)
+  _reject_complex(x=x)
+  if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != dim:
+    raise ValueError(f'x shape {jnp.shape(x)} must be [..., d] with d = {dim} '
+                     f'from mean_directions shape {jnp.shape(mean_directions)}.')
+  _batch_shape(x=jnp.shape(x)[:-1],
+               mean_directions=jnp.shape(mean_directions)[:-2])
+  return _log_prob(x, mean_directions, concentrations, log_weights, antipodal)
+
+
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
+  dtype = _compute_dtype(x, mean_directions, concentrations)
+  mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
+  x = _normalize(jnp.asarray(x).astype(dtype))
+  return jax.nn.logsumexp(log_w + _component_log_prob(x, mu, kappa, antipodal),
+                          axis=-1)
+
+
+def mean_direction(mean_directions, concentrations, log_weights=None, *,
+                   antipodal: bool = False) -> jax.Array:
+  """The mixture's mean direction.
+
+  Without symmetry: the normalised first moment Σ_i w_i A_d(κ_i) μ_i, where
+  A_d = I_{d/2}/I_{d/2-1} is a component's mean resultant length; NaN where
+  it is zero (e.g. all κ = 0). With `antipodal` the first moment is zero, so
+  the mean axis is returned instead: the principal eigenvector of the second
+  moment Σ_i w_i [(A_i/κ_i) 1 + (1 - d A_i/κ_i) μ_i μ_iᵀ], with the sign that
+  makes its first coordinate ≥ 0 (for quaternions (w, x, y, z): w ≥ 0).
+
+  Args:
+    mean_directions: [..., I, d].
+    concentrations: [..., I].
+    log_weights: optional [..., I] logits.
+    antipodal: return the mean axis of the symmetrised mixture.
+
+  Returns:
+    [..., d] a unit vector.
+  """
+  _check_mixture(mean_directions, concentrations, log_weights)
+  return _mean_direction(mean_directions, concentrations, log_weights, antipodal)
+
+
+@functools.partial(jax.jit, static_argnames='antipodal')
+def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
+  dim = mean_directions.shape[-1]
+  dtype = _compute_dtype(mean_directions, concentrations)
+  mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
+  weights = jnp.exp(log_w)
+  ratio = _resultant_ratio_over_kappa(kappa, dim)  # A/κ
+  if not antipodal:
+    return _normalize(jnp.sum((weights * kappa * ratio)[..., None] * mu, axis=-2))
+  # The isotropic part of the second moment does not move its eigenvectors.
+  coefficient = weights * (1.0 - dim * ratio)
+  scatter = jnp.einsum('...i,...ij,...ik->...jk', coefficient, mu, mu)
+  _, vectors = jnp.linalg.eigh(scatter)
+  axis = vectors[..., :, -1]  # eigh sorts eigenvalues ascending.
+  return jnp.where(axis[..., :1] < 0, -axis, axis)
+
+
+def modes(mean_directions, concentrations, log_weights=None, *,
+          antipodal: bool = False, num_iters: int = 100, tol: float = 1e-5,
+          merge_tol: float = 1e-2):
+  """Modes of the mixture on the sphere, by safeguarded Newton ascent.
+
+  The density p(x) = Σ_i w_i C_i exp(κ_i μ_iᵀx) is convex in x ∈ R^d, so the
+  fixed-point step x ← normalise(∇p(x)) = normalise(Σ_i r_i κ_i μ_i), with
+  responsibilities r_i ∝ w_i f_i(x), never decreases it on the sphere (the
+  maximiser of the linear lower bound at x); its fixed points are the
+  stationary points. It converges only linearly, slowly at shallow modes, so
+  each iteration also tries a Newton step on the sphere and takes it where
+  the local model is concave and the density ends up no lower. It starts
+  from every component mean; points that reach the same mode are merged. With `antipodal` the symmetrised density is used
+  (each component also at -μ_i, with half its weight) and x and -x count as one
+  mode: either of the two is returned.
+
+  Args:
+    mean_directions: [..., I, d].
+    concentrations: [..., I].
+    log_weights: optional [..., I] logits.
+    antipodal: find the modes of the symmetrised density.
+    num_iters: most iterations.
+    tol: stop when no point moves further than tol times the angular scale
+      1/√max(κ_max, 1) of the sharpest component.
+    merge_tol: points closer than merge_tol times that scale are one mode.
+
+  Returns:
+    (locations [..., I, d], log_density [..., I], valid [..., I] bool),
+    sorted so that valid (distinct) modes come first, by density descending;
+    invalid slots hold duplicates and are to be ignored.
+  """
+  _check_mixture(mean_directions, concentrations, log_weights)
+  return _modes(mean_directions, concentrations, log_weights, antipodal=antipodal,
+                num_iters=num_iters, tol=tol, merge_tol=merge_tol)
+
+
+@functools.partial(jax.jit, static_argnames=('antipodal', 'num_iters'))
+def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters,
+           tol, merge_tol):
+  dtype = _compute_dtype(mean_directions, concentrations)
+  mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
+  # The density's components: with the symmetry, each μ_i is also at -μ_i.
+  if antipodal:
+    comp_mu = jnp.concatenate([mu, -mu], axis=-2)
+    comp_kappa = jnp.concatenate([kappa, kappa], axis=-1)
+    comp_log_w = jnp.concatenate([log_w, log_w], axis=-1) - _LOG_2
+  else:
+    comp_mu, comp_kappa, comp_log_w = mu, kappa, log_w
+  unit = lax.rsqrt(jnp.maximum(jnp.max(kappa, axis=-1), 1.0))[..., None]  # [..., 1]
+
+  eye = jnp.eye(mu.shape[-1], dtype=dtype)
+
+  def log_density_at(x):  # [..., K, d] -> ([..., K], log r [..., K, I'])
+    log_r = comp_log_w[..., None, :] + _component_log_prob(
+        x, comp_mu[..., None, :, :], comp_kappa[..., None, :], False)
+    return jax.nn.logsumexp(log_r, axis=-1), log_r
+
+  def step(x):  # [..., K, d] -> [..., K, d]
+    _, log_r = log_density_at(x)
+    r = jax.nn.softmax(log_r, axis=-1)  # [..., K, I']
+    a = r * comp_kappa[..., None, :]
+    grad = jnp.einsum('...ki,...id->...kd', a, comp_mu)  # ∇ log p
+    norm_sq = jnp.sum(jnp.square(grad), axis=-1, keepdims=True)
+    # The fixed-point step; a zero gradient (e.g. all κ = 0) stays put.
+    safe = jnp.where(norm_sq > 0, norm_sq, 1.0)
+    fixed_point = jnp.where(norm_sq > 0, grad * lax.rsqrt(safe), x)
+    # Newton's step on the sphere: the Riemannian Hessian of log p is
+    # P ∇² log p P - (xᵀ∇ log p) P with P = 1 - xxᵀ; adding -xxᵀ makes it
+    # invertible without changing the tangent solution.
+    outer = x[..., :, None] * x[..., None, :]
+    proj = eye - outer
+    hessian = (jnp.einsum('...ki,...id,...ie->...kde', a * comp_kappa[..., None, :],
+                          comp_mu, comp_mu)
+               - grad[..., :, None] * grad[..., None, :])
+    radial = jnp.sum(x * grad, axis=-1)[..., None, None]
+    riemannian = proj @ hessian @ proj - radial * proj - outer
+    tangent_grad = jnp.einsum('...de,...e->...d', proj, grad)
+    move = jnp.linalg.solve(riemannian, -tangent_grad[..., None])[..., 0]
+    newton = _normalize(x + move)
+    # Newton only where the model is concave (at a maximum), the step short
+    # and the density no lower than after the fixed-point step, which keeps
+    # the ascent monotone; near a mode it converges quadratically where the
+    # fixed-point iteration may crawl.
+    concave = jnp.all(jnp.linalg.eigvalsh(riemannian) < 0, axis=-1)
+    short = jnp.sum(jnp.square(move), axis=-1) < 0.25
+    better = log_density_at(newton)[0] >= log_density_at(fixed_point)[0]
+    use_newton = concave & short & better
+    return jnp.where(use_newton[..., None], newton, fixed_point)
+
+  def cond(state):
+    i, _, change = state
+    return (i < num_iters) & (change > tol)
+
+  def body(state):
+    i, x, _ = state
+    new_x = step(x)
+    moved = jnp.sqrt(jnp.sum(jnp.square(new_x - x), axis=-1)) / unit
+    return i + 1, new_x, jnp.max(moved)
+
+  _, points, _ = lax.while_loop(cond, body, (0, mu, jnp.array(jnp.inf, dtype)))
+  log_density = jax.nn.logsumexp(
+      log_w[..., None, :] + _component_log_prob(points, mu[..., None, :, :],
+                                                kappa[..., None, :], antipodal),
+      axis=-1)
+
+  order = jnp.argsort(-log_density, axis=-1)
+  points = jnp.take_along_axis(points, order[..., None], axis=-2)
+  log_density = jnp.take_along_axis(log_density, order, axis=-1)
+  gap = jnp.sum(jnp.square(points[..., :, None, :] - points[..., None, :, :]), -1)
+  if antipodal:
+    gap = jnp.minimum(gap, jnp.sum(jnp.square(
+        points[..., :, None, :] + points[..., None, :, :]), -1))
+  close = gap <= jnp.square(merge_tol * unit)[..., None]  # [..., K, K]
+  num = mu.shape[-2]
+  denser = jnp.tril(jnp.ones((num, num), bool), k=-1)  # j < k
+  valid = ~jnp.any(close & denser, axis=-1) & jnp.isfinite(log_density)
+  order = jnp.argsort(~valid, axis=-1, stable=True)
+  return (jnp.take_along_axis(points, order[..., None], axis=-2),
+          jnp.take_along_axis(log_density, order, axis=-1),
+          jnp.take_along_axis(valid, order, axis=-1))
+
+
+def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
+                     antipodal: bool = False, **modes_kwargs) -> jax.Array:
+  """The mode with the highest density, a point estimate on the sphere.
+
+  Args:
+    mean_directions: [..., I, d].
+    concentrations: [..., I].
+    log_weights: optional [..., I] logits.
+    antipodal: of the symmetrised density (the sign is then arbitrary).
+    **modes_kwargs: passed to `modes`.
+
+  Returns:
+    [..., d] a unit vector.
+  """
+  return modes(mean_directions, concentrations, log_weights, antipodal=antipodal,
+               **modes_kwargs)[0][..., 0, :]
+
+
+def _symmetric_beta(key, shape, dim, dtype):
+  """Beta((d-1)/2, (d-1)/2) draws, as (1 + s)/2 for s = g_1/‖g‖, g ~ N(0, 1_d).
+
+  s is the first coordinate of a uniform point on S^{d-1}, whose density
+  ∝ (1 - s²)^{(d-3)/2} is exactly that law on [-1, 1]. No rejection loop
+  (unlike jax.random.beta), and for s near -1 the form ‖g_rest‖² / (2‖g‖
+  (‖g‖ - g_1)) keeps small z accurate.
+  """
+  g = jax.random.normal(key, shape + (dim,), dtype)
+  first, rest_sq = g[..., 0], jnp.sum(jnp.square(g[..., 1:]), axis=-1)
+  norm = jnp.sqrt(first * first + rest_sq)
+  return jnp.where(first < 0, rest_sq / (2.0 * norm * (norm - first)),
+                   (norm + first) / (2.0 * norm))
+
+
+def _sample_vmf(key, mu, kappa):
+  """One draw from each vMF(μ, κ) ([..., d], [...]), by Wood's (1994) algorithm.
+
+  The cosine w = μᵀx is drawn by rejection from an envelope built on a Beta
+  variable, then x = w μ + √(1 - w²) v with v uniform among unit vectors
+  orthogonal to μ. Everything is written in t = 1 - w, which keeps its
+  relative accuracy in float32 when κ is large and w rounds to 1.
+  """
+  dim = mu.shape[-1]
+  shape, dtype = kappa.shape, kappa.dtype
+  m1 = dim - 1.0
+  # b = (-2κ + √(4κ² + (d-1)²)) / (d-1), without the cancellation.
+  b = m1 / (2.0 * kappa + jnp.sqrt(4.0 * kappa * kappa + m1 * m1))
+  one_minus_x0 = 2.0 * b / (1.0 + b)  # 1 - x0, x0 = (1 - b)/(1 + b)
+  x0 = 1.0 - one_minus_x0
+  one_minus_x0_sq = one_minus_x0 * 2.0 / (1.0 + b)  # 1 - x0²
+
+  def propose(key):
+    z_key, u_key = jax.random.split(key)
+    z = _symmetric_beta(z_key, shape, dim, dtype)
+    log_u = jnp.log(jax.random.uniform(u_key, shape, dtype))
+    t = 2.0 * b * z / (1.0 - (1.0 - b) * z)
+    # Wood's test κw + (d-1) log(1 - x0 w) - c ≥ log u, c = κx0 + (d-1) log(1 - x0²).
+    accept = (kappa * (one_minus_x0 - t)
+              + m1 * jnp.log((one_minus_x0 + x0 * t) / one_minus_x0_sq)) >= log_u
+    return t, accept
+
+  def cond(state):
+    return ~jnp.all(state[2])
+
+  def body(state):
+    key, t, done = state
+    key, sub = jax.random.split(key)
+    new_t, accept = propose(sub)
+    return key, jnp.where(done, t, new_t), done | accept
+
+  t_key, v_key = jax.random.split(key)
+  _, t, _ = lax.while_loop(cond, body, (t_key, jnp.zeros(shape, dtype),
+                                        jnp.zeros(shape, bool)))
+  t = jnp.clip(t, 0.0, 2.0)
+  g = jax.random.normal(v_key, mu.shape, dtype)
+  # Gram-Schmidt twice: one pass leaves a component along μ of the order of
+  # the rounding error times |gᵀμ| / |g - (gᵀμ)μ|, large when g is nearly
+  # parallel to μ (often, for d = 2).
+  for _ in range(2):
+    g = g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu
+  v = _normalize(g)
+  return _normalize((1.0 - t)[..., None] * mu
+                    + jnp.sqrt(t * (2.0 - t))[..., None] * v)
+
+
+def sample(key, mean_directions, concentrations, log_weights=None,
+           sample_shape: Sequence[int] = (), *, antipodal: bool = False) -> jax.Array:
+  """Draws unit vectors: a component by its weight, then a point from it.
+
+  Args:
+    key: a JAX PRNG key.
+    mean_directions: [..., I, d].
+    concentrations: [..., I].
+    log_weights: optional [..., I] logits.
+    sample_shape: leading shape of the samples.
+    antipodal: sample the symmetrised density (each draw's sign flipped with
+      probability ½).
+
+  Returns:
+    [*sample_shape, ..., d] samples (not differentiable: rejection sampling).
+  """
+  _check_mixture(mean_directions, concentrations, log_weights)
+  return _sample(key, mean_directions, concentrations, log_weights,
+                 tuple(sample_shape), antipodal)
+
+
+@functools.partial(jax.jit, static_argnames=('sample_shape', 'antipodal'))
+def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
+            antipodal):
+  dtype = _compute_dtype(mean_directions, concentrations)
+  mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
+  shape = tuple(sample_shape) + mu.shape[:-2]
+  component_key, vmf_key, sign_key = jax.random.split(key, 3)
+  component = jax.random.categorical(component_key, log_w, shape=shape)
+  pick_mu = jnp.take_along_axis(jnp.broadcast_to(mu, shape + mu.shape[-2:]),
+                                component[..., None, None], axis=-2)[..., 0, :]
+  pick_kappa = jnp.take_along_axis(jnp.broadcast_to(kappa, shape + kappa.shape[-1:]),
+                                   component[..., None], axis=-1)[..., 0]
+  x = _sample_vmf(vmf_key, pick_mu, pick_kappa)
+  if antipodal:
+    flip = jax.random.bernoulli(sign_key, 0.5, shape)
+    x = jnp.where(flip[..., None], -x, x)
+  return x
+
+
+# ---------------------------------------------------------------------------
+# Conversions.
+# ---------------------------------------------------------------------------
+
+
+def angle_to_vector(angles) -> jax.Array:
+  """Angles in radians [...] -> unit vectors (cos θ, sin θ) [..., 2]."""
+  angles = jnp.asarray(angles)
+  return jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+
+
+def vector_to_angle(vectors) -> jax.Array:
+  """Vectors [..., 2] -> angles atan2(y, x) in radians, in (-π, π]."""
+  vectors = jnp.asarray(vectors)
+  if vectors.ndim < 1 or vectors.shape[-1] != 2:
+    raise ValueError(f'vectors shape {vectors.shape} must be [..., 2].')
+  return jnp.arctan2(vectors[..., 1], vectors[..., 0])
+
+
+def quaternion_to_rotation_matrix(quaternions) -> jax.Array:
+  """Unit quaternions (w, x, y, z), scalar first, [..., 4] -> rotations [..., 3, 3].
+
+  The quaternion is normalised first; q and -q give the same matrix. The
+  matrix rotates vectors actively: R v is v rotated, i.e. q v q*.
+
+  Args:
+    quaternions: [..., 4] in (w, x, y, z) order.
+
+  Returns:
+    [..., 3, 3] rotation matrices.
+  """
+  quaternions = jnp.asarray(quaternions)
+  if quaternions.ndim < 1 or quaternions.shape[-1] != 4:
+    raise ValueError(f'quaternions shape {quaternions.shape} must be [..., 4] '
+                     '(w, x, y, z).')
+  w, x, y, z = jnp.moveaxis(_normalize(quaternions), -1, 0)
+  rows = [
+      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+  ]
+  return jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
+
+
+def rotation_matrix_to_quaternion(matrices) -> jax.Array:
+  """Rotation matrices [..., 3, 3] -> unit quaternions (w, x, y, z) [..., 4], w ≥ 0.
+
+  Of q and -q (one rotation) the one with w ≥ 0 is returned. Each of the four
+  rows of the symmetric matrix 4 q qᵀ can be read off R; the one with the
+  largest diagonal entry is normalised, which avoids dividing by a small
+  component (Shepperd's method).
+
+  Args:
+    matrices: [..., 3, 3] rotation matrices (orthogonal, determinant 1).
+
+  Returns:
+    [..., 4] the inverse of `quaternion_to_rotation_matrix`.
+  """
+  matrices = jnp.asarray(matrices)
+  if matrices.ndim < 2 or matrices.shape[-2:] != (3, 3):
+    raise ValueError(f'matrices shape {matrices.shape} must be [..., 3, 3].')
+  r = lambda i, j: matrices[..., i, j]
+  trace = r(0, 0) + r(1, 1) + r(2, 2)
+  rows = jnp.stack([  # Row k is 4 q_k q.
+      jnp.stack([1 + trace, r(2, 1) - r(1, 2), r(0, 2) - r(2, 0),
+                 r(1, 0) - r(0, 1)], axis=-1),
+      jnp.stack([r(2, 1) - r(1, 2), 1 + r(0, 0) - r(1, 1) - r(2, 2),
+                 r(0, 1) + r(1, 0), r(0, 2) + r(2, 0)], axis=-1),
+      jnp.stack([r(0, 2) - r(2, 0), r(0, 1) + r(1, 0),
+                 1 - r(0, 0) + r(1, 1) - r(2, 2), r(1, 2) + r(2, 1)], axis=-1),
+      jnp.stack([r(1, 0) - r(0, 1), r(0, 2) + r(2, 0), r(1, 2) + r(2, 1),
+                 1 - r(0, 0) - r(1, 1) + r(2, 2)], axis=-1),
+  ], axis=-2)  # [..., 4, 4]
+  diagonal = jnp.diagonal(rows, axis1=-2, axis2=-1)
+  best = jnp.argmax(diagonal, axis=-1)
+  q = _normalize(jnp.take_along_axis(rows, best[..., None, None], axis=-2)[..., 0, :])
+  return jnp.where(q[..., :1] < 0, -q, q)
+
+
+# ---------------------------------------------------------------------------
+# The mixture type.
+# ---------------------------------------------------------------------------
+
+
+class VonMisesFisherMixture(NamedTuple):
+  """A vMF mixture as a pytree: mean directions, concentrations, weight logits.
+
+  Its leaves are arrays only, so it passes through jit, vmap and grad. Whether
+  the density is antipodally symmetric is not a field (jit would trace it):
+  it is an argument of each method and of the module's functions, which the
+  methods call.
+
+  Attributes:
+    mean_directions: [..., I, d] (normalised where used).
+    concentrations: [..., I], κ ≥ 0.
+    log_weights: optional [..., I] logits (None: equal weights).
+  """
+  mean_directions: jax.Array
+  concentrations: jax.Array
+  log_weights: Optional[jax.Array] = None
+
+  def log_prob(self, x, *, antipodal: bool = False) -> jax.Array:
+    """See `log_prob`."""
+    return log_prob(x, *self, antipodal=antipodal)
+
+  def modes(self, *, antipodal: bool = False, **kwargs):
+    """See `modes`."""
+    return modes(*self, antipodal=antipodal, **kwargs)
+
+  def most_likely_mode(self, *, antipodal: bool = False, **kwargs) -> jax.Array:
+    """See `most_likely_mode`."""
+    return most_likely_mode(*self, antipodal=antipodal, **kwargs)
+
+  def sample(self, key, sample_shape: Sequence[int] = (), *,
+             antipodal: bool = False) -> jax.Array:
+    """See `sample`."""
+    return sample(key, *self, sample_shape=sample_shape, antipodal=antipodal)
+
+  def mean_direction(self, *, antipodal: bool = False) -> jax.Array:
+    """See `mean_direction`."""
+    return mean_direction(*self, antipodal=antipodal)
