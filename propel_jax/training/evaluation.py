@@ -19,6 +19,14 @@ marginal ('coverage_<level%>', e.g. 'coverage_90') and the mode recall
 ('mode_recall': the share of equivalent labels some mode lies within 5° of
 on every axis; 'mode_recall_all': the share of images where all are found).
 Plus 'loss' (the training loss, normalised units) and 'num_examples'.
+
+Datasets whose labels are angles on the circle (LabelSpec kind 'circle', unit
+vectors) get `propel_jax.scoring_directional`'s scores instead, means over the
+examples: 'angular_error/<decoder>' (and its 'median_angular_error/...'),
+'acc15/<decoder>', 'acc30/<decoder>' in degrees and shares, and for heads
+with a density 'log_likelihood' (nats w.r.t. the uniform distribution on the
+circle), 'spread' (degrees), 'mode_recall' and 'mode_recall_all' (modes
+within 10° of the equivalents).
 """
 
 import dataclasses
@@ -32,8 +40,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from propel_jax import directional
 from propel_jax import mixtures
 from propel_jax import scoring
+from propel_jax import scoring_directional
 from propel_jax.data import input_pipeline
 from propel_jax.data import labels as labels_lib
 from propel_jax.training import parallel
@@ -42,7 +52,11 @@ MODE_RADIUS_DEG = 5.0
 METRICS_FILE = 'eval_metrics.json'
 OUTPUTS_FILE = 'eval_outputs.npz'
 # The mixture types `Outputs.load` can restore, by the name saved with them.
-_MIXTURE_TYPES = {'Mixture': mixtures.Mixture}
+_MIXTURE_TYPES = {'Mixture': mixtures.Mixture,
+                  'VonMisesFisherMixture': directional.VonMisesFisherMixture}
+# Examples scored at once on the circle (the spread and mode scores hold
+# [chunk, grid points, K] arrays).
+_CIRCLE_CHUNK = 64
 
 
 @dataclasses.dataclass
@@ -116,8 +130,12 @@ def summarize(metrics: dict[str, Any]) -> str:
   parts = [f'loss {metrics["loss"]:.4f}']
   parts += [f'{k.split("/", 1)[1]} CMAE {v:.2f}°' for k, v in sorted(metrics.items())
             if k.startswith('cmae/')]
+  parts += [f'{k.split("/", 1)[1]} angular error {v:.2f}°'
+            for k, v in sorted(metrics.items()) if k.startswith('angular_error/')]
   if 'nll' in metrics:
     parts.append(f'NLL {metrics["nll"]:.3f}')
+  if 'log_likelihood' in metrics:
+    parts.append(f'log-likelihood {metrics["log_likelihood"]:.3f}')
   return ', '.join(parts)
 
 
@@ -172,18 +190,55 @@ def _metric_sums(predictions, equivalent_labels, mixture, *, labels: labels_lib.
                             mixture=mixture, radius_deg=MODE_RADIUS_DEG)
 
 
+_circle_scores = jax.jit(scoring_directional.per_example)
+
+
+def circle_scores(outputs: Outputs) -> dict[str, np.ndarray]:
+  """`scoring_directional.per_example` of every example, in equal chunks."""
+  count = outputs.label.shape[0]
+  chunks = []
+  for start in range(0, count, _CIRCLE_CHUNK):
+    # The last chunk is padded with its own rows so that one program serves all.
+    rows = np.minimum(np.arange(start, start + _CIRCLE_CHUNK), count - 1)
+    take = lambda tree: jax.tree.map(lambda a: np.asarray(a)[rows], tree)
+    chunks.append(jax.device_get(_circle_scores(
+        take(outputs.predictions), take(outputs.label), take(outputs.equivalent_labels),
+        take(outputs.mixture))))
+  return {k: np.concatenate([c[k] for c in chunks])[:count] for k in chunks[0]}
+
+
+def _circle_metrics(outputs: Outputs) -> dict[str, Any]:
+  scores = circle_scores(outputs)
+  result = {k: float(np.mean(v)) for k, v in scores.items()}
+  result.update({f'median_{k}': float(np.median(v)) for k, v in scores.items()
+                 if k.startswith('angular_error/')})
+  return result
+
+
 def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
   """Metrics in degrees from per-example outputs (see the module docstring)."""
-  sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
-                      labels=info.labels)
-  result = scoring.summarize(sums, info.labels.names)
+  if info.labels.kind == 'circle':
+    result = _circle_metrics(outputs)
+  elif info.labels.kind == 'interval':
+    sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
+                        labels=info.labels)
+    result = scoring.summarize(sums, info.labels.names)
+  else:
+    raise NotImplementedError(f'No metrics for {info.labels.kind!r} labels yet.')
   result['loss'] = float(np.mean(outputs.loss))
   result['num_examples'] = int(outputs.loss.shape[0])
   return result
 
 
 def per_example_errors(outputs: Outputs, info: Any) -> dict[str, np.ndarray]:
-  """{decoder: [N]} symmetry-aware absolute error (degrees), mean over the axes."""
+  """{decoder: [N]} symmetry-aware absolute error (degrees), mean over the axes.
+
+  On the circle: the angular error to the nearest equivalent (degrees).
+  """
+  if info.labels.kind == 'circle':
+    return {decoder: np.asarray(scoring_directional.angular_errors(
+                prediction, outputs.equivalent_labels))
+            for decoder, prediction in outputs.predictions.items()}
   labels = info.labels.to_degrees(outputs.equivalent_labels)
   return {decoder: np.asarray(scoring.absolute_errors(
               info.labels.to_degrees(prediction), labels)).mean(axis=-1)
