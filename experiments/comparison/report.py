@@ -24,6 +24,7 @@ import numpy as np
 from experiments.comparison import plots
 from experiments.comparison import runner
 from propel_jax import scoring
+from propel_jax import scoring_directional
 from propel_jax.training import evaluation
 from propel_jax.training import parallel
 
@@ -118,6 +119,7 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return {
       'dataset': config.dataset,
       'label_names': list(info.labels.names),
+      'label_kind': info.labels.kind,
       'split_sizes': dict(info.split_sizes),
       'methods': [m.name for m in methods[:num_main]],
       'sweep': [m.name for m in methods[num_main:]],
@@ -137,7 +139,7 @@ def _settings(comparison_config, method):
   settings = {'loss': method.loss}
   if method.is_mixture:
     settings['num_gaussians'] = int(config.num_gaussians)
-  if method.loss == 'propel':
+  if method.loss in ('propel', 'vmfpropel'):
     settings['target_scale'] = config.target_scale
   return settings
 
@@ -178,6 +180,12 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
                else '.') + f' Hardware: {"; ".join(hardware)}.', '']
   if results['missing_runs']:
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
+  if results.get('label_kind') == 'circle':
+    lines += _circle_tables(results)
+    if plot_files:
+      lines += ['', '## Plots', '']
+      lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
+    return '\n'.join(lines) + '\n'
 
   lines += ['## Point accuracy (degrees, symmetry-aware: nearest equivalent label)', '',
             '| method | decoder | CMAE | ' + ' | '.join(f'MAE {a}' for a in axes) + ' |',
@@ -228,6 +236,47 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
     lines += ['', '## Plots', '']
     lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
   return '\n'.join(lines) + '\n'
+
+
+def _circle_tables(results: dict[str, Any]) -> list[str]:
+  """The tables of a comparison on the circle (scoring_directional's metrics)."""
+  summary = results['summary']
+  lines = ['## Angle of the point estimate (symmetry-aware: nearest equivalent label)', '',
+           'Angular error in degrees to the nearest equivalent label (mean and median over '
+           'test images); Acc@15°/30°: share of test images within 15°/30° of one.', '',
+           '| method | decoder | mean error (°) | median error (°) | Acc@15° | Acc@30° |',
+           '|---|---|---|---|---|---|']
+  for name in results['methods']:
+    stats = summary.get(name, {})
+    decoders = sorted(k.split('/', 1)[1] for k in stats if k.startswith('angular_error/'))
+    for decoder in decoders:
+      lines.append(' | '.join([
+          f'| {name}', decoder, _fmt(stats.get(f'angular_error/{decoder}')),
+          _fmt(stats.get(f'median_angular_error/{decoder}')),
+          _fmt(stats.get(f'acc15/{decoder}'), 3), _fmt(stats.get(f'acc30/{decoder}'), 3)])
+                   + ' |')
+  lines += ['', '## Density, modes and cost', '',
+            'Log-likelihood of the label: log p(θ) + log 2π in nats, i.e. w.r.t. the uniform '
+            'distribution on the circle (uniform: 0; higher is better; Implicit-PDF\'s '
+            'convention on SO(3) carried to the circle). Spread: expected angle (°) from the '
+            'predicted density to the nearest equivalent label. Mode recall: share of equivalent '
+            'labels with a mode (a local maximum at least twice the uniform density) within '
+            f'{scoring_directional.MODE_RADIUS_DEG:g}°; all modes: share of test images where '
+            'every equivalent label has one. The Euclidean PROPEL density is its Gaussian '
+            'mixture restricted to the circle and normalised there; the classifier\'s spreads '
+            'each bin\'s probability with a von Mises kernel of the bin width. Train time: wall '
+            'seconds of train_and_evaluate (compilation and evaluation included).', '',
+            '| method | log-likelihood | spread (°) | mode recall | all modes | params | '
+            'train time (s) | steps/s |', '|---|---|---|---|---|---|---|---|']
+  for name in results['methods']:
+    stats = summary.get(name, {})
+    params = stats.get('num_params')
+    lines.append(' | '.join([
+        f'| {name}', _fmt(stats.get('log_likelihood'), 3), _fmt(stats.get('spread')),
+        _fmt(stats.get('mode_recall'), 3), _fmt(stats.get('mode_recall_all'), 3),
+        f'{int(params["mean"]):,}' if params else '–', _fmt(stats.get('train_seconds'), 0),
+        _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
+  return lines
 
 
 def write_report(config: ml_collections.ConfigDict, workdir: str, *, command: str,
