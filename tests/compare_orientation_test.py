@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments.comparison import report
@@ -35,12 +36,27 @@ def test_circle_report_tables():
                  'model': {'channels': (4,), 'hidden_units': 8}},
       'summary': {'vmfpropel_i2': {'angular_error/mode': stat(3.0),
                                    'log_likelihood': stat(1.25)},
-                  'mse': {'angular_error/direct': stat(40.0)}}}
+                  'mse': {'angular_error/direct': stat(40.0)}},
+      'by_symmetry_order': {'vmfpropel_i2': {'1': {'mode_recall_all': stat(1.0),
+                                                   'angular_error/mode': stat(2.0)},
+                                             '2': {'mode_recall_all': stat(0.75),
+                                                   'angular_error/mode': stat(4.0)}},
+                            'mse': {'1': {'angular_error/direct': stat(5.0)},
+                                    '2': {'angular_error/direct': stat(60.0)}}}}
   text = report.markdown(results, command='cmd')
   assert '| vmfpropel_i2 | mode | 3.00 ± 0.50 | – | – | – |' in text
   assert '| mse | direct | 40.00 ± 0.50 |' in text
   assert '| vmfpropel_i2 | 1.250 ± 0.500 | – |' in text
   assert 'CMAE' not in text
+  assert '| vmfpropel_i2 | 1.00 / 2.0 | 0.75 / 4.0 |' in text
+  assert '| mse | – / 5.0 | – / 60.0 |' in text
+
+
+def test_symmetry_orders_count_distinct_equivalents():
+  angles = np.array([0.1, 0.5, 1.0])[:, None] + 2 * np.pi * (
+      np.arange(6) % np.array([1, 2, 3])[:, None]) / np.array([1, 2, 3])[:, None]
+  vectors = np.stack([np.cos(angles), np.sin(angles)], -1).astype(np.float32)
+  np.testing.assert_array_equal(report.symmetry_orders(vectors), [1, 2, 3])
 
 
 @pytest.mark.slow

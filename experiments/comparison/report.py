@@ -116,7 +116,10 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     runs[method.name] = per_seed
     if per_seed:
       summary[method.name] = aggregate(list(per_seed.values()))
+  by_symmetry = (by_symmetry_order(runs, config, workdir) if info.labels.kind == 'circle'
+                 else None)
   return {
+      'by_symmetry_order': by_symmetry,
       'dataset': config.dataset,
       'label_names': list(info.labels.names),
       'label_kind': info.labels.kind,
@@ -132,6 +135,44 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'runs': runs,
       'summary': summary,
   }
+
+
+def symmetry_orders(equivalent_labels: np.ndarray) -> np.ndarray:
+  """[N] the number of distinct rows of each example's [K, d] equivalent labels."""
+  gaps = np.linalg.norm(equivalent_labels[:, :, None] - equivalent_labels[:, None], axis=-1)
+  # Row j is new if no earlier row equals it (to float rounding).
+  earlier = np.tril(np.ones(gaps.shape[1:], bool), k=-1)
+  return np.sum(~np.any((gaps < 1e-4) & earlier, axis=-1), axis=-1)
+
+
+def by_symmetry_order(runs: dict[str, Any], config: ml_collections.ConfigDict,
+                      workdir: str) -> dict[str, Any]:
+  """Per method and symmetry order k: mean ± std over seeds of the per-image scores.
+
+  The scores are recomputed from each finished run's saved outputs
+  (`evaluation.circle_scores`), grouped by the number of distinct equivalent
+  labels of the image.
+
+  Returns:
+    {method: {k: {score: mean_and_std over seeds}}} for the angular errors,
+    accuracies, mode recall and all-modes share.
+  """
+  table = {}
+  for name, per_seed in runs.items():
+    grouped = {}
+    for seed in per_seed:
+      directory = runner.run_dir(workdir, runner.parse_method(name), int(seed))
+      outputs = evaluation.Outputs.load(os.path.join(directory, evaluation.OUTPUTS_FILE))
+      scores = evaluation.circle_scores(outputs)
+      orders = symmetry_orders(outputs.equivalent_labels)
+      for k in np.unique(orders):
+        rows = orders == k
+        for score, values in scores.items():
+          grouped.setdefault(str(int(k)), {}).setdefault(score, []).append(
+              float(np.mean(values[rows])))
+    table[name] = {k: {score: mean_and_std(values) for score, values in scores.items()}
+                   for k, scores in grouped.items()}
+  return table
 
 
 def _settings(comparison_config, method):
@@ -182,6 +223,7 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
   if results.get('label_kind') == 'circle':
     lines += _circle_tables(results)
+    lines += _symmetry_table(results)
     if plot_files:
       lines += ['', '## Plots', '']
       lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
@@ -276,6 +318,33 @@ def _circle_tables(results: dict[str, Any]) -> list[str]:
         _fmt(stats.get('mode_recall'), 3), _fmt(stats.get('mode_recall_all'), 3),
         f'{int(params["mean"]):,}' if params else '–', _fmt(stats.get('train_seconds'), 0),
         _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
+  return lines
+
+
+def _symmetry_table(results: dict[str, Any]) -> list[str]:
+  """Share of test images with every equivalent found, and the median error, per k."""
+  table = results.get('by_symmetry_order') or {}
+  orders = sorted({int(k) for per_k in table.values() for k in per_k})
+  if len(orders) < 2:
+    return []
+  lines = ['', '## By symmetry order k', '',
+           'Per symmetry order k of the test image (k equivalent labels): the share of images '
+           'where every equivalent label has a mode within '
+           f'{scoring_directional.MODE_RADIUS_DEG:g}° (all modes), and the mean angular error of '
+           'the first decoder (°). Mean over seeds.', '',
+           '| method | ' + ' | '.join(f'k = {k}: all modes / error' for k in orders) + ' |',
+           '|---|' + '---|' * len(orders)]
+  for name in results['methods']:
+    per_k = table.get(name, {})
+    cells = []
+    for k in orders:
+      stats = per_k.get(str(k), {})
+      errors = sorted(key for key in stats if key.startswith('angular_error/'))
+      recall = stats.get('mode_recall_all')
+      error = stats.get(errors[0]) if errors else None
+      cells.append(f'{recall["mean"]:.2f}' if recall else '–')
+      cells[-1] += f' / {error["mean"]:.1f}' if error else ' / –'
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   return lines
 
 
