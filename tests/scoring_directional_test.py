@@ -105,3 +105,48 @@ def test_mode_recall():
   flat = _per_example({}, labels[:1], equivalents[:1], _vmf([[0.0]], [[0.01]]),
                       grid_points=3600)
   np.testing.assert_allclose(flat['mode_recall'], [0.0])
+
+
+# ----------------------------------------------------------------------------
+# Rotations (unit quaternions).
+
+
+def _about_z(angles_deg):
+  half = np.deg2rad(np.asarray(angles_deg, np.float64)) / 2
+  return np.stack([np.cos(half), 0 * half, 0 * half, np.sin(half)], -1).astype(np.float32)
+
+
+def test_geodesic_angle_and_nearest_equivalent():
+  a = _about_z([0.0, 30.0, 350.0])
+  np.testing.assert_allclose(
+      scoring_directional.geodesic_angle_deg(a, _about_z([0.0, 0.0, 0.0])), [0, 30, 10],
+      atol=1e-3)
+  # q and -q are one rotation.
+  np.testing.assert_allclose(scoring_directional.geodesic_angle_deg(a, -a), 0.0, atol=1e-3)
+  equivalents = np.stack([_about_z([90.0, 180.0, 270.0, 0.0])] * 3)
+  np.testing.assert_allclose(scoring_directional.rotation_errors(a, equivalents),
+                             [0, 30, 10], atol=1e-3)
+
+
+def test_rotation_log_likelihood_spread_and_modes():
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  equivalents = np.stack([_about_z([0.0, 90.0, 180.0, 270.0])] * 3)
+  labels = equivalents[:, 0]
+  kappa = 1e4
+  mixture = directional.VonMisesFisherMixture(
+      jnp.asarray(np.stack([equivalents[0], equivalents[0], equivalents[0, :1].repeat(4, 0)])),
+      jnp.asarray([[kappa] * 4, [kappa, kappa, kappa, 0.0], [kappa] * 4], jnp.float32),
+      jnp.zeros((3, 4)))
+  # Example 1: its last component is uniform, so 270° has no mode; example 2:
+  # all four components on the label.
+  scores = jax.jit(scoring_directional.per_example_rotation)({}, labels, equivalents, mixture)
+  np.testing.assert_allclose(scores['mode_recall'], [1.0, 0.75, 0.25])
+  np.testing.assert_allclose(scores['mode_recall_all'], [1.0, 0.0, 0.0])
+  # Example 2: one antipodal vMF at the label: f_s(q) = C_4(κ) (e^κ + e^-κ)/2 with
+  # C_4(κ) = κ / (4π² I1(κ)), on SO(3) times 2π².
+  log_c4 = math.log(kappa) - math.log(4 * math.pi**2) - math.log(special.i1e(kappa)) - kappa
+  expected = log_c4 + kappa - math.log(2) + math.log(2 * math.pi**2)
+  np.testing.assert_allclose(scores['log_likelihood'][2], expected, rtol=1e-4)
+  # Spread of a sharp vMF: the rotation angle is 2φ, φ ~ χ₃/√κ: E = 2√(8/π)/√κ rad.
+  np.testing.assert_allclose(scores['spread'][2], np.rad2deg(2 * math.sqrt(8 / math.pi / kappa)),
+                             rtol=0.1)

@@ -150,7 +150,7 @@ def by_symmetry_order(runs: dict[str, Any], config: ml_collections.ConfigDict,
   """Per method and symmetry order k: mean ± std over seeds of the per-image scores.
 
   The scores are recomputed from each finished run's saved outputs
-  (`evaluation.circle_scores`), grouped by the number of distinct equivalent
+  (`evaluation.directional_scores`), grouped by the number of distinct equivalent
   labels of the image.
 
   Returns:
@@ -163,7 +163,7 @@ def by_symmetry_order(runs: dict[str, Any], config: ml_collections.ConfigDict,
     for seed in per_seed:
       directory = runner.run_dir(workdir, runner.parse_method(name), int(seed))
       outputs = evaluation.Outputs.load(os.path.join(directory, evaluation.OUTPUTS_FILE))
-      scores = evaluation.circle_scores(outputs)
+      scores = evaluation.directional_scores(outputs)
       orders = symmetry_orders(outputs.equivalent_labels)
       for k in np.unique(orders):
         rows = orders == k

@@ -21,11 +21,12 @@ on every axis; 'mode_recall_all': the share of images where all are found).
 Plus 'loss' (the training loss, normalised units) and 'num_examples'.
 
 Datasets whose labels are angles on the circle (LabelSpec kind 'circle', unit
-vectors) get `propel_jax.scoring_directional`'s scores instead, means over the
+vectors) or rotations (kind 'rotation', unit quaternions; geodesic angles)
+get `propel_jax.scoring_directional`'s scores instead, means over the
 examples: 'angular_error/<decoder>' (and its 'median_angular_error/...'),
 'acc15/<decoder>', 'acc30/<decoder>' in degrees and shares, and for heads
 with a density 'log_likelihood' (nats w.r.t. the uniform distribution on the
-circle), 'spread' (degrees), 'mode_recall' and 'mode_recall_all' (modes
+circle or SO(3)), 'spread' (degrees), 'mode_recall' and 'mode_recall_all' (modes
 within 10° of the equivalents).
 """
 
@@ -190,25 +191,29 @@ def _metric_sums(predictions, equivalent_labels, mixture, *, labels: labels_lib.
                             mixture=mixture, radius_deg=MODE_RADIUS_DEG)
 
 
-_circle_scores = jax.jit(scoring_directional.per_example)
+# Per-example scores of unit-vector labels, by LabelSpec kind.
+_DIRECTIONAL_SCORES = {'circle': jax.jit(scoring_directional.per_example),
+                       'rotation': jax.jit(scoring_directional.per_example_rotation)}
 
 
-def circle_scores(outputs: Outputs) -> dict[str, np.ndarray]:
-  """`scoring_directional.per_example` of every example, in equal chunks."""
+def directional_scores(outputs: Outputs, kind: str = 'circle') -> dict[str, np.ndarray]:
+  """Every example's `scoring_directional.per_example` (kind 'circle') or
+  `per_example_rotation` (kind 'rotation'), computed in equal chunks."""
+  score = _DIRECTIONAL_SCORES[kind]
   count = outputs.label.shape[0]
   chunks = []
   for start in range(0, count, _CIRCLE_CHUNK):
     # The last chunk is padded with its own rows so that one program serves all.
     rows = np.minimum(np.arange(start, start + _CIRCLE_CHUNK), count - 1)
     take = lambda tree: jax.tree.map(lambda a: np.asarray(a)[rows], tree)
-    chunks.append(jax.device_get(_circle_scores(
+    chunks.append(jax.device_get(score(
         take(outputs.predictions), take(outputs.label), take(outputs.equivalent_labels),
         take(outputs.mixture))))
   return {k: np.concatenate([c[k] for c in chunks])[:count] for k in chunks[0]}
 
 
-def _circle_metrics(outputs: Outputs) -> dict[str, Any]:
-  scores = circle_scores(outputs)
+def _directional_metrics(outputs: Outputs, kind: str) -> dict[str, Any]:
+  scores = directional_scores(outputs, kind)
   result = {k: float(np.mean(v)) for k, v in scores.items()}
   result.update({f'median_{k}': float(np.median(v)) for k, v in scores.items()
                  if k.startswith('angular_error/')})
@@ -217,14 +222,12 @@ def _circle_metrics(outputs: Outputs) -> dict[str, Any]:
 
 def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
   """Metrics in degrees from per-example outputs (see the module docstring)."""
-  if info.labels.kind == 'circle':
-    result = _circle_metrics(outputs)
-  elif info.labels.kind == 'interval':
+  if info.labels.is_directional:
+    result = _directional_metrics(outputs, info.labels.kind)
+  else:
     sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
                         labels=info.labels)
     result = scoring.summarize(sums, info.labels.names)
-  else:
-    raise NotImplementedError(f'No metrics for {info.labels.kind!r} labels yet.')
   result['loss'] = float(np.mean(outputs.loss))
   result['num_examples'] = int(outputs.loss.shape[0])
   return result
@@ -235,9 +238,10 @@ def per_example_errors(outputs: Outputs, info: Any) -> dict[str, np.ndarray]:
 
   On the circle: the angular error to the nearest equivalent (degrees).
   """
-  if info.labels.kind == 'circle':
-    return {decoder: np.asarray(scoring_directional.angular_errors(
-                prediction, outputs.equivalent_labels))
+  if info.labels.is_directional:
+    errors = (scoring_directional.angular_errors if info.labels.kind == 'circle'
+              else scoring_directional.rotation_errors)
+    return {decoder: np.asarray(errors(prediction, outputs.equivalent_labels))
             for decoder, prediction in outputs.predictions.items()}
   labels = info.labels.to_degrees(outputs.equivalent_labels)
   return {decoder: np.asarray(scoring.absolute_errors(
