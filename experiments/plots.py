@@ -16,7 +16,7 @@
 Figures are `matplotlib.figure.Figure` objects written straight to files, so
 drawing needs no display and never changes the caller's matplotlib backend.
 `density_grid` is the one density-on-a-grid computation; the comparison's
-plots use it too.
+plots use it too. Labels on the circle get `circle_plots` instead.
 """
 
 import glob
@@ -29,6 +29,7 @@ from matplotlib import image as mpl_image
 import numpy as np
 import tensorboardX
 
+from experiments import circle_plots
 from propel_jax import mixtures
 from propel_jax.training import evaluation
 
@@ -148,6 +149,9 @@ def _plot_density_1d(ax, mixture, label, equivalents, predictions, info):
 def write_all(outputs: evaluation.Outputs, info: Any, directory: str, *,
               num_examples: int) -> None:
   """Writes every plot of an evaluation's outputs into `directory`."""
+  if info.labels.kind == 'circle':
+    circle_plots.write_all(outputs, directory, num_examples=num_examples)
+    return
   os.makedirs(directory, exist_ok=True)
   plot_predicted_vs_true(outputs, info, os.path.join(directory, 'predicted_vs_true.png'))
   for index in range(min(num_examples, len(outputs.images))):

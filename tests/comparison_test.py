@@ -58,7 +58,7 @@ def test_parse_method(name, expected):
 
 @pytest.mark.parametrize('name, message', [
     ('svm', 'Unknown method'), ('mse_i2', 'needs a mixture loss'),
-    ('propel_i0', 'I >= 1'), ('mdn_i2_s0.1', 'needs loss propel'), ('propel_x', 'Unknown'),
+    ('propel_i0', 'I >= 1'), ('mdn_i2_s0.1', 'needs a loss of'), ('propel_x', 'Unknown'),
 ])
 def test_parse_method_rejects_bad_names(name, message):
   with pytest.raises(ValueError, match=message):

@@ -21,7 +21,8 @@ CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, 'experiments/confi
 CONFIG_ARGS = {'synthetic.py': ('full', 'small', 'demo'),
                'synthetic_unambiguous.py': ('full', 'small', 'demo'),
                'head_pose.py': ('biwi', 'aflw2000', 'biwi_all'),
-               'image_folder.py': ('/data/hands/labels.csv',)}
+               'image_folder.py': ('/data/hands/labels.csv',),
+               'compare_orientation.py': ('mixed_small', 'k6')}
 CONFIGS = [f'{path}:{arg}' if arg else path for path in CONFIG_FILES
            for arg in CONFIG_ARGS.get(os.path.basename(path), ('',))]
 

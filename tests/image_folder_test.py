@@ -129,3 +129,46 @@ def test_non_finite_targets_are_refused_naming_file_and_line(tmp_path, value):
   with pytest.raises(ValueError, match=rf'labels.csv:3: targets must be finite numbers, got '
                                        rf"\['3', '{value}'\]"):
     image_folder.register('non_finite', csv_path=tmp_path / 'labels.csv')
+
+
+def test_angle_targets_become_unit_vectors(tmp_path):
+  # 190° and -170° are one angle; the label is (cos θ, sin θ).
+  angles = [0.0, 90.0, 190.0, -170.0, 45.0, 720.0]
+  (tmp_path / 'src').mkdir()
+  lines = ['filename,angle,split']
+  for i, angle in enumerate(angles):
+    Image.fromarray(np.full((8, 8, 3), 10 * i, np.uint8)).save(tmp_path / 'src' / f'{i}.png')
+    lines.append(f'{i}.png,{angle},{"test" if i < 4 else "train"}')
+  csv_path = tmp_path / 'src' / 'targets.csv'
+  csv_path.write_text('\n'.join(lines) + '\n')
+  image_folder.register('angles', csv_path=csv_path, image_size=8, targets='angle',
+                        flip_negates=(True,))
+  info = input_pipeline.get_dataset_info('image_folder/angles', data_dir=tmp_path / 'data')
+  assert info.labels.kind == 'circle' and info.labels.names == ('cos', 'sin')
+  assert info.labels.flip_negates == (False, True)
+  source = input_pipeline.prepare_builder('image_folder/angles',
+                                          tmp_path / 'data').as_data_source('test')
+  by_file = {int(source[i]['filename'].decode()[0]): source[i]['label'] for i in range(4)}
+  # The pipeline passes them unchanged.
+  batch = next(input_pipeline.create_iterator(
+      'image_folder/angles', 'test', global_batch_size=4, seed=0, train=False,
+      data_dir=tmp_path / 'data'))
+  np.testing.assert_array_equal(batch['label'][0], source[0]['label'])
+  np.testing.assert_allclose(by_file[1], [0.0, 1.0], atol=1e-6)
+  np.testing.assert_allclose(by_file[2], by_file[3], atol=1e-6)
+  np.testing.assert_allclose(by_file[2], [np.cos(np.deg2rad(190)), np.sin(np.deg2rad(190))],
+                             atol=1e-6)
+
+
+def test_quaternion_targets_are_normalised_with_w_positive():
+  labels = image_folder.to_labels([[-2.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], 'quaternion')
+  np.testing.assert_allclose(labels, [[1, 0, 0, 0], [0.5, 0.5, 0.5, 0.5]])
+  np.testing.assert_allclose(image_folder.to_labels([[3.0, 4.0]], 'unit_vector'), [[0.6, 0.8]])
+
+
+def test_orientation_targets_need_their_number_of_columns(tmp_path):
+  csv_path = _write_folder(tmp_path / 'src', [('0.png', (1.0, 2.0), ())], header='filename,a,b')
+  with pytest.raises(ValueError, match='needs 4 target column'):
+    image_folder.register('bad', csv_path=csv_path, targets='quaternion')
+  with pytest.raises(ValueError, match='targets='):
+    image_folder.register('bad', csv_path=csv_path, targets='degrees')

@@ -155,7 +155,7 @@ def _adam_step(model, optimizer, batch):
   return loss
 
 
-@pytest.mark.parametrize('loss', models.LOSSES)
+@pytest.mark.parametrize('loss', models.INTERVAL_LOSSES)
 def test_every_head_overfits_a_tiny_batch(loss):
   """A few Adam steps on six random images: the loss is finite and goes down."""
   info = Info(('a', 'b'), (16, 16, 1))

@@ -14,7 +14,8 @@
                              method (first seed), the predicted density over
                              the first two target axes with the equivalent
                              labels (circles), the label (cross) and the
-                             decoded predictions (dots).
+                             decoded predictions (dots); for labels on the
+                             circle, polar plots of the density.
 
 Only the comparison's main methods are drawn, not the sensitivity sweep.
 Figures are `matplotlib.figure.Figure` objects written straight to files.
@@ -28,6 +29,7 @@ from matplotlib import figure
 import ml_collections
 import numpy as np
 
+from experiments import circle_plots
 from experiments import plots as eval_plots
 from experiments.comparison import runner
 from propel_jax.training import evaluation
@@ -107,6 +109,9 @@ def plot_densities(results: dict[str, Any], workdir: str, info: Any, path: str) 
     return
   # Every run saved its first config.num_plot_examples test images.
   count = min(len(outputs.images) for _, outputs in rows)
+  if info.labels.kind == 'circle':
+    _plot_circle_densities(rows, count, path)
+    return
   names = info.labels.names
   if count == 0 or len(names) < 2:  # A pair of axes to draw the density over.
     return
@@ -149,6 +154,29 @@ def plot_densities(results: dict[str, Any], workdir: str, info: Any, path: str) 
   fig.savefig(path, dpi=80)
 
 
+def _plot_circle_densities(rows, count, path):
+  """Images on top, then one row of polar densities per method (`circle_plots`)."""
+  if count == 0:
+    return
+  fig = figure.Figure(figsize=(2.2 * count + 1.6, 2.3 * (1 + len(rows))))
+  images = rows[0][1].images
+  for col in range(count):
+    ax = fig.add_subplot(1 + len(rows), count, 1 + col)
+    ax.imshow(np.squeeze(images[col]), cmap='gray', vmin=0.0, vmax=1.0)
+    ax.set_axis_off()
+    ax.set_title(f'test image {col}', fontsize=8)
+  for row, (name, outputs) in enumerate(rows, start=1):
+    for col in range(count):
+      ax = fig.add_subplot(1 + len(rows), count, 1 + row * count + col, projection='polar')
+      circle_plots.draw_polar(ax, outputs, col)
+      if col == 0:
+        ax.set_title(name, fontsize=8, loc='left')
+  fig.suptitle('Predicted densities on the circle (× uniform; dashed: uniform). Red: label '
+               '(solid) and its equivalents (dotted); dots: decoded angles', fontsize=9)
+  fig.tight_layout(rect=(0, 0, 1, 0.97))
+  fig.savefig(path, dpi=80)
+
+
 def write_all(results: dict[str, Any], workdir: str, *,
               config: ml_collections.ConfigDict) -> list[str]:
   """Writes every plot into workdir/plots/; returns their paths."""
@@ -158,6 +186,7 @@ def write_all(results: dict[str, Any], workdir: str, *,
   paths = [os.path.join(directory, f) for f in
            ('error_distributions.png', 'coverage.png', 'densities.png')]
   plot_error_distributions(results, workdir, info, paths[0])
-  plot_coverage(results, paths[1])
+  if info.labels.kind == 'interval':  # Interval coverage of marginals: degree labels only.
+    plot_coverage(results, paths[1])
   plot_densities(results, workdir, info, paths[2])
   return [p for p in paths if os.path.exists(p)]

@@ -24,6 +24,7 @@ import numpy as np
 from experiments.comparison import plots
 from experiments.comparison import runner
 from propel_jax import scoring
+from propel_jax import scoring_directional
 from propel_jax.training import evaluation
 from propel_jax.training import parallel
 
@@ -115,9 +116,13 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     runs[method.name] = per_seed
     if per_seed:
       summary[method.name] = aggregate(list(per_seed.values()))
+  by_symmetry = (by_symmetry_order(runs, config, workdir) if info.labels.kind == 'circle'
+                 else None)
   return {
+      'by_symmetry_order': by_symmetry,
       'dataset': config.dataset,
       'label_names': list(info.labels.names),
+      'label_kind': info.labels.kind,
       'split_sizes': dict(info.split_sizes),
       'methods': [m.name for m in methods[:num_main]],
       'sweep': [m.name for m in methods[num_main:]],
@@ -132,12 +137,50 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   }
 
 
+def symmetry_orders(equivalent_labels: np.ndarray) -> np.ndarray:
+  """[N] the number of distinct rows of each example's [K, d] equivalent labels."""
+  gaps = np.linalg.norm(equivalent_labels[:, :, None] - equivalent_labels[:, None], axis=-1)
+  # Row j is new if no earlier row equals it (to float rounding).
+  earlier = np.tril(np.ones(gaps.shape[1:], bool), k=-1)
+  return np.sum(~np.any((gaps < 1e-4) & earlier, axis=-1), axis=-1)
+
+
+def by_symmetry_order(runs: dict[str, Any], config: ml_collections.ConfigDict,
+                      workdir: str) -> dict[str, Any]:
+  """Per method and symmetry order k: mean ± std over seeds of the per-image scores.
+
+  The scores are recomputed from each finished run's saved outputs
+  (`evaluation.directional_scores`), grouped by the number of distinct equivalent
+  labels of the image.
+
+  Returns:
+    {method: {k: {score: mean_and_std over seeds}}} for the angular errors,
+    accuracies, mode recall and all-modes share.
+  """
+  table = {}
+  for name, per_seed in runs.items():
+    grouped = {}
+    for seed in per_seed:
+      directory = runner.run_dir(workdir, runner.parse_method(name), int(seed))
+      outputs = evaluation.Outputs.load(os.path.join(directory, evaluation.OUTPUTS_FILE))
+      scores = evaluation.directional_scores(outputs)
+      orders = symmetry_orders(outputs.equivalent_labels)
+      for k in np.unique(orders):
+        rows = orders == k
+        for score, values in scores.items():
+          grouped.setdefault(str(int(k)), {}).setdefault(score, []).append(
+              float(np.mean(values[rows])))
+    table[name] = {k: {score: mean_and_std(values) for score, values in scores.items()}
+                   for k, scores in grouped.items()}
+  return table
+
+
 def _settings(comparison_config, method):
   config = runner.run_config(comparison_config, method, 0)
   settings = {'loss': method.loss}
   if method.is_mixture:
     settings['num_gaussians'] = int(config.num_gaussians)
-  if method.loss == 'propel':
+  if method.loss in ('propel', 'vmfpropel'):
     settings['target_scale'] = config.target_scale
   return settings
 
@@ -178,6 +221,13 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
                else '.') + f' Hardware: {"; ".join(hardware)}.', '']
   if results['missing_runs']:
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
+  if results.get('label_kind') == 'circle':
+    lines += _circle_tables(results)
+    lines += _symmetry_table(results)
+    if plot_files:
+      lines += ['', '## Plots', '']
+      lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
+    return '\n'.join(lines) + '\n'
 
   lines += ['## Point accuracy (degrees, symmetry-aware: nearest equivalent label)', '',
             '| method | decoder | CMAE | ' + ' | '.join(f'MAE {a}' for a in axes) + ' |',
@@ -228,6 +278,74 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
     lines += ['', '## Plots', '']
     lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
   return '\n'.join(lines) + '\n'
+
+
+def _circle_tables(results: dict[str, Any]) -> list[str]:
+  """The tables of a comparison on the circle (scoring_directional's metrics)."""
+  summary = results['summary']
+  lines = ['## Angle of the point estimate (symmetry-aware: nearest equivalent label)', '',
+           'Angular error in degrees to the nearest equivalent label (mean and median over '
+           'test images); Acc@15°/30°: share of test images within 15°/30° of one.', '',
+           '| method | decoder | mean error (°) | median error (°) | Acc@15° | Acc@30° |',
+           '|---|---|---|---|---|---|']
+  for name in results['methods']:
+    stats = summary.get(name, {})
+    decoders = sorted(k.split('/', 1)[1] for k in stats if k.startswith('angular_error/'))
+    for decoder in decoders:
+      lines.append(' | '.join([
+          f'| {name}', decoder, _fmt(stats.get(f'angular_error/{decoder}')),
+          _fmt(stats.get(f'median_angular_error/{decoder}')),
+          _fmt(stats.get(f'acc15/{decoder}'), 3), _fmt(stats.get(f'acc30/{decoder}'), 3)])
+                   + ' |')
+  lines += ['', '## Density, modes and cost', '',
+            'Log-likelihood of the label: log p(θ) + log 2π in nats, i.e. w.r.t. the uniform '
+            'distribution on the circle (uniform: 0; higher is better; Implicit-PDF\'s '
+            'convention on SO(3) carried to the circle). Spread: expected angle (°) from the '
+            'predicted density to the nearest equivalent label. Mode recall: share of equivalent '
+            'labels with a mode (a local maximum at least twice the uniform density) within '
+            f'{scoring_directional.MODE_RADIUS_DEG:g}°; all modes: share of test images where '
+            'every equivalent label has one. The Euclidean PROPEL density is its Gaussian '
+            'mixture restricted to the circle and normalised there; the classifier\'s spreads '
+            'each bin\'s probability with a von Mises kernel of the bin width. Train time: wall '
+            'seconds of train_and_evaluate (compilation and evaluation included).', '',
+            '| method | log-likelihood | spread (°) | mode recall | all modes | params | '
+            'train time (s) | steps/s |', '|---|---|---|---|---|---|---|---|']
+  for name in results['methods']:
+    stats = summary.get(name, {})
+    params = stats.get('num_params')
+    lines.append(' | '.join([
+        f'| {name}', _fmt(stats.get('log_likelihood'), 3), _fmt(stats.get('spread')),
+        _fmt(stats.get('mode_recall'), 3), _fmt(stats.get('mode_recall_all'), 3),
+        f'{int(params["mean"]):,}' if params else '–', _fmt(stats.get('train_seconds'), 0),
+        _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
+  return lines
+
+
+def _symmetry_table(results: dict[str, Any]) -> list[str]:
+  """Share of test images with every equivalent found, and the median error, per k."""
+  table = results.get('by_symmetry_order') or {}
+  orders = sorted({int(k) for per_k in table.values() for k in per_k})
+  if len(orders) < 2:
+    return []
+  lines = ['', '## By symmetry order k', '',
+           'Per symmetry order k of the test image (k equivalent labels): the share of images '
+           'where every equivalent label has a mode within '
+           f'{scoring_directional.MODE_RADIUS_DEG:g}° (all modes), and the mean angular error of '
+           'the first decoder (°). Mean over seeds.', '',
+           '| method | ' + ' | '.join(f'k = {k}: all modes / error' for k in orders) + ' |',
+           '|---|' + '---|' * len(orders)]
+  for name in results['methods']:
+    per_k = table.get(name, {})
+    cells = []
+    for k in orders:
+      stats = per_k.get(str(k), {})
+      errors = sorted(key for key in stats if key.startswith('angular_error/'))
+      recall = stats.get('mode_recall_all')
+      error = stats.get(errors[0]) if errors else None
+      cells.append(f'{recall["mean"]:.2f}' if recall else '–')
+      cells[-1] += f' / {error["mean"]:.1f}' if error else ' / –'
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return lines
 
 
 def write_report(config: ml_collections.ConfigDict, workdir: str, *, command: str,

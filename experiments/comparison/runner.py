@@ -51,7 +51,9 @@ RUNS_DIR = 'runs'
 TIMING_FILE = 'timing.json'
 
 _METHOD_RE = re.compile(r'^(?P<loss>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?$')
-_MIXTURE_LOSSES = ('propel', 'mdn')
+_MIXTURE_LOSSES = ('propel', 'mdn', 'vmfpropel', 'vmfmdn')
+# The losses with a ground-truth width (target_scale) to vary.
+_TARGET_SCALE_LOSSES = ('propel', 'vmfpropel')
 
 
 # ----------------------------------------------------------------------------
@@ -95,8 +97,9 @@ def parse_method(name: str) -> Method:
   target_scale = float(match['s']) if match['s'] else None
   if num_gaussians is not None and (loss not in _MIXTURE_LOSSES or num_gaussians < 1):
     raise ValueError(f'Method {name!r}: _i<I> needs a mixture loss {_MIXTURE_LOSSES} and I >= 1.')
-  if target_scale is not None and (loss != 'propel' or target_scale <= 0):
-    raise ValueError(f'Method {name!r}: _s<target_scale> needs loss propel and a scale > 0.')
+  if target_scale is not None and (loss not in _TARGET_SCALE_LOSSES or target_scale <= 0):
+    raise ValueError(f'Method {name!r}: _s<target_scale> needs a loss of '
+                     f'{_TARGET_SCALE_LOSSES} and a scale > 0.')
   return Method(name, loss, num_gaussians, target_scale)
 
 

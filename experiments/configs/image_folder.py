@@ -10,6 +10,11 @@ The CSV format is `propel_jax.data.builders.image_folder`'s: a header
 (training and `experiments.evaluate`, from the saved config), and built into
 data_dir on first use. The label range (what maps to [0, 1]) defaults to
 the smallest and largest value of each target in the CSV.
+
+Orientation targets: `--config.image_folder.targets=angle` (one column of
+in-plane angles in degrees), `unit_vector` or `quaternion`, with a directional
+loss, e.g. `--config.loss=vmfpropel --config.target_scale=0.05`
+(docs/orientation.md).
 """
 
 import ml_collections
@@ -34,6 +39,9 @@ def get_config(csv_path: str = '') -> ml_collections.ConfigDict:
       'channels': 3,
       'test_fraction': 0.3,
       'seed': 0,
+      # 'interval' (degrees in a range), or orientation targets for the directional
+      # heads: 'angle' (one column, degrees), 'unit_vector' (x, y), 'quaternion' (w, x, y, z).
+      'targets': 'interval',
   })
   config.dataset = 'image_folder/custom'
   return config

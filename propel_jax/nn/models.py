@@ -14,11 +14,18 @@ from typing import Any
 from flax import nnx
 import jax
 import ml_collections
+import numpy as np
 
+from propel_jax.nn import directional_heads
 from propel_jax.nn import heads
 from propel_jax.nn import layers
 
-LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn')
+LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn', 'vmfpropel', 'vmfmdn', 'classifier')
+# The losses for labels in degree intervals (LabelSpec kind 'interval').
+INTERVAL_LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn')
+# The losses for unit-vector labels (kind 'circle' or 'rotation'): 'propel'
+# and 'mse' then act on the vector's components (see directional_heads).
+DIRECTIONAL_LOSSES = ('propel', 'mse', 'vmfpropel', 'vmfmdn', 'classifier')
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -38,6 +45,10 @@ def default_model_config() -> ml_collections.ConfigDict:
       'heatmap_bins': 100,
       'heatmap_layout': 'auto',  # 'joint' grid for n <= 2, 'marginal' 1-D maps above.
       'heatmap_sigma': 0.05,  # Target bump width, normalised units (see HeatmapHead).
+      # Von Mises-Fisher heads (vmfpropel, vmfmdn): κ = min + scale · softplus(raw).
+      'min_concentration': 1.0,
+      'concentration_scale': 100.0,
+      'classifier_bins': 72,  # Angle classifier: bins over the full turn.
   })
 
 
@@ -125,8 +136,9 @@ def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
   Args:
     config: reads `loss` (one of LOSSES), `num_gaussians` (I, mixture heads),
       `target_scale` (propel: σ of the ground-truth Gaussian, normalised units,
-      a number or one per target) and the optional `model` sub-config (keys and
-      defaults in `default_model_config`).
+      a number or one per target; for unit-vector labels in the vector's units,
+      and vmfpropel's κ_gt = 1/target_scale²) and the optional `model`
+      sub-config (keys and defaults in `default_model_config`).
     info: the dataset's DatasetInfo; reads `image_shape` (H, W, C) and
       `label_names` (n = their number).
     rngs: parameter initialisation keys.
@@ -139,11 +151,17 @@ def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
     raise ValueError(f'config.loss must be one of {LOSSES}; got {loss!r}.')
   cfg = _model_config(config)
   num_targets = len(info.labels.names)
+  allowed = DIRECTIONAL_LOSSES if info.labels.is_directional else INTERVAL_LOSSES
+  if loss not in allowed:
+    raise ValueError(f'config.loss={loss!r} does not fit {info.labels.kind!r} labels; use '
+                     f'one of {allowed}.')
   backbone = PaperCNN(tuple(info.image_shape), channels=tuple(cfg.channels),
                       hidden_units=cfg.hidden_units,
                       batch_norm_momentum=cfg.batch_norm_momentum,
                       conv_weight_gradient=cfg.conv_weight_gradient, rngs=rngs)
   features = backbone.num_features
+  if info.labels.is_directional:
+    return RegressionModel(backbone, _directional_head(config, cfg, info, features, rngs))
   if loss in ('propel', 'mdn'):
     if config.num_gaussians < 1:
       raise ValueError(f'config.num_gaussians must be >= 1; got {config.num_gaussians}.')
@@ -161,6 +179,38 @@ def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
     head = heads.HeatmapHead(features, num_targets, bins=cfg.heatmap_bins,
                              layout=cfg.heatmap_layout, sigma=cfg.heatmap_sigma, rngs=rngs)
   return RegressionModel(backbone, head)
+
+
+def _directional_head(config, cfg, info, features, rngs):
+  """The head for unit-vector labels (see directional_heads)."""
+  dim = len(info.labels.names)
+  antipodal = info.labels.kind == 'rotation'
+  if config.loss == 'classifier':
+    if dim != 2:
+      raise ValueError('config.loss=classifier needs circle labels (d = 2).')
+    return directional_heads.AngleClassifierHead(features, bins=cfg.classifier_bins,
+                                                 rngs=rngs)
+  if config.loss == 'mse':
+    return directional_heads.UnitVectorHead(features, dim, antipodal=antipodal, rngs=rngs)
+  if config.loss == 'propel':
+    if antipodal:
+      raise ValueError('config.loss=propel (Euclidean) is not defined for rotations: q and '
+                       '-q are far apart in R^4; use vmfpropel.')
+    return directional_heads.EuclideanPropelHead(
+        features, dim, config.num_gaussians, target_scale=config.target_scale,
+        target=cfg.propel_target, learn_weights=cfg.learn_weights,
+        scale_activation=cfg.scale_activation, min_scale=cfg.min_scale, rngs=rngs)
+  vmf_args = dict(min_concentration=cfg.min_concentration,
+                  concentration_scale=cfg.concentration_scale, antipodal=antipodal,
+                  rngs=rngs)
+  if config.loss == 'vmfmdn':
+    return directional_heads.VonMisesFisherMDNHead(features, dim, config.num_gaussians,
+                                                   **vmf_args)
+  # target_scale is the ground truth's angular σ (radians): κ = 1/σ².
+  target_scale = float(np.max(config.target_scale))
+  return directional_heads.DirectionalPropelHead(
+      features, dim, config.num_gaussians, target_concentration=1.0 / target_scale**2,
+      target=cfg.propel_target, learn_weights=cfg.learn_weights, **vmf_args)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -18,10 +18,19 @@ negative log-likelihood ('nll', nats, density in degrees), the CRPS
 marginal ('coverage_<level%>', e.g. 'coverage_90') and the mode recall
 ('mode_recall': the share of equivalent labels some mode lies within 5° of
 on every axis; 'mode_recall_all': the share of images where all are found).
-Plus 'loss' (the training loss, normalised units), 'num_examples' and
-'saturated': the largest share, over the decoders, of predicted values within
-SATURATION_MARGIN of an end of the label range (a sign of saturated sigmoid
-outputs when it is large).
+Plus 'loss' (the training loss, normalised units), 'num_examples' and, for
+label ranges, 'saturated': the largest share, over the decoders, of predicted
+values within SATURATION_MARGIN of an end of the label range (a sign of
+saturated sigmoid outputs when it is large).
+
+Datasets whose labels are angles on the circle (LabelSpec kind 'circle', unit
+vectors) or rotations (kind 'rotation', unit quaternions; geodesic angles)
+get `propel_jax.scoring_directional`'s scores instead, means over the
+examples: 'angular_error/<decoder>' (and its 'median_angular_error/...'),
+'acc15/<decoder>', 'acc30/<decoder>' in degrees and shares, and for heads
+with a density 'log_likelihood' (nats w.r.t. the uniform distribution on the
+circle or SO(3)), 'spread' (degrees), 'mode_recall' and 'mode_recall_all' (modes
+within 10° of the equivalents).
 """
 
 import dataclasses
@@ -35,8 +44,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from propel_jax import directional
 from propel_jax import mixtures
 from propel_jax import scoring
+from propel_jax import scoring_directional
 from propel_jax.data import input_pipeline
 from propel_jax.data import labels as labels_lib
 from propel_jax.training import parallel
@@ -48,7 +59,11 @@ SATURATION_MARGIN = 1e-3
 METRICS_FILE = 'eval_metrics.json'
 OUTPUTS_FILE = 'eval_outputs.npz'
 # The mixture types `Outputs.load` can restore, by the name saved with them.
-_MIXTURE_TYPES = {'Mixture': mixtures.Mixture}
+_MIXTURE_TYPES = {'Mixture': mixtures.Mixture,
+                  'VonMisesFisherMixture': directional.VonMisesFisherMixture}
+# Examples scored at once on the circle (the spread and mode scores hold
+# [chunk, grid points, K] arrays).
+_CIRCLE_CHUNK = 64
 
 
 @dataclasses.dataclass
@@ -122,8 +137,12 @@ def summarize(metrics: dict[str, Any]) -> str:
   parts = [f'loss {metrics["loss"]:.4f}']
   parts += [f'{k.split("/", 1)[1]} CMAE {v:.2f}°' for k, v in sorted(metrics.items())
             if k.startswith('cmae/')]
+  parts += [f'{k.split("/", 1)[1]} angular error {v:.2f}°'
+            for k, v in sorted(metrics.items()) if k.startswith('angular_error/')]
   if 'nll' in metrics:
     parts.append(f'NLL {metrics["nll"]:.3f}')
+  if 'log_likelihood' in metrics:
+    parts.append(f'log-likelihood {metrics["log_likelihood"]:.3f}')
   return ', '.join(parts)
 
 
@@ -178,20 +197,60 @@ def _metric_sums(predictions, equivalent_labels, mixture, *, labels: labels_lib.
                             mixture=mixture, radius_deg=MODE_RADIUS_DEG)
 
 
+# Per-example scores of unit-vector labels, by LabelSpec kind.
+_DIRECTIONAL_SCORES = {'circle': jax.jit(scoring_directional.per_example),
+                       'rotation': jax.jit(scoring_directional.per_example_rotation)}
+
+
+def directional_scores(outputs: Outputs, kind: str = 'circle') -> dict[str, np.ndarray]:
+  """Every example's `scoring_directional.per_example` (kind 'circle') or
+  `per_example_rotation` (kind 'rotation'), computed in equal chunks."""
+  score = _DIRECTIONAL_SCORES[kind]
+  count = outputs.label.shape[0]
+  chunks = []
+  for start in range(0, count, _CIRCLE_CHUNK):
+    # The last chunk is padded with its own rows so that one program serves all.
+    rows = np.minimum(np.arange(start, start + _CIRCLE_CHUNK), count - 1)
+    take = lambda tree: jax.tree.map(lambda a: np.asarray(a)[rows], tree)
+    chunks.append(jax.device_get(score(
+        take(outputs.predictions), take(outputs.label), take(outputs.equivalent_labels),
+        take(outputs.mixture))))
+  return {k: np.concatenate([c[k] for c in chunks])[:count] for k in chunks[0]}
+
+
+def _directional_metrics(outputs: Outputs, kind: str) -> dict[str, Any]:
+  scores = directional_scores(outputs, kind)
+  result = {k: float(np.mean(v)) for k, v in scores.items()}
+  result.update({f'median_{k}': float(np.median(v)) for k, v in scores.items()
+                 if k.startswith('angular_error/')})
+  return result
+
+
 def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
   """Metrics in degrees from per-example outputs (see the module docstring)."""
-  sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
-                      labels=info.labels)
-  result = scoring.summarize(sums, info.labels.names)
+  if info.labels.is_directional:
+    result = _directional_metrics(outputs, info.labels.kind)
+  else:
+    sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
+                        labels=info.labels)
+    result = scoring.summarize(sums, info.labels.names)
+    result['saturated'] = max(float(np.mean(np.minimum(p, 1 - p) < SATURATION_MARGIN))
+                              for p in outputs.predictions.values())
   result['loss'] = float(np.mean(outputs.loss))
   result['num_examples'] = int(outputs.loss.shape[0])
-  result['saturated'] = max(float(np.mean(np.minimum(p, 1 - p) < SATURATION_MARGIN))
-                            for p in outputs.predictions.values())
   return result
 
 
 def per_example_errors(outputs: Outputs, info: Any) -> dict[str, np.ndarray]:
-  """{decoder: [N]} symmetry-aware absolute error (degrees), mean over the axes."""
+  """{decoder: [N]} symmetry-aware absolute error (degrees), mean over the axes.
+
+  On the circle: the angular error to the nearest equivalent (degrees).
+  """
+  if info.labels.is_directional:
+    errors = (scoring_directional.angular_errors if info.labels.kind == 'circle'
+              else scoring_directional.rotation_errors)
+    return {decoder: np.asarray(errors(prediction, outputs.equivalent_labels))
+            for decoder, prediction in outputs.predictions.items()}
   labels = info.labels.to_degrees(outputs.equivalent_labels)
   return {decoder: np.asarray(scoring.absolute_errors(
               info.labels.to_degrees(prediction), labels)).mean(axis=-1)

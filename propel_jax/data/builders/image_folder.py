@@ -29,6 +29,14 @@ listed image's size and modification time, and the build settings. It lives in
 `<data_dir>/image_folder/<name>-<fingerprint>/`, so a changed CSV, image or
 setting builds anew instead of reusing a build of other data (older builds
 stay until deleted). Targets must be finite numbers.
+
+Orientation targets (`targets=`): 'interval' (the default) maps each column's
+range to [0, 1] as above. The others store unit vectors for the directional
+heads (`LabelSpec` kinds 'circle' and 'rotation'; the range is not used):
+'angle' reads one column of in-plane angles in degrees (any turn: 190 and
+-170 are the same angle) as (cos θ, sin θ); 'unit_vector' two columns
+(x, y), normalised; 'quaternion' four columns (w, x, y, z), normalised, sign
+chosen with w ≥ 0 (q and -q are one rotation).
 """
 
 import csv
@@ -57,6 +65,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
   channels: int = 3
   test_fraction: float = 0.3
   seed: int = 0
+  targets: str = 'interval'
 
 
 _REGISTERED = {}
@@ -104,9 +113,47 @@ def read_csv(csv_path):
           np.array(targets, np.float64), splits if split_column else None)
 
 
+# targets= -> (LabelSpec kind, number of CSV target columns; None: any).
+TARGETS = {'interval': ('interval', None), 'angle': ('circle', 1),
+           'unit_vector': ('circle', 2), 'quaternion': ('rotation', 4)}
+
+
+def to_labels(targets, kind):
+  """[N, columns] CSV targets -> [N, n] stored labels for `targets=kind`."""
+  targets = np.asarray(targets, np.float64)
+  if kind == 'interval':
+    return targets
+  if kind == 'angle':
+    angle = np.deg2rad(targets[:, 0])
+    return np.stack([np.cos(angle), np.sin(angle)], axis=1)
+  vectors = targets / np.linalg.norm(targets, axis=1, keepdims=True)
+  if kind == 'quaternion':
+    vectors = np.where(vectors[:, :1] < 0, -vectors, vectors)
+  return vectors
+
+
+def _label_spec(names, targets, kind, label_low, label_high, flip_negates):
+  """The LabelSpec of `targets=kind` for CSV target columns `names`."""
+  spec_kind, columns = TARGETS[kind]
+  if columns is not None and len(names) != columns:
+    raise ValueError(f'targets={kind!r} needs {columns} target column(s); the CSV has '
+                     f'{len(names)}: {names}.')
+  flip = None if flip_negates is None else tuple(bool(f) for f in flip_negates)
+  if spec_kind == 'interval':
+    low = tuple(float(v) for v in (targets.min(0) if label_low is None else label_low))
+    high = tuple(float(v) for v in (targets.max(0) if label_high is None else label_high))
+    return labels_lib.LabelSpec(names=tuple(names), low=low, high=high, flip_negates=flip)
+  if kind == 'angle':
+    # A mirror that negates the angle negates its sine.
+    names, flip = ('cos', 'sin'), None if flip is None else (False, flip[0])
+  n = len(names)
+  return labels_lib.LabelSpec(names=tuple(names), low=(-1.0,) * n, high=(1.0,) * n,
+                              flip_negates=flip, kind=spec_kind)
+
+
 def register(name, *, csv_path, image_dir=None, label_low=None,
              label_high=None, flip_negates=None, image_size=128, channels=3,
-             test_fraction=0.3, seed=0):
+             test_fraction=0.3, seed=0, targets='interval'):
   """Makes 'image_folder/<name>' a dataset.
 
   Args:
@@ -121,30 +168,29 @@ def register(name, *, csv_path, image_dir=None, label_low=None,
     channels: 3 (RGB) or 1 (grayscale).
     test_fraction: share of rows in 'test' when the CSV has no split column.
     seed: seed of that random split.
+    targets: what the target columns are: 'interval', 'angle', 'unit_vector'
+      or 'quaternion' (see the module docstring). For 'angle', flip_negates
+      has one entry, for the angle.
 
   Returns:
     The `ImageFolderConfig`; its TFDS config name (the build's folder) is
     `<name>-<fingerprint>`.
   """
-  names, files, targets, _ = read_csv(csv_path)
-  low = tuple(float(v) for v in (targets.min(0) if label_low is None
-                                 else label_low))
-  high = tuple(float(v) for v in (targets.max(0) if label_high is None
-                                  else label_high))
+  if targets not in TARGETS:
+    raise ValueError(f'targets={targets!r} must be one of {tuple(TARGETS)}.')
+  names, files, values, _ = read_csv(csv_path)
   image_dir = os.path.abspath(image_dir or epath.Path(csv_path).parent)
   digest = _fingerprint(csv_path, image_dir, files, {
       'image_dir': image_dir, 'image_size': image_size, 'channels': channels,
-      'test_fraction': test_fraction, 'seed': seed})
+      'test_fraction': test_fraction, 'seed': seed, 'targets': targets})
   config = ImageFolderConfig(
       name=f'{name}-{digest[:16]}',
       description=f'Images and targets of {csv_path}.',
       csv_path=str(csv_path),
       image_dir=image_dir,
-      label_spec=labels_lib.LabelSpec(
-          names=tuple(names), low=low, high=high,
-          flip_negates=None if flip_negates is None else tuple(flip_negates)),
+      label_spec=_label_spec(names, values, targets, label_low, label_high, flip_negates),
       image_size=image_size, channels=channels, test_fraction=test_fraction,
-      seed=seed)
+      seed=seed, targets=targets)
   _REGISTERED[name] = config
   return config
 
@@ -226,6 +272,7 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # The files are where the config says.
     cfg = self.builder_config
     _, files, targets, splits = read_csv(cfg.csv_path)
+    targets = to_labels(targets, cfg.targets)
     if splits is None:
       rng = np.random.default_rng(cfg.seed)
       is_test = np.zeros(len(files), bool)

@@ -1,0 +1,298 @@
+"""Platonic solids with exact rotational symmetry, rendered by a small NumPy ray caster.
+
+A convex solid centred at the origin is the intersection of half-spaces
+n_fᵀx ≤ a_f (unit face normals n_f). Rotated by R it has normals R n_f. A
+rotation g of the solid's symmetry group permutes its faces, so R and R g
+give the same solid and, with one face colour and a fixed light, the same
+image: the label R has |G| equivalent readings
+
+    tetrahedron 12, cube 24, icosahedron 60.
+
+Rendering: an orthographic camera on the +z axis looking down −z. The ray
+through image point (u, v) is (u, v, t); it is inside the solid for t in
+[max over back faces, min over front faces] of (a_f − n_x u − n_y v)/n_z, so
+it hits the solid when that interval is non-empty, and the face seen is the
+front face where the minimum is reached. For a convex solid no depth buffer
+is needed. Flat Lambertian shading from a fixed light (ambient + diffuse ·
+max(nᵀl, 0)); 4×4 samples per pixel anti-alias the edges. Every sample is
+computed the same way for R and R g, so equivalent images agree to float
+rounding (tested).
+
+Labels: unit quaternions (w, x, y, z) with w ≥ 0, of kind 'rotation' (q and
+−q are one rotation; the pipeline passes them unchanged). `equivalent_labels`
+holds the |G| quaternions of R g (K = |G|; 120 = lcm(12, 24, 60) for 'mixed',
+each repeated equally often). The symmetry groups are found from the face
+normals (every rotation that maps the set of normals onto itself), not typed
+in.
+
+Not here yet: the cone and the cylinder (continuous symmetries) of SYMSOL,
+which a half-space solid cannot represent.
+"""
+
+import dataclasses
+import functools
+import itertools
+import math
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from propel_jax import directional
+from propel_jax.data import labels as labels_lib
+
+_DTYPE = np.float32
+_SUPERSAMPLING = 4
+_AMBIENT, _DIFFUSE = 0.25, 0.75
+# Light from the upper right, in front of the solid (unit vector).
+_LIGHT = np.array([0.4, 0.5, 0.77]) / np.linalg.norm([0.4, 0.5, 0.77])
+_GOLDEN = (1.0 + math.sqrt(5.0)) / 2.0
+
+
+def _unit(rows):
+  rows = np.asarray(rows, np.float64)
+  return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+def _dodecahedron_vertices():
+  """The 20 vertices of a dodecahedron: the face normals of the icosahedron."""
+  cube = list(itertools.product((-1, 1), repeat=3))
+  rest = []
+  for s1, s2 in itertools.product((-1, 1), repeat=2):
+    a, b = s1 / _GOLDEN, s2 * _GOLDEN
+    rest += [(0, a, b), (a, b, 0), (b, 0, a)]
+  return _unit(cube + rest)
+
+
+# name -> unit face normals [F, 3]; every face is at distance `_INRADIUS` from
+# the centre, chosen so that each solid fits the image at scale 1.
+SOLIDS = {
+    'tetrahedron': _unit([(1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)]),
+    'cube': _unit(np.concatenate([np.eye(3), -np.eye(3)])),
+    'icosahedron': _dodecahedron_vertices(),
+}
+SOLID_NAMES = tuple(SOLIDS)
+_INRADIUS = {'tetrahedron': 0.3, 'cube': 0.45, 'icosahedron': 0.6}
+
+LABEL_SPEC = labels_lib.LabelSpec(
+    names=('w', 'x', 'y', 'z'), low=(-1.0,) * 4, high=(1.0,) * 4, kind='rotation')
+
+
+# ----------------------------------------------------------------------------
+# Rotations.
+
+
+def quaternion_multiply(a, b):
+  """Hamilton products a b of quaternions [..., 4] (the rotation b, then a)."""
+  aw, ax, ay, az = np.moveaxis(np.asarray(a, np.float64), -1, 0)
+  bw, bx, by, bz = np.moveaxis(np.asarray(b, np.float64), -1, 0)
+  return np.stack([aw * bw - ax * bx - ay * by - az * bz,
+                   aw * bx + ax * bw + ay * bz - az * by,
+                   aw * by - ax * bz + ay * bw + az * bx,
+                   aw * bz + ax * by - ay * bx + az * bw], -1)
+
+
+def _frame(a, b):
+  """The orthonormal frame [3, 3] (columns) of two non-parallel vectors."""
+  e1 = a / np.linalg.norm(a)
+  e2 = b - (b @ e1) * e1
+  e2 /= np.linalg.norm(e2)
+  return np.stack([e1, e2, np.cross(e1, e2)], axis=1)
+
+
+@functools.lru_cache(maxsize=None)
+def symmetry_group(solid: str) -> np.ndarray:
+  """[|G|, 4] the quaternions (w ≥ 0) of every rotation mapping the solid onto itself.
+
+  A rotation is fixed by where it sends two non-parallel face normals; every
+  choice of images with the same angle between them is tried, and kept when
+  it maps the whole set of normals onto itself.
+  """
+  normals = SOLIDS[solid]
+  first = normals[0]
+  second = next(n for n in normals[1:] if abs(n @ first) < 1 - 1e-6)
+  source = _frame(first, second)
+  quaternions = []
+  for a, b in itertools.permutations(normals, 2):
+    if abs(a @ b - first @ second) > 1e-9:
+      continue
+    rotation = _frame(a, b) @ source.T
+    mapped = normals @ rotation.T
+    if np.all(np.min(np.linalg.norm(mapped[:, None] - normals[None], axis=-1), 1) < 1e-9):
+      quaternions.append(rotation)
+  return np.asarray(directional.rotation_matrix_to_quaternion(np.array(quaternions)),
+                    np.float64)
+
+
+# ----------------------------------------------------------------------------
+# Rendering.
+
+
+def render_solids(solid, quaternions, *, image_size=64, scale=1.0):
+  """Renders noise-free images of one solid in the given orientations (vectorised).
+
+  Args:
+    solid: one of SOLID_NAMES.
+    quaternions: [N, 4] (w, x, y, z) rotations of the solid (active: the solid's
+      face normals n go to R n).
+    image_size: output height and width.
+    scale: [N] or scalar, size of the solid in the image.
+
+  Returns:
+    [N, image_size, image_size] float32 intensities in [0, 1].
+  """
+  if solid not in SOLIDS:
+    raise ValueError(f'Unknown solid {solid!r}; use one of {SOLID_NAMES}.')
+  rotations = np.asarray(directional.quaternion_to_rotation_matrix(
+      np.atleast_2d(np.asarray(quaternions, np.float32))))  # [N, 3, 3]
+  n = rotations.shape[0]
+  scale = np.broadcast_to(np.asarray(scale, np.float64), (n,))
+  normals = np.einsum('nij,fj->nfi', rotations, SOLIDS[solid]).astype(_DTYPE)  # [N, F, 3]
+  offsets = (_INRADIUS[solid] * scale).astype(_DTYPE)[:, None]  # [N, 1]
+  # Sample points: a regular s × s grid inside each pixel, x right and y up.
+  samples = image_size * _SUPERSAMPLING
+  coords = ((2.0 * np.arange(samples) + 1.0 - samples) / samples).astype(_DTYPE)
+  u, v = coords[None, :], -coords[:, None]  # [1, S] and [S, 1]
+  nx, ny, nz = (normals[..., k][:, :, None, None] for k in range(3))  # [N, F, 1, 1]
+  # Where each face's plane cuts the ray; n_z = 0 faces bound the ray only by sign.
+  numerator = offsets[:, :, None, None] - nx * u - ny * v  # [N, F, S, S]
+  front, back = nz > 1e-6, nz < -1e-6
+  safe_nz = np.where(front | back, nz, 1.0)
+  t = numerator / safe_nz
+  t_front = np.where(front, t, np.inf)
+  t_near = t_front.min(axis=1)  # [N, S, S]
+  t_far = np.where(back, t, -np.inf).max(axis=1)
+  side_ok = np.all(np.where(front | back, True, numerator >= 0), axis=1)
+  hit = (t_far <= t_near) & side_ok
+  face = np.argmin(t_front, axis=1)  # [N, S, S]
+  shade = _AMBIENT + _DIFFUSE * np.maximum(normals @ _LIGHT.astype(_DTYPE), 0.0)  # [N, F]
+  intensity = np.where(hit, np.take_along_axis(shade[:, :, None],
+                                               face.reshape(n, -1, 1), 1).reshape(face.shape),
+                       0.0)
+  return intensity.reshape(n, image_size, _SUPERSAMPLING, image_size,
+                           _SUPERSAMPLING).mean(axis=(2, 4)).astype(_DTYPE)
+
+
+def render_solid(solid, quaternion, *, image_size=64, scale=1.0):
+  """Renders one noise-free image from its label quaternion: [H, W, 1] float32 in [0, 1]."""
+  return render_solids(solid, np.asarray(quaternion)[None], image_size=image_size,
+                       scale=[scale])[0][..., None]
+
+
+def equivalent_quaternions(quaternions, solid, num_equivalents):
+  """[N, 4] labels -> [N, K, 4] the rotations q g for g in the solid's group (w ≥ 0).
+
+  Row 0 is the label itself (the group's identity comes first); the |G| rows
+  repeat cyclically up to K, which must be a multiple of |G|.
+  """
+  group = symmetry_group(solid)
+  identity = np.argmax(group[:, 0])
+  group = np.roll(group, -identity, axis=0)
+  if num_equivalents % len(group):
+    raise ValueError(f'num_equivalents={num_equivalents} is not a multiple of |G| = '
+                     f'{len(group)} ({solid}).')
+  products = quaternion_multiply(np.asarray(quaternions)[:, None], group[None])
+  products = np.where(products[..., :1] < 0, -products, products)
+  return np.tile(products, (1, num_equivalents // len(group), 1))
+
+
+def random_quaternions(rng, n):
+  """[n, 4] rotations uniform on SO(3) (normalised Gaussian 4-vectors), w ≥ 0."""
+  q = rng.standard_normal((n, 4))
+  q /= np.linalg.norm(q, axis=1, keepdims=True)
+  return np.where(q[:, :1] < 0, -q, q)
+
+
+def generate(rng, n, *, solids, image_size, noise_std=0.03, chunk=128):
+  """Samples n labelled examples, solids chosen uniformly from `solids`.
+
+  Returns:
+    images [n, H, W, 1] uint8, labels [n, 4] float32, equivalent_labels
+    [n, K, 4] float32 (K = lcm of the groups' orders), solid index [n] int32.
+  """
+  num_equivalents = math.lcm(*(len(symmetry_group(s)) for s in solids))
+  which = rng.integers(len(solids), size=n)
+  labels = random_quaternions(rng, n)
+  scale = rng.uniform(0.85, 1.0, size=n)
+  images = np.empty((n, image_size, image_size, 1), np.uint8)
+  equivalents = np.empty((n, num_equivalents, 4), np.float32)
+  for index, solid in enumerate(solids):
+    rows = np.flatnonzero(which == index)
+    equivalents[rows] = equivalent_quaternions(labels[rows], solid, num_equivalents)
+    for start in range(0, rows.size, chunk):
+      sl = rows[start:start + chunk]
+      clean = render_solids(solid, labels[sl], image_size=image_size, scale=scale[sl])
+      noisy = clean + noise_std * rng.standard_normal(clean.shape, _DTYPE)
+      images[sl, ..., 0] = np.round(np.clip(noisy, 0.0, 1.0) * 255.0)
+  return images, labels.astype(np.float32), equivalents, which.astype(np.int32)
+
+
+@dataclasses.dataclass(eq=False)
+class SymmetricSolidsConfig(tfds.core.BuilderConfig):
+  """A symmetric solids variant: which solids, image size, split sizes, seed."""
+  solids: tuple[str, ...] = SOLID_NAMES
+  image_size: int = 64
+  num_train: int = 10_000
+  num_test: int = 3_000
+  seed: int = 0
+
+
+def _configs():
+  configs = []
+  for name, solids in [('mixed', SOLID_NAMES)] + [(s, (s,)) for s in SOLID_NAMES]:
+    for suffix, size, num_train, num_test in (('', 64, 10_000, 3_000),
+                                              ('_small', 32, 2_048, 512)):
+      configs.append(SymmetricSolidsConfig(
+          name=name + suffix, solids=solids, image_size=size, num_train=num_train,
+          num_test=num_test,
+          description=f'{", ".join(solids)}; {size}x{size} grayscale, {num_train} train / '
+                      f'{num_test} test.'))
+  return configs
+
+
+class SymmetricSolids(tfds.core.GeneratorBasedBuilder):
+  """3-D rotations of Platonic solids (label: a unit quaternion with all its equivalents)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: tetrahedron, cube, icosahedron.'}
+  BUILDER_CONFIGS = _configs()
+  label_spec = LABEL_SPEC
+
+  def _info(self):
+    cfg = self.builder_config
+    size = cfg.image_size
+    k = math.lcm(*(len(symmetry_group(s)) for s in cfg.solids))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.BYTES),
+            'label': tfds.features.Tensor(shape=(4,), dtype=np.float32),
+            'equivalent_labels': tfds.features.Tensor(shape=(k, 4), dtype=np.float32),
+            'solid': tfds.features.Tensor(shape=(), dtype=np.int32),
+        }),
+        supervised_keys=('image', 'label'),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    cfg = self.builder_config
+    return {'train': self._generate_examples(cfg.num_train, 0),
+            'test': self._generate_examples(cfg.num_test, 1)}
+
+  def _generate_examples(self, num_examples, split_id):
+    cfg = self.builder_config
+    rng = np.random.default_rng([cfg.seed, split_id])
+    images, labels, equivalents, which = generate(
+        rng, num_examples, solids=cfg.solids, image_size=cfg.image_size)
+    for i in range(num_examples):
+      yield i, {'image': images[i], 'label': labels[i],
+                'equivalent_labels': equivalents[i], 'solid': which[i]}
+
+
+def build(data_dir, config_name='mixed_small'):
+  """Builds a config as array_record into data_dir (for tests and demos)."""
+  builder = tfds.builder(f'symmetric_solids/{config_name}', data_dir=data_dir,
+                         file_format='array_record')
+  builder.download_and_prepare()
+  return builder

@@ -1,0 +1,87 @@
+"""The orientation comparison on symmetric_shapes: its report tables and an end-to-end run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.comparison import report
+from experiments.comparison import runner
+import training_runs as runs  # tests/ is on sys.path under pytest.
+
+CONFIG = f'{runs.REPO}/experiments/configs/compare_orientation.py:k2_small'
+
+
+def test_vmf_methods_parse():
+  assert runner.parse_method('vmfpropel_i6_s0.1') == runner.Method(
+      'vmfpropel_i6_s0.1', 'vmfpropel', 6, 0.1)
+  assert runner.parse_method('vmfmdn_i4').is_mixture
+  with pytest.raises(ValueError, match='needs a loss of'):
+    runner.parse_method('vmfmdn_i4_s0.1')
+  with pytest.raises(ValueError, match='mixture loss'):
+    runner.parse_method('classifier_i4')
+
+
+def test_circle_report_tables():
+  stat = lambda m: {'mean': m, 'std': 0.5, 'values': [m - 0.5, m + 0.5]}
+  results = {
+      'dataset': 'symmetric_shapes/k2_small', 'label_names': ['cos', 'sin'],
+      'label_kind': 'circle', 'split_sizes': {'test': 1}, 'seeds': [0, 1],
+      'missing_runs': [], 'runs': {}, 'methods': ['vmfpropel_i2', 'mse'], 'sweep': [],
+      'config': {'image_size': None, 'num_train_steps': 4, 'batch_size': 8,
+                 'optimizer': 'adam', 'learning_rate': 1e-3, 'lr_schedule': 'cosine',
+                 'model': {'channels': (4,), 'hidden_units': 8}},
+      'summary': {'vmfpropel_i2': {'angular_error/mode': stat(3.0),
+                                   'log_likelihood': stat(1.25)},
+                  'mse': {'angular_error/direct': stat(40.0)}},
+      'by_symmetry_order': {'vmfpropel_i2': {'1': {'mode_recall_all': stat(1.0),
+                                                   'angular_error/mode': stat(2.0)},
+                                             '2': {'mode_recall_all': stat(0.75),
+                                                   'angular_error/mode': stat(4.0)}},
+                            'mse': {'1': {'angular_error/direct': stat(5.0)},
+                                    '2': {'angular_error/direct': stat(60.0)}}}}
+  text = report.markdown(results, command='cmd')
+  assert '| vmfpropel_i2 | mode | 3.00 ± 0.50 | – | – | – |' in text
+  assert '| mse | direct | 40.00 ± 0.50 |' in text
+  assert '| vmfpropel_i2 | 1.250 ± 0.500 | – |' in text
+  assert 'CMAE' not in text
+  assert '| vmfpropel_i2 | 1.00 / 2.0 | 0.75 / 4.0 |' in text
+  assert '| mse | – / 5.0 | – / 60.0 |' in text
+
+
+def test_symmetry_orders_count_distinct_equivalents():
+  angles = np.array([0.1, 0.5, 1.0])[:, None] + 2 * np.pi * (
+      np.arange(6) % np.array([1, 2, 3])[:, None]) / np.array([1, 2, 3])[:, None]
+  vectors = np.stack([np.cos(angles), np.sin(angles)], -1).astype(np.float32)
+  np.testing.assert_array_equal(report.symmetry_orders(vectors), [1, 2, 3])
+
+
+@pytest.mark.slow
+def test_compare_orientation_end_to_end(tmp_path):
+  workdir = str(tmp_path / 'compare')
+  command = [sys.executable, '-m', 'experiments.compare', f'--config={CONFIG}',
+             f'--workdir={workdir}', f'--config.data_dir={tmp_path / "data"}',
+             '--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
+             '--config.batch_size=8', '--config.num_train_steps=4',
+             '--config.log_every_steps=2', '--config.eval_every_steps=4',
+             '--config.checkpoint_every_steps=4', '--config.num_plot_examples=2',
+             '--config.eval_split=test[:32]', '--config.test_split=test[:32]',
+             '--config.num_gaussians=2', '--config.compare.methods=vmfpropel_i2,classifier',
+             '--config.compare.seeds=(0,)']
+  process = subprocess.run(command, cwd=runs.REPO, env=runs.env(str(tmp_path / 'cache')),
+                           capture_output=True, text=True, timeout=600)
+  assert process.returncode == 0, process.stderr[-5000:]
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['label_kind'] == 'circle' and results['missing_runs'] == []
+  for name in ('angular_error/mode', 'acc15/mode', 'log_likelihood', 'spread',
+               'mode_recall_all'):
+    assert name in results['summary']['vmfpropel_i2'], name
+  assert 'angular_error/argmax' in results['summary']['classifier']
+  assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == [
+      'densities.png', 'error_distributions.png']
+  assert sorted(os.listdir(os.path.join(workdir, 'runs', 'vmfpropel_i2', 'seed_0', 'plots'))) == [
+      'density_0.png', 'density_1.png', 'predicted_vs_true.png']
