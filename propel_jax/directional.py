@@ -54,10 +54,11 @@ so gradients stay finite there.
 
 Structure. ∫p², ∫q² and ∫pq are blocks of one overlap matrix over the
 components of p and q together, which keeps the compiled program small;
-its derivative is written out (d log C(κ) = -A_d(κ) dκ, A_d = I_{d/2}/I_{d/2-1})
-as a custom JVP, which makes value and gradient 1.5 (antipodal: 2.5) times
-faster than differentiating the two-branch evaluation (CPU, B = 1024, I = 16). The public functions check shapes in Python and call jitted
-cores, so eager calls compile once per shape.
+its derivative is written out (d log C(κ) = -A_d(κ) dκ with
+A_d = I_{d/2}/I_{d/2-1}) as a custom JVP, which makes value and gradient 1.5
+(antipodal: 2.5) times faster than differentiating the two-branch
+evaluation (CPU, B = 1024, I = 16). The public functions check shapes in
+Python and call jitted cores, so eager calls compile once per shape.
 """
 
 import functools
@@ -617,9 +618,10 @@ def modes(mean_directions, concentrations, log_weights=None, *,
   stationary points. It converges only linearly, slowly at shallow modes, so
   each iteration also tries a Newton step on the sphere and takes it where
   the local model is concave and the density ends up no lower. It starts
-  from every component mean; points that reach the same mode are merged. With `antipodal` the symmetrised density is used
-  (each component also at -μ_i, with half its weight) and x and -x count as one
-  mode: either of the two is returned.
+  from every component mean; points that reach the same mode are merged.
+  With `antipodal` the symmetrised density is used (each component also at
+  -μ_i, with half its weight) and x and -x count as one mode: either of the
+  two is returned.
 
   Args:
     mean_directions: [..., I, d].

@@ -315,9 +315,8 @@ def test_extreme_inputs_finite_value_and_gradient(d):
   for kappa in (0.0, 1e-8, 1.0, 1e4, 1e5):
     args = {k: v.astype(np.float32) for k, v in extreme_rows(d, kappa).items()}
     for antipodal in (True, False) if d == 3 else (True,):
-      value, grads = jax.value_and_grad(
-          lambda *v: loss(dict(zip(names, v)), antipodal).sum(),  # pylint: disable=cell-var-from-loop
-          argnums=range(5))(*args.values())
+      total = lambda *v, a=antipodal: loss(dict(zip(names, v)), a).sum()
+      value, grads = jax.value_and_grad(total, argnums=range(5))(*args.values())
       assert np.isfinite(value), kappa
       for name, g in zip(names, grads):
         assert np.all(np.isfinite(g)), (kappa, name)
