@@ -54,10 +54,11 @@ so gradients stay finite there.
 
 Structure. ∫p², ∫q² and ∫pq are blocks of one overlap matrix over the
 components of p and q together, which keeps the compiled program small;
-its derivative is written out (d log C(κ) = -A_d(κ) dκ, A_d = I_{d/2}/I_{d/2-1})
-as a custom JVP, which makes value and gradient 1.5 (antipodal: 2.5) times
-faster than differentiating the two-branch evaluation (CPU, B = 1024, I = 16). The public functions check shapes in Python and call jitted
-cores, so eager calls compile once per shape.
+its derivative is written out (d log C(κ) = -A_d(κ) dκ with
+A_d = I_{d/2}/I_{d/2-1}) as a custom JVP, which makes value and gradient 1.5
+(antipodal: 2.5) times faster than differentiating the two-branch
+evaluation (CPU, B = 1024, I = 16). The public functions check shapes in
+Python and call jitted cores, so eager calls compile once per shape.
 """
 
 import functools
@@ -68,6 +69,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 from jax.scipy import special
+from jax.scipy import linalg
 
 _SUPPORTED_DIMS = (2, 3, 4)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -506,19 +508,22 @@ def _propel_loss(mean_directions, concentrations, targets, target_concentration,
 # ---------------------------------------------------------------------------
 
 
-def _component_log_prob(x, mu, kappa, antipodal):
+def _log_peak(kappa, dim):
+  """log f(μ; μ, κ) = log C(κ) + κ = -(d/2) log 2π - h(κ), the density at the mean."""
+  return -0.5 * dim * _LOG_2PI - _log_scaled_bessel(kappa, dim)
+
+
+def _component_log_prob(x, mu, kappa, log_peak, antipodal):
   """log f_i(x) for unit x [..., d] against [..., I, d] components -> [..., I].
 
-  log C(κ) + κ μᵀx = -(d/2) log 2π - h(κ) - κ ‖x - μ‖²/2 for unit vectors,
-  which avoids the large cancellation between -κ and κ μᵀx.
+  log C(κ) + κ μᵀx = log_peak - κ ‖x - μ‖²/2 for unit vectors, which avoids
+  the large cancellation between -κ and κ μᵀx.
   """
-  dim = mu.shape[-1]
-  base = -0.5 * dim * _LOG_2PI - _log_scaled_bessel(kappa, dim)
   x = x[..., None, :]
-  log_f = base - 0.5 * kappa * jnp.sum(jnp.square(x - mu), axis=-1)
+  log_f = log_peak - 0.5 * kappa * jnp.sum(jnp.square(x - mu), axis=-1)
   if not antipodal:
     return log_f
-  log_f_flipped = base - 0.5 * kappa * jnp.sum(jnp.square(x + mu), axis=-1)
+  log_f_flipped = log_peak - 0.5 * kappa * jnp.sum(jnp.square(x + mu), axis=-1)
   return jnp.logaddexp(log_f, log_f_flipped) - _LOG_2
 
 
@@ -555,8 +560,9 @@ def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
   dtype = _compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   x = _normalize(jnp.asarray(x).astype(dtype))
-  return jax.nn.logsumexp(log_w + _component_log_prob(x, mu, kappa, antipodal),
-                          axis=-1)
+  log_peak = _log_peak(kappa, mu.shape[-1])
+  return jax.nn.logsumexp(
+      log_w + _component_log_prob(x, mu, kappa, log_peak, antipodal), axis=-1)
 
 
 def mean_direction(mean_directions, concentrations, log_weights=None, *,
@@ -612,9 +618,10 @@ def modes(mean_directions, concentrations, log_weights=None, *,
   stationary points. It converges only linearly, slowly at shallow modes, so
   each iteration also tries a Newton step on the sphere and takes it where
   the local model is concave and the density ends up no lower. It starts
-  from every component mean; points that reach the same mode are merged. With `antipodal` the symmetrised density is used
-  (each component also at -μ_i, with half its weight) and x and -x count as one
-  mode: either of the two is returned.
+  from every component mean; points that reach the same mode are merged.
+  With `antipodal` the symmetrised density is used (each component also at
+  -μ_i, with half its weight) and x and -x count as one mode: either of the
+  two is returned.
 
   Args:
     mean_directions: [..., I, d].
@@ -641,20 +648,23 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
            tol, merge_tol):
   dtype = _compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
-  # The density's components: with the symmetry, each μ_i is also at -μ_i.
+  # The density's components: with the symmetry, each μ_i is also at -μ_i
+  # with half its weight. The log weights and peak densities do not change
+  # in the loop: computed once.
+  log_w_peak = log_w + _log_peak(kappa, mu.shape[-1])
   if antipodal:
     comp_mu = jnp.concatenate([mu, -mu], axis=-2)
     comp_kappa = jnp.concatenate([kappa, kappa], axis=-1)
-    comp_log_w = jnp.concatenate([log_w, log_w], axis=-1) - _LOG_2
+    comp_log_w_peak = jnp.concatenate([log_w_peak, log_w_peak], axis=-1) - _LOG_2
   else:
-    comp_mu, comp_kappa, comp_log_w = mu, kappa, log_w
+    comp_mu, comp_kappa, comp_log_w_peak = mu, kappa, log_w_peak
   unit = lax.rsqrt(jnp.maximum(jnp.max(kappa, axis=-1), 1.0))[..., None]  # [..., 1]
 
   eye = jnp.eye(mu.shape[-1], dtype=dtype)
 
   def log_density_at(x):  # [..., K, d] -> ([..., K], log r [..., K, I'])
-    log_r = comp_log_w[..., None, :] + _component_log_prob(
-        x, comp_mu[..., None, :, :], comp_kappa[..., None, :], False)
+    log_r = _component_log_prob(x, comp_mu[..., None, :, :], comp_kappa[..., None, :],
+                                comp_log_w_peak[..., None, :], False)
     return jax.nn.logsumexp(log_r, axis=-1), log_r
 
   def step(x):  # [..., K, d] -> [..., K, d]
@@ -677,13 +687,15 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
     radial = jnp.sum(x * grad, axis=-1)[..., None, None]
     riemannian = proj @ hessian @ proj - radial * proj - outer
     tangent_grad = jnp.einsum('...de,...e->...d', proj, grad)
-    move = jnp.linalg.solve(riemannian, -tangent_grad[..., None])[..., 0]
-    newton = _normalize(x + move)
-    # Newton only where the model is concave (at a maximum), the step short
+    # Newton only where the model is concave (at a maximum: -riemannian is
+    # positive definite, so its Cholesky factor is finite), the step short
     # and the density no lower than after the fixed-point step, which keeps
     # the ascent monotone; near a mode it converges quadratically where the
     # fixed-point iteration may crawl.
-    concave = jnp.all(jnp.linalg.eigvalsh(riemannian) < 0, axis=-1)
+    factor = jnp.linalg.cholesky(-riemannian)
+    concave = jnp.all(jnp.isfinite(factor), axis=(-2, -1))
+    move = linalg.cho_solve((factor, True), tangent_grad[..., None])[..., 0]
+    newton = _normalize(x + move)
     short = jnp.sum(jnp.square(move), axis=-1) < 0.25
     better = log_density_at(newton)[0] >= log_density_at(fixed_point)[0]
     use_newton = concave & short & better
@@ -700,10 +712,7 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
     return i + 1, new_x, jnp.max(moved)
 
   _, points, _ = lax.while_loop(cond, body, (0, mu, jnp.array(jnp.inf, dtype)))
-  log_density = jax.nn.logsumexp(
-      log_w[..., None, :] + _component_log_prob(points, mu[..., None, :, :],
-                                                kappa[..., None, :], antipodal),
-      axis=-1)
+  log_density = log_density_at(points)[0]
 
   order = jnp.argsort(-log_density, axis=-1)
   points = jnp.take_along_axis(points, order[..., None], axis=-2)

@@ -315,9 +315,8 @@ def test_extreme_inputs_finite_value_and_gradient(d):
   for kappa in (0.0, 1e-8, 1.0, 1e4, 1e5):
     args = {k: v.astype(np.float32) for k, v in extreme_rows(d, kappa).items()}
     for antipodal in (True, False) if d == 3 else (True,):
-      value, grads = jax.value_and_grad(
-          lambda *v: loss(dict(zip(names, v)), antipodal).sum(),  # pylint: disable=cell-var-from-loop
-          argnums=range(5))(*args.values())
+      total = lambda *v, a=antipodal: loss(dict(zip(names, v)), a).sum()
+      value, grads = jax.value_and_grad(total, argnums=range(5))(*args.values())
       assert np.isfinite(value), kappa
       for name, g in zip(names, grads):
         assert np.all(np.isfinite(g)), (kappa, name)
@@ -547,6 +546,11 @@ def test_shape_errors_name_the_arguments():
 
 
 def test_modes_on_the_circle_match_a_grid_search():
+  """Overlapping components, float32; the second row is the first mirrored.
+
+  (Batched [2, 4, 2] like test_modes_of_well_separated_components[2], so
+  the compiled program is shared.)
+  """
   angles = np.array([0.0, 0.9, 3.0, -2.0])
   kappas = np.array([4.0, 6.0, 8.0, 1.0])
   logits = np.log([0.3, 0.2, 0.3, 0.2])
@@ -558,13 +562,18 @@ def test_modes_on_the_circle_match_a_grid_search():
   expected, expected_log_p = theta[peak][order], np.log(pdf[peak][order])
   n = len(expected)
   assert n == 3  # the broad component at -2 has no mode of its own
-  with enable_x64():
-    x, log_p, valid = directional.modes(mus, kappas, logits)
-    best = directional.most_likely_mode(mus, kappas, logits)
-  assert int(np.sum(valid)) == n and np.all(valid[:n])
-  np.testing.assert_allclose(directional.vector_to_angle(x[:n]), expected, atol=2e-5)
-  np.testing.assert_allclose(log_p[:n], expected_log_p, atol=1e-8)
-  np.testing.assert_allclose(directional.vector_to_angle(best), expected[0], atol=2e-5)
+  batch = lambda a, b: np.stack([a, b])
+  x, log_p, valid = directional.modes(batch(mus, mus * [1, -1]), batch(kappas, kappas),
+                                      batch(logits, logits))
+  best = directional.most_likely_mode(batch(mus, mus * [1, -1]), batch(kappas, kappas),
+                                      batch(logits, logits))
+  np.testing.assert_array_equal(valid, [[True] * n + [False] * (4 - n)] * 2)
+  for row, sign in enumerate((1, -1)):
+    np.testing.assert_allclose(directional.vector_to_angle(x[row, :n]), sign * expected,
+                               atol=2e-5)
+    np.testing.assert_allclose(log_p[row, :n], expected_log_p, rtol=2e-6)
+    np.testing.assert_allclose(directional.vector_to_angle(best[row]), sign * expected[0],
+                               atol=2e-5)
 
 
 def separated_mixture(d):
