@@ -9,9 +9,10 @@ Where XLA:CPU is slow, the blocks compute the same values another way
     devices stays sharded. Its forward pass, for at most 4 input channels: 9·C
     broadcast multiply-adds. On GPU and TPU ('auto') both are left to XLA.
   * BatchNorm (batch statistics), ReLU and 2×2 max-pooling as one operation
-    with a hand-written gradient: the pooling keeps the index of each window's
-    maximum, so the backward pass is one elementwise pass at full resolution
-    (autodiff of the composition takes several, each recomputing the forward).
+    with a hand-written gradient: only each window's maximum gets a gradient,
+    so the backward pass is one elementwise pass at full resolution plus sums
+    over the pooled grid (autodiff of the composition takes several passes,
+    each recomputing the forward).
   * 2×2 max-pooling on its own (inference): an elementwise maximum of the four
     strided sub-grids (`reduce_window` and its gradient are slow on CPU).
 """
@@ -193,16 +194,16 @@ def _bn_relu_pool_fwd(images, scale, bias, epsilon):
   mean, var = _batch_stats(images)
   rstd = jax.lax.rsqrt(var + epsilon)
   slope = scale * rstd
+  shift = bias - mean * slope
   quarters = _quarters(images)
-  normed = [q * slope + (bias - mean * slope) for q in quarters]
+  normed = [q * slope + shift for q in quarters]
   normed_max = jnp.maximum(jnp.maximum(normed[0], normed[1]), jnp.maximum(normed[2], normed[3]))
-  # The first maximum of each window in row-major order, as reduce_window's gradient picks.
-  index, images_max = jnp.int8(3), quarters[3]
+  # Each window's input at its first maximum (row-major), the one reduce_window's gradient picks.
+  images_max = quarters[3]
   for k in (2, 1, 0):
-    is_max = normed[k] == normed_max
-    index, images_max = jnp.where(is_max, jnp.int8(k), index), jnp.where(is_max, quarters[k], images_max)
-  pooled = jnp.maximum(normed_max, 0)
-  return (pooled, mean, var), (images, scale, mean, rstd, index, images_max, pooled)
+    images_max = jnp.where(normed[k] == normed_max, quarters[k], images_max)
+  pooled = jnp.maximum(images_max * slope + shift, 0)
+  return (pooled, mean, var), (images, scale, mean, rstd, images_max, pooled)
 
 
 def _bn_relu_pool_bwd(epsilon, residuals, cotangents):
@@ -210,14 +211,20 @@ def _bn_relu_pool_bwd(epsilon, residuals, cotangents):
 
   Only each window's maximum receives a gradient, and only where it passed
   the ReLU, so the sums BatchNorm's gradient needs run over the pooled grid.
+  The maximum's position is recomputed here (the first input equal to it)
+  rather than stored: it is part of the one full-size pass either way.
   """
   del epsilon
-  images, scale, mean, rstd, index, images_max, pooled = residuals
+  images, scale, mean, rstd, images_max, pooled = residuals
   cotangent = cotangents[0]  # batch_norm_relu_max_pool stops the statistics' gradient.
   count = images.shape[0] * images.shape[1] * images.shape[2]
   grad_max = jnp.where(pooled > 0, cotangent, 0)
   grad_bias = jnp.sum(grad_max, (0, 1, 2))
   grad_scale = jnp.sum(grad_max * ((images_max - mean) * rstd), (0, 1, 2))
+  quarters = _quarters(images)
+  index = jnp.int8(3)
+  for k in (2, 1, 0):
+    index = jnp.where(quarters[k] == images_max, jnp.int8(k), index)
   normalized = (images - mean) * rstd
   grad_images = (scale * rstd) * (_unpool(index, grad_max, images.shape)
                                   - (grad_bias + normalized * grad_scale) / count)
