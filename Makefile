@@ -33,7 +33,7 @@ test-fast: $(STAMP)
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -m 'not slow' --doctest-modules propel_jax tests
 
 # Hand-written mutation testing of the core, the input pipeline and the checkpoints: would the
-# tests notice each of ~60 plausible bugs? Not part of `make test` (about 30 minutes on 2 cores);
+# tests notice each of ~60 plausible bugs? Not part of `make test` (30-40 minutes on 2 cores);
 # scores and the equivalent mutants: docs/testing.md.
 mutate: $(STAMP)
 	$(PYTHON) tools/mutate.py

@@ -182,7 +182,7 @@ def test_damaged_latest_checkpoint_is_skipped_with_its_reason(tmp_path, caplog, 
   np.testing.assert_array_equal(next(resumed), positions[1])
   message = ' '.join(r.getMessage() for r in caplog.records)
   assert f'Skipping checkpoint 2 in {tmp_path}: ' in message and reason in message, message
-  assert 'different number of processes' not in message
+  assert 'written by a run with' not in message  # Not blamed on the process count.
   # Kept for inspection, out of the way of the step that training saves again.
   assert checkpointer.all_steps() == [1] and (tmp_path / 'damaged' / '2').is_dir()
   checkpointer.save(2, _big_state(2), resumed)

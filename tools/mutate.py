@@ -14,7 +14,7 @@ when no test can tell it apart.
     python tools/mutate.py --list            # the mutants, and whether each applies
 
 `make mutate` runs the first. Not part of `make test`: a pass runs the fast
-tests of seven modules about 60 times (about 30 minutes on 2 cores). Before
+tests of seven modules about 60 times (30-40 minutes on 2 cores). Before
 the mutants, each module's tests run once unmutated; a module whose tests fail
 unmutated is reported and skipped. A mutant whose snippet is missing (the code
 changed) is reported as not applicable: update its snippet. Exit status 1 if
@@ -126,8 +126,8 @@ MUTANTS = [
       'new_scales = per_component(scale) * scales'),
     M('mixtures', 'modes: iterate to num_iters regardless of tol',
       'return (i < num_iters) & (change > tol)', 'return i < num_iters',
-      equivalent='Only stops later: the iteration is at its fixed point by then, and every '
-      'result is the same to float rounding.'),
+      equivalent='Only stops later: the points then move by less than tol times the smallest '
+      'scale, below what any test resolves.'),
 
     # scoring: the symmetry-aware errors and the density scores.
     M('scoring', 'nearest equivalent by squared error',
