@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 # Two workers: CI machines have two cores; tests each keep to one XLA thread pool.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-fast mutate demo bench clean
+.PHONY: install test test-fast mutate demo bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
@@ -53,6 +53,11 @@ demo: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PYTHON) benchmarks/loss_benchmark.py
+
+# Where an accelerator is lent: the loss, training-step and evaluation benchmarks and the test
+# suite in one call, with one summary (benchmarks/gpu_check.sh; `--cpu` sizes for a dry run).
+gpu-check: $(BENCH_STAMP)
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
