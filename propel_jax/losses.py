@@ -5,26 +5,31 @@ PROPEL (Asad et al., ICPR 2020) is the distance of Sfikas et al. (ICANN 2005),
     D(p, q) = -log[ 2 ∫ p q dx / ∫ (p² + q²) dx ],
 
 between p = N(y, diag(s²)) centred on the label y and the mixture q that a
-network predicts. For mixtures of diagonal Gaussians every integral is a sum
-of Gaussian overlaps, in closed form. The losses are per example (no
-reduction), like optax's, and take mixture weights as logits.
+network predicts. For Gaussian mixtures every integral is a sum of Gaussian
+overlaps, in closed form. Components have diagonal covariances (scales
+[..., I, n], standard deviations) or full ones (scales [..., I, n, n],
+lower-triangular Cholesky factors; see `propel_jax.mixtures`). The losses are
+per example (no reduction), like optax's, and take mixture weights as logits.
 
 Every term is computed in log space, so the loss and its gradient stay finite
-for labels thousands of standard deviations away; the I×I self term has a
-hand-written derivative. Shapes are checked at trace time, values are not (a
-zero scale gives inf/NaN, a negative one a wrong but finite value, NaN
-propagates): `check_inputs` under `jax.experimental.checkify` catches those.
-bfloat16/float16 inputs are computed in float32. For speed, see
-docs/benchmarks.md.
+for labels thousands of standard deviations away; the I×I self terms (and
+the cross term of full covariances) have closed-form derivatives. Shapes are
+checked at trace time, values are not (a zero scale gives inf/NaN, a
+negative one a wrong but finite value, NaN propagates): `check_inputs` under
+`jax.experimental.checkify` catches those. bfloat16/float16 inputs are
+computed in float32. For speed, see docs/benchmarks.md.
 """
 
 import math
+from typing import NamedTuple
 
 import jax
 from jax import lax
 from jax.experimental import checkify
 import jax.numpy as jnp
+from jax.scipy import linalg
 from jax.typing import ArrayLike
+import numpy as np
 
 from propel_jax import mixtures
 
@@ -64,8 +69,10 @@ def _over_dims(body, init, *per_dim):
   return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
 
 
-def _row_sums(*arrays):
+def _row_sums(*arrays, axis=1):
   """Σ_j of each [I, J] array, as one variadic reduction ([I] each).
+
+  axis=0 gives the column sums Σ_i instead ([J] each).
 
   One reduction over several operands is one loop on XLA:CPU, and unlike
   single-operand sums it is not handed to the YNNPACK library, which is
@@ -73,13 +80,20 @@ def _row_sums(*arrays):
   """
   zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
   return lax.reduce(arrays, zeros,
-                    lambda x, y: tuple(a + b for a, b in zip(x, y)), (1,))
+                    lambda x, y: tuple(a + b for a, b in zip(x, y)), (axis,))
 
 
-# Every component against every component: [I] x [J] -> [I, J].
-def _all_pairs(fn):
-  return jax.vmap(jax.vmap(fn, in_axes=(None, None, 0, 0)),
-                  in_axes=(0, 0, None, None))
+def _all_pairs(fn, axis=0):
+  """fn(*a_args, *b_args) for every component of a against every one of b.
+
+  The first half of the arguments describe a's components, the second half
+  b's, each with the component axis at `axis`: [I] x [J] -> [I, J].
+  """
+  def pairs(*args):
+    half = len(args) // 2
+    per_b = jax.vmap(fn, in_axes=(None,) * half + (axis,) * half)
+    return jax.vmap(per_b, in_axes=(axis,) * half + (None,) * half)(*args)
+  return pairs
 
 
 def _log_overlap_1d(mean_a, var_a, mean_b, var_b):
@@ -235,13 +249,320 @@ def _log_cross_overlap(p_means_t, p_vars_t, p_log_weights, q_means_t, q_vars_t,
                           + log_g)
 
 
-def _distance(p_means, p_vars, p_log_weights, q_means, q_vars, q_log_weights):
-  """D(p, q) for one pair of mixtures: [n, I] / [n, J] means and variances."""
-  log_pp = _log_self_overlap(p_means, p_vars, p_log_weights)
-  log_qq = _log_self_overlap(q_means, q_vars, q_log_weights)
-  log_pq = _log_cross_overlap(p_means, p_vars, p_log_weights,
-                              q_means, q_vars, q_log_weights)
-  return jnp.logaddexp(log_pp, log_qq) - math.log(2.0) - log_pq
+# ----------------------------------------------------------------------------
+# Full covariance. A component is N(μ, Σ) with Σ = L Lᵀ; inside, Σ is kept as
+# its m = n(n+1)/2 lower-triangle entries ([m, I], `np.tril_indices` order).
+# Every pair's S = Σ_a + Σ_b is factorised by `_solve`, vmapped over all
+# pairs (`_all_pairs`); the terms and their closed-form gradients are built
+# from its results as the diagonal path builds them from its 1-D factors.
+
+# Most dimensions factorised by unrolled scalar code (see `_solve`).
+_MAX_UNROLLED_DIMS = 8
+
+
+def _tril_positions(num_dims):
+  """{(r, c): k} for the lower-triangle entries r ≥ c in `np.tril_indices` order."""
+  rows, cols = np.tril_indices(num_dims)
+  return {(int(r), int(c)): k for k, (r, c) in enumerate(zip(rows, cols))}
+
+
+def _solve(cov, diff):
+  """Factorises one symmetric positive-definite S and solves with it.
+
+  Up to `_MAX_UNROLLED_DIMS` dimensions, a square-root-free Cholesky
+  S = U D Uᵀ (U unit lower triangular) written as unrolled scalar code, which
+  vmapping over the pairs turns into elementwise [I, J] slabs: an order of
+  magnitude faster on XLA:CPU than a batched `jnp.linalg.cholesky` of
+  [I, J, n, n], whose per-matrix cost dominates for small n. Its size grows
+  like n³ though (compiling n = 16 takes minutes), so above that a batched
+  Cholesky S = C Cᵀ and triangular solves do the same job (D_k = C_kk²).
+
+  Either way log det S = Σ_k log D_k and the Mahalanobis term dᵀ S⁻¹ d comes
+  from a triangular solve, with no inverse and no determinant. S⁻¹, which
+  only the gradient needs (it is the derivative of log det S), is computed
+  from the factor; under jit it is dropped where unused.
+
+  Args:
+    cov: [m] the lower-triangle entries of S.
+    diff: [n] the vector d.
+
+  Returns:
+    (pivots D_k, a list of n scalars; dᵀ S⁻¹ d; u = S⁻¹ d, a list of n
+    scalars; S⁻¹ as {(r, c): scalar} for r ≥ c).
+  """
+  if diff.shape[0] <= _MAX_UNROLLED_DIMS:
+    return _solve_unrolled(cov, diff)
+  return _solve_batched(cov, diff)
+
+
+def _solve_unrolled(cov, diff):
+  """`_solve` by S = U D Uᵀ in unrolled scalar code.
+
+  With y = U⁻¹ d (forward substitution, alongside the factorisation),
+  dᵀ S⁻¹ d = Σ_k y_k² / D_k; u = U⁻ᵀ D⁻¹ y by back substitution; S⁻¹ by
+  the backward recurrence X_rc = δ_rc / D_r - Σ_{k>r} U_kr X_kc (r ≤ c,
+  X symmetric), which solves Uᵀ X = D⁻¹ U⁻¹ without forming U⁻¹.
+  """
+  num_dims = diff.shape[0]
+  entry = {rc: cov[k] for rc, k in _tril_positions(num_dims).items()}
+  y = [diff[k] for k in range(num_dims)]
+  pivots, inverses, multipliers = [], [], {}
+  for k in range(num_dims):
+    pivots.append(entry[k, k])
+    inverses.append(1.0 / entry[k, k])
+    for r in range(k + 1, num_dims):
+      multipliers[r, k] = entry[r, k] * inverses[k]
+      y[r] = y[r] - multipliers[r, k] * y[k]
+      for c in range(k + 1, r + 1):
+        entry[r, c] = entry[r, c] - multipliers[r, k] * entry[c, k]
+  mahalanobis = sum(y_k * y_k * inv for y_k, inv in zip(y, inverses))
+  u = [y_k * inv for y_k, inv in zip(y, inverses)]
+  inverse = {}
+  for r in reversed(range(num_dims)):
+    for k in range(r + 1, num_dims):
+      u[r] = u[r] - multipliers[k, r] * u[k]
+    for c in reversed(range(r, num_dims)):
+      value = inverses[r] if r == c else 0.0
+      for k in range(r + 1, num_dims):
+        value = value - multipliers[k, r] * inverse[max(k, c), min(k, c)]
+      inverse[c, r] = value
+  return pivots, mahalanobis, u, inverse
+
+
+def _solve_batched(cov, diff):
+  """`_solve` by a Cholesky factor S = C Cᵀ and triangular solves."""
+  num_dims = diff.shape[0]
+  positions = _tril_positions(num_dims)
+  index = np.array([[positions[max(r, c), min(r, c)] for c in range(num_dims)]
+                    for r in range(num_dims)])
+  factor = jnp.linalg.cholesky(cov[index])
+  z = linalg.solve_triangular(factor, diff, lower=True)
+  u = linalg.solve_triangular(factor, z, lower=True, trans='T')
+  inverse = linalg.cho_solve(
+      (factor, True), jnp.eye(num_dims, dtype=cov.dtype))
+  pivots = jnp.square(jnp.diagonal(factor))
+  return ([pivots[k] for k in range(num_dims)], jnp.sum(jnp.square(z)),
+          [u[k] for k in range(num_dims)],
+          {rc: inverse[rc] for rc in positions})
+
+
+def _log_overlap_full(mean_a, cov_a, mean_b, cov_b):
+  """log G(a, b) = log N(μ_a; μ_b, Σ_a + Σ_b) without its constant -½ n log 2π.
+
+  Args:
+    mean_a, mean_b: [n].
+    cov_a, cov_b: [m] lower-triangle entries of Σ_a and Σ_b.
+
+  Returns:
+    A scalar.
+  """
+  pivots, mahalanobis, _, _ = _solve(cov_a + cov_b, mean_a - mean_b)
+  return -0.5 * (sum(jnp.log(p) for p in pivots) + mahalanobis)
+
+
+def _normalized_overlap_full(mean_a, cov_a, rsqrt_pivots_a, mean_b, cov_b,
+                             rsqrt_pivots_b):
+  """ρ(a, b) = G(a, b) / √(G(a, a) G(b, b)) ∈ (0, 1] for one pair.
+
+  ρ = spread^(-1/2) exp(-½ dᵀ S⁻¹ d), spread = Π_k D_k(S) / (2√(D_k(Σ_a) D_k(Σ_b)))
+  with D_k the pivots of each matrix. Each factor is ≥ 1: the pivot D_k is
+  the Schur complement of the leading k×k block, which is superadditive over
+  positive-definite matrices, so D_k(S) ≥ D_k(Σ_a) + D_k(Σ_b). The product
+  then only grows and can only overflow, to inf, where ρ = 0 is the correct
+  limit: the diagonal path's argument, factor by factor.
+
+  Args:
+    mean_a, mean_b: [n].
+    cov_a, cov_b: [m] lower-triangle entries of Σ_a and Σ_b.
+    rsqrt_pivots_a, rsqrt_pivots_b: [n] D_k(Σ)^(-1/2) of each.
+
+  Returns:
+    A scalar.
+  """
+  pivots, mahalanobis, _, _ = _solve(cov_a + cov_b, mean_a - mean_b)
+  spread = 1.0
+  for k, pivot in enumerate(pivots):
+    spread = spread * (0.5 * pivot * rsqrt_pivots_a[k] * rsqrt_pivots_b[k])
+  return lax.rsqrt(spread) * jnp.exp(-0.5 * mahalanobis)
+
+
+def _overlap_gradients_full(mean_a, cov_a, mean_b, cov_b):
+  """Partial derivatives of log G(a, b) for the a side.
+
+  ∂ log G / ∂μ_a = -u and ∂ log G / ∂Σ_a = ½ (u uᵀ - S⁻¹) with u = S⁻¹ d,
+  d = μ_a - μ_b; by symmetry the b side's are -∂/∂μ_a and ∂/∂Σ_a. An
+  off-diagonal entry of the lower triangle stands for Σ_rc and Σ_cr, so its
+  partial is twice the matrix's.
+
+  Args:
+    mean_a, mean_b: [n].
+    cov_a, cov_b: [m] lower-triangle entries of Σ_a and Σ_b.
+
+  Returns:
+    (∂ log G / ∂μ_a, a list of n scalars; ∂ log G / ∂ each lower-triangle
+    entry of Σ_a, a list of m scalars).
+  """
+  _, _, u, inverse = _solve(cov_a + cov_b, mean_a - mean_b)
+  d_cov = [(0.5 if r == c else 1.0) * (u[r] * u[c] - inverse[r, c])
+           for r, c in _tril_positions(mean_a.shape[0])]
+  return [-u_k for u_k in u], d_cov
+
+
+def _rsqrt_pivots(covs_t, num_dims):
+  """[m, I] covariance entries -> [n, I] D_k(Σ_i)^(-1/2), each from its own factor."""
+
+  def one(cov):
+    pivots, *_ = _solve(cov, jnp.zeros(num_dims, cov.dtype))
+    return jnp.stack([lax.rsqrt(p) for p in pivots])
+
+  return jax.vmap(one, in_axes=1, out_axes=1)(covs_t)
+
+
+def _self_overlap_terms_full(means_t, covs_t, log_weights):
+  """`_self_overlap_terms` for full covariances ([n, I], [m, I], [I])."""
+  num_dims = means_t.shape[0]
+  rsqrt_pivots = _rsqrt_pivots(covs_t, num_dims)
+  # log(w_i √H_i), H_i = (4π)^(-n/2) det(Σ_i)^(-1/2).
+  log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
+           + 0.5 * jnp.sum(jnp.log(rsqrt_pivots), axis=0))
+  shift = jnp.max(log_c)
+  c = jnp.exp(log_c - shift)
+  rho = _all_pairs(_normalized_overlap_full, axis=1)(
+      means_t, covs_t, rsqrt_pivots, means_t, covs_t, rsqrt_pivots)
+  terms = c[:, None] * c[None, :] * rho
+  rows, = _row_sums(terms)
+  total = jnp.sum(rows)  # In [1, I²]: the largest term is diagonal and 1.
+  return 2.0 * shift + jnp.log(total), terms / total, rows / total
+
+
+def _self_overlap_gradients_full(means_t, covs_t, terms, row_terms):
+  """`_self_overlap_gradients` for full covariances.
+
+  Args:
+    means_t, covs_t: [n, I], [m, I].
+    terms: [I, I], P.
+    row_terms: [I], Σ_j P_ij.
+
+  Returns:
+    Gradients with respect to means_t [n, I], covs_t [m, I], log weights [I].
+  """
+  num_dims = means_t.shape[0]
+  d_mean, d_cov = _all_pairs(_overlap_gradients_full, axis=1)(
+      means_t, covs_t, means_t, covs_t)
+  weights = 2.0 * terms
+  sums = _row_sums(*(weights * g for g in d_mean + d_cov))
+  return (jnp.stack(sums[:num_dims]), jnp.stack(sums[num_dims:]),
+          2.0 * row_terms)
+
+
+@jax.custom_jvp
+def _log_self_overlap_full(means_t, covs_t, log_weights):
+  """log ∫p² for one full-covariance mixture ([n, I], [m, I], [I])."""
+  return _self_overlap_terms_full(means_t, covs_t, log_weights)[0]
+
+
+@_log_self_overlap_full.defjvp
+def _log_self_overlap_full_jvp(primals, tangents):
+  value, terms, row_terms = _self_overlap_terms_full(*primals)
+  grads = _self_overlap_gradients_full(primals[0], primals[1], terms, row_terms)
+  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+
+
+def _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
+                              q_covs_t, q_log_weights):
+  """log ∫pq and its normalised terms for full-covariance mixtures.
+
+  Args:
+    p_means_t, p_covs_t, p_log_weights: [n, I], [m, I], [I].
+    q_means_t, q_covs_t, q_log_weights: [n, J], [m, J], [J].
+
+  Returns:
+    (log ∫pq [], Q [I, J]) with Q_ij = a_i b_j G(i, j) / ∫pq.
+  """
+  num_dims = p_means_t.shape[0]
+  log_g = _all_pairs(_log_overlap_full, axis=1)(p_means_t, p_covs_t, q_means_t,
+                                                q_covs_t)
+  logits = p_log_weights[:, None] + q_log_weights[None, :] + log_g
+  log_total = jax.nn.logsumexp(logits)
+  return (log_total - 0.5 * num_dims * _LOG_2PI,
+          jnp.exp(logits - log_total))
+
+
+@jax.custom_jvp
+def _log_cross_overlap_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
+                            q_covs_t, q_log_weights):
+  """log ∫pq for full-covariance mixtures ([n, I], [m, I], [I]; [n, J], [m, J], [J])."""
+  return _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights,
+                                   q_means_t, q_covs_t, q_log_weights)[0]
+
+
+@_log_cross_overlap_full.defjvp
+def _log_cross_overlap_full_jvp(primals, tangents):
+  """Closed form: ∂/∂θ_i = Σ_j Q_ij ∂ log G(i, j)/∂θ_i, and Σ_i for q's side.
+
+  Autodiff through the unrolled factorisation is ten times slower at n = 8.
+  """
+  p_means_t, p_covs_t, _, q_means_t, q_covs_t, _ = primals
+  num_dims = p_means_t.shape[0]
+  value, terms = _cross_overlap_terms_full(*primals)
+  d_mean, d_cov = _all_pairs(_overlap_gradients_full, axis=1)(
+      p_means_t, p_covs_t, q_means_t, q_covs_t)
+  weighted = [terms * g for g in d_mean + d_cov] + [terms]
+  p_sums = _row_sums(*weighted)
+  # The b side's partials: -∂/∂μ_a and the same ∂/∂Σ_a.
+  q_sums = _row_sums(*weighted, axis=0)
+  grads = (jnp.stack(p_sums[:num_dims]), jnp.stack(p_sums[num_dims:-1]),
+           p_sums[-1], -jnp.stack(q_sums[:num_dims]),
+           jnp.stack(q_sums[num_dims:-1]), q_sums[-1])
+  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+
+
+# ----------------------------------------------------------------------------
+# The distance, for either kind of mixture on either side.
+
+
+class _Diagonal(NamedTuple):
+  """One mixture of diagonal Gaussians: means, variances [n, I]; log weights [I]."""
+  means: jax.Array
+  variances: jax.Array
+  log_weights: jax.Array
+
+
+class _Full(NamedTuple):
+  """One full-covariance mixture: means [n, I], covariance entries [m, I]; log weights [I]."""
+  means: jax.Array
+  covariances: jax.Array
+  log_weights: jax.Array
+
+
+def _as_full(mixture):
+  """A `_Full` for either kind (a diagonal one gets zero off-diagonal entries)."""
+  if isinstance(mixture, _Full):
+    return mixture
+  zeros = jnp.zeros_like(mixture.variances[0])
+  entries = [mixture.variances[r] if r == c else zeros
+             for r, c in _tril_positions(mixture.means.shape[0])]
+  return _Full(mixture.means, jnp.stack(entries), mixture.log_weights)
+
+
+def _log_self_integral(mixture):
+  """log ∫p² for one mixture of either kind."""
+  if isinstance(mixture, _Full):
+    return _log_self_overlap_full(*mixture)
+  return _log_self_overlap(*mixture)
+
+
+def _log_cross_integral(p, q):
+  """log ∫pq; by the full-covariance path if either side has full covariances."""
+  if isinstance(p, _Diagonal) and isinstance(q, _Diagonal):
+    return _log_cross_overlap(*p, *q)
+  return _log_cross_overlap_full(*_as_full(p), *_as_full(q))
+
+
+def _distance(p, q):
+  """D(p, q) for one pair of mixtures, each a `_Diagonal` or a `_Full`."""
+  return (jnp.logaddexp(_log_self_integral(p), _log_self_integral(q))
+          - math.log(2.0) - _log_cross_integral(p, q))
 
 
 # Jitted so that eager calls compile once per shape instead of dispatching the
@@ -285,23 +606,34 @@ def _prefixed(prefix):
 
 
 def _flatten(means, scales, log_weights, batch, dtype):
-  """[..., I, n] -> [B, n, I] means, variances; [B, I] normalised log weights."""
-  shape = batch + means.shape[-2:]
+  """A batch of mixtures [..., I, n] -> a `_Diagonal` or `_Full` of [B, ...] arrays.
+
+  Means [B, n, I]; variances [B, n, I] or the covariances' lower-triangle
+  entries [B, m, I]; normalised log weights [B, I].
+  """
   means = means.astype(dtype)
   if log_weights is not None:
     log_weights = jnp.asarray(log_weights, dtype)
   log_weights = mixtures.normalized_log_weights(means, log_weights)
-  means = jnp.broadcast_to(means, shape)
-  variances = jnp.broadcast_to(jnp.square(scales.astype(dtype)), shape)
-  log_weights = jnp.broadcast_to(log_weights, shape[:-1])
-  flat = lambda a: jnp.swapaxes(a.reshape(-1, *shape[-2:]), -1, -2)
-  return flat(means), flat(variances), log_weights.reshape(-1, shape[-2])
+  num = means.shape[-2]
+
+  def flat(a):  # [..., I, k] -> [B, k, I]
+    a = jnp.broadcast_to(a, batch + a.shape[-2:])
+    return jnp.swapaxes(a.reshape(-1, *a.shape[-2:]), -1, -2)
+
+  log_weights = jnp.broadcast_to(log_weights, batch + (num,)).reshape(-1, num)
+  scales = scales.astype(dtype)
+  if mixtures.is_full_covariance(means, scales):
+    rows, cols = np.tril_indices(means.shape[-1])
+    covariances = mixtures.component_covariances(means, scales)[..., rows, cols]
+    return _Full(flat(means), flat(covariances), log_weights)
+  return _Diagonal(flat(means), flat(jnp.square(scales)), log_weights)
 
 
 def _checked_distance(p, q, batch, dtype):
   """D(p, q) for validated (means, scales, log_weights) triples -> [*batch]."""
-  distance = _batched_distance(*_flatten(*p, batch, dtype),
-                               *_flatten(*q, batch, dtype))
+  distance = _batched_distance(_flatten(*p, batch, dtype),
+                               _flatten(*q, batch, dtype))
   return distance.reshape(batch)
 
 
@@ -311,17 +643,27 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
                      q_log_weights: ArrayLike | None = None) -> jax.Array:
   """Closed-form distance -log[2∫pq / ∫(p² + q²)] between Gaussian mixtures.
 
-  Both p and q are mixtures of diagonal Gaussians, each with its own number
-  of components and weights; `propel_loss` is the case where p is one
-  Gaussian. The general form serves ambiguous labels (p a mixture over the
-  equally valid answers) and learned mixture weights. p and q must have the
-  same number of axes; their leading (batch) axes broadcast, size 1 included.
+  p and q are Gaussian mixtures, each with its own number of components and
+  weights, and each with diagonal or full covariances (independently: a
+  side's scales [..., I, n] are standard deviations, [..., I, n, n]
+  lower-triangular Cholesky factors of the covariances, of which only the
+  lower triangle is read). `propel_loss` is the case where p is one Gaussian.
+  The general form serves ambiguous labels (p a mixture over the equally
+  valid answers) and learned mixture weights. p_means and q_means must have
+  the same number of axes; their leading (batch) axes broadcast, size 1
+  included.
+
+  For full covariances each pair's log-overlap log N(μ_a; μ_b, Σ_a + Σ_b) is
+  computed from a Cholesky factorisation of Σ_a + Σ_b (a triangular solve for
+  the Mahalanobis term, the sum of log-pivots for the determinant); where
+  both sides are diagonal, the faster per-dimension path is used.
 
   Args:
     p_means: [..., I, n] component means of p.
-    p_scales: [..., I, n] component standard deviations of p (> 0).
+    p_scales: [..., I, n] component standard deviations of p (> 0), or
+      [..., I, n, n] Cholesky factors (nonzero diagonal).
     q_means: [..., J, n] component means of q.
-    q_scales: [..., J, n] component standard deviations of q (> 0).
+    q_scales: [..., J, n] or [..., J, n, n], as p_scales.
     p_log_weights: optional [..., I] logits of p's weights (default 1/I each).
     q_log_weights: optional [..., J] logits of q's weights (default 1/J each).
 
@@ -355,6 +697,14 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
     ...                               jnp.array([[[1.0], [1.0]]]), scales)
     >>> [round(v, 4) for v in one.tolist()]  # log 1.5: half the mass missing
     [0.4055]
+
+    A diagonal p against a full-covariance q: Cholesky factors of the
+    diagonal scales give the same distance.
+
+    >>> tril = jnp.full((1, 2, 1, 1), 0.1)  # [B, J, n, n]
+    >>> same = losses.mixture_distance(p_means, scales, p_means, tril)
+    >>> [round(abs(v), 4) for v in same.tolist()]
+    [0.0]
   """
   p_means, p_scales, q_means, q_scales = map(
       jnp.asarray, (p_means, p_scales, q_means, q_scales))
@@ -418,10 +768,14 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
 
   L = -log[2∫P_gt P_m / ∫(P_gt² + P_m²)] with P_gt = N(y, diag(s²)) and P_m
   the mixture; exactly the paper's definition for any I ≥ 1 and n ≥ 1, in
-  natural log.
+  natural log. The components may have full covariances (the paper's future
+  work): scales with one axis more than means, [..., I, n, n], hold their
+  lower-triangular Cholesky factors (distrax's `scale_tril`; only the lower
+  triangle is read), as scipy's `multivariate_normal` tells a 2-D `cov` from
+  a 1-D one; see `mixture_distance` for how it is computed.
 
-  means and scales have exactly one more axis (I) than targets; the leading
-  (batch) axes broadcast, size 1 included. target_scale is used as it is if
+  means has exactly one more axis (I) than targets; the leading (batch) axes
+  broadcast, size 1 included. target_scale stays diagonal: it is used as it is if
   its shape broadcasts against targets' (so [n] is per dimension, [B, n] and
   [B, 1] per example); otherwise, if it broadcasts against the batch shape
   targets.shape[:-1], it is one scale per example (so [B] works). A 1-D
@@ -430,7 +784,9 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations (> 0).
+    scales: [..., I, n] component standard deviations (> 0), or
+      [..., I, n, n] lower-triangular Cholesky factors of the component
+      covariances (nonzero diagonal).
     targets: [..., n] labels.
     target_scale: standard deviation of the ground-truth Gaussian (> 0): a
       scalar, [n], [...], [..., 1] or [..., n], as above.
@@ -465,6 +821,16 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
     ...                           target_scale=per_example)
     >>> loss.shape
     (3,)
+
+    One component tilted along x_0 = x_1 (correlation 0.9) is close to a
+    target on that line and far from one across it:
+
+    >>> tril = jnp.array([[[[0.2, 0.0], [0.18, 0.087]]]])  # [B=1, I=1, n, n]
+    >>> targets = jnp.array([[0.2, 0.2], [0.2, -0.2]])    # [B=2, n]
+    >>> loss = losses.propel_loss(jnp.zeros((1, 1, 2)), tril, targets,
+    ...                           target_scale=0.05)
+    >>> [round(v, 2) for v in loss.tolist()]
+    [1.46, 7.12]
   """
   means, scales, targets, target_scale = map(
       jnp.asarray, (means, scales, targets, target_scale))
@@ -543,12 +909,13 @@ def mixture_nll(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
                 log_weights: ArrayLike | None = None) -> jax.Array:
   """Negative log-likelihood of the targets under the mixture (the MDN loss).
 
-  means and scales have exactly one more axis (I) than targets; the leading
-  axes broadcast, size 1 included.
+  means has exactly one more axis (I) than targets; the leading axes
+  broadcast, size 1 included.
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations (> 0).
+    scales: [..., I, n] component standard deviations (> 0), or
+      [..., I, n, n] lower-triangular Cholesky factors of the covariances.
     targets: [..., n].
     log_weights: optional [..., I] logits of the weights (default 1/I each).
 
@@ -588,7 +955,8 @@ def check_inputs(means: ArrayLike, scales: ArrayLike,
 
   Args:
     means: [..., I, n], must be finite.
-    scales: [..., I, n], must be finite and > 0.
+    scales: [..., I, n], must be finite and > 0; or [..., I, n, n] Cholesky
+      factors, whose lower triangle must be finite with a nonzero diagonal.
     targets: optional [..., n], must be finite.
     target_scale: optional scalar, [n], [...], [..., 1] or [..., n] (see
       `propel_loss`), must be finite and > 0.
@@ -617,9 +985,17 @@ def check_inputs(means: ArrayLike, scales: ArrayLike,
   if targets is not None and target_scale is not None:
     _target_scale_per_dim(jnp.asarray(target_scale), jnp.asarray(targets))
   checkify.check(jnp.all(jnp.isfinite(means)), 'means contain NaN or inf.')
-  checkify.check(jnp.all(jnp.isfinite(scales) & (scales > 0)),
-                 'scales must be finite and > 0; smallest is {m}.',
-                 m=jnp.min(scales))
+  if mixtures.is_full_covariance(means, scales):
+    diagonal = jnp.abs(jnp.diagonal(scales, axis1=-2, axis2=-1))
+    checkify.check(
+        jnp.all(jnp.isfinite(jnp.tril(scales))) & jnp.all(diagonal > 0),
+        'scales (Cholesky factors) must have a finite lower triangle and a '
+        'nonzero diagonal; smallest |diagonal entry| is {m}.',
+        m=jnp.min(diagonal))
+  else:
+    checkify.check(jnp.all(jnp.isfinite(scales) & (scales > 0)),
+                   'scales must be finite and > 0; smallest is {m}.',
+                   m=jnp.min(scales))
   if targets is not None:
     checkify.check(jnp.all(jnp.isfinite(targets)), 'targets contain NaN or inf.')
   if target_scale is not None:

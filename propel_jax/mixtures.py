@@ -1,14 +1,23 @@
-"""Mixtures of diagonal Gaussians: the `Mixture` type and what to do with one.
+"""Gaussian mixtures: the `Mixture` type and what to do with one.
 
-A mixture over R^n with I components is `means` and `scales` (standard
-deviations), both [..., I, n], and `log_weights` [..., I]: logits, normalised
-over I by every function here (None means equal weights). Leading axes are
-batch axes. The functions take these arrays positionally, so for a `Mixture`
-`m`, `log_prob(x, *m)` is `m.log_prob(x)`. All are pure jnp, so they jit, vmap
-and differentiate; shapes are checked at trace time, values never.
+A mixture over R^n with I components is `means` [..., I, n], `scales` and
+`log_weights` [..., I]: logits, normalised over I by every function here (None
+means equal weights). `scales` is one of two things, told apart by its rank
+(as scipy's `multivariate_normal` tells its `cov` apart):
+
+  [..., I, n]     per-dimension standard deviations: diagonal covariances;
+  [..., I, n, n]  lower-triangular Cholesky factors L of full covariances
+                  Σ = L Lᵀ (distrax's `scale_tril`); only the lower triangle
+                  is read.
+
+Leading axes are batch axes. The functions take these arrays positionally, so
+for a `Mixture` `m`, `log_prob(x, *m)` is `m.log_prob(x)`. All are pure jnp,
+so they jit, vmap and differentiate; shapes are checked at trace time, values
+never.
 """
 
 from collections.abc import Mapping
+from collections.abc import Sequence
 import math
 from typing import Any, NamedTuple
 
@@ -17,20 +26,22 @@ from jax import lax
 import jax.numpy as jnp
 from jax.scipy import special
 from jax.typing import ArrayLike
+import numpy as np
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 class Mixture(NamedTuple):
-  """A batch of mixtures of diagonal Gaussians; a pytree.
+  """A batch of Gaussian mixtures, diagonal or full covariance; a pytree.
 
   Every method delegates to the module function of the same name, which does
-  the work. Other component families (full covariance, von Mises-Fisher) are
-  types of their own with the same methods.
+  the work. Other component families (von Mises-Fisher) are types of their
+  own with the same methods.
 
   Attributes:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations (> 0).
+    scales: [..., I, n] component standard deviations (> 0), or
+      [..., I, n, n] lower-triangular Cholesky factors of the covariances.
     log_weights: [..., I] mixture weights as logits (normalised over I
       wherever they are used).
 
@@ -45,6 +56,10 @@ class Mixture(NamedTuple):
     -1.4189
     >>> m.covariance().tolist()
     [[2.0]]
+    >>> tilted = mixtures.Mixture.uniform(jnp.zeros((1, 2)),
+    ...                                   jnp.array([[[1.0, 0.0], [1.0, 1.0]]]))
+    >>> tilted.is_full_covariance, tilted.covariance().tolist()
+    (True, [[1.0, 1.0], [1.0, 2.0]])
   """
 
   means: jax.Array
@@ -72,6 +87,11 @@ class Mixture(NamedTuple):
   def batch_shape(self) -> tuple[int, ...]:
     """The leading (batch) axes: means.shape[:-2]."""
     return self.means.shape[:-2]
+
+  @property
+  def is_full_covariance(self) -> bool:
+    """`is_full_covariance(self.means, self.scales)`."""
+    return is_full_covariance(self.means, self.scales)
 
   def log_prob(self, x: ArrayLike) -> jax.Array:
     """`log_prob(x, *self)`."""
@@ -105,6 +125,10 @@ class Mixture(NamedTuple):
   def affine(self, shift: ArrayLike, scale: ArrayLike) -> 'Mixture':
     """`affine(*self, shift=shift, scale=scale)`."""
     return affine(*self, shift=shift, scale=scale)
+
+  def marginal(self, dims: Sequence[int]) -> 'Mixture':
+    """`marginal(*self, dims=dims)`."""
+    return marginal(*self, dims=dims)
 
 
 # ----------------------------------------------------------------------------
@@ -145,7 +169,8 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
   """Raises ValueError unless the arrays form a mixture (and points for it).
 
   Requires real dtypes, means [..., I, n] with I ≥ 1 and n ≥ 1, scales of the
-  same shape, log_weights [..., I] with means' leading shape, and points x
+  same shape or [..., I, n, n] (Cholesky factors), log_weights [..., I] with
+  means' leading shape, and points x
   [..., n] with exactly one axis fewer than means, whose leading axes
   broadcast with means'. The one-more-axis rule catches a forgotten component
   axis: means [B, n] with x [B, n] would otherwise read as one B-component
@@ -153,7 +178,7 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
 
   Args:
     means: [..., I, n].
-    scales: [..., I, n].
+    scales: [..., I, n] or [..., I, n, n].
     log_weights: optional [..., I].
     x: optional [..., n] points.
     names: the caller's argument names for the roles 'x', 'means', 'scales'
@@ -196,9 +221,12 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
     raise ValueError(f'{m} must be [..., I, n] (I components, n dimensions); '
                      f'got shape {means_shape}. For one Gaussian use '
                      f'{m}[..., None, :].')
-  if scales_shape != means_shape:
-    raise ValueError(f'{s} shape {scales_shape} must equal {m} shape '
-                     f'{means_shape} ([..., I, n]).')
+  if scales_shape not in (means_shape, means_shape + means_shape[-1:]):
+    raise ValueError(
+        f'{s} shape {scales_shape} must equal {m} shape {means_shape} '
+        f'([..., I, n]: standard deviations) or be '
+        f'{means_shape + means_shape[-1:]} ([..., I, n, n]: lower-triangular '
+        'Cholesky factors of full covariances).')
   if log_weights is not None and jnp.shape(log_weights) != means_shape[:-1]:
     raise ValueError(f'{w} shape {jnp.shape(log_weights)} must be '
                      f'{means_shape[:-1]} ([..., I]) for {m} of shape '
@@ -261,13 +289,128 @@ def normalized_log_weights(means: ArrayLike,
 
 
 # ----------------------------------------------------------------------------
+# The two kinds of scales.
+
+
+def is_full_covariance(means: ArrayLike, scales: ArrayLike) -> bool:
+  """Whether scales are Cholesky factors [..., I, n, n] rather than [..., I, n].
+
+  Decided by rank alone (static under jit); `check_shapes` validates the rest.
+
+  Examples:
+    >>> import numpy as np
+    >>> from propel_jax import mixtures
+    >>> means = np.zeros((4, 2, 3))
+    >>> mixtures.is_full_covariance(means, np.ones((4, 2, 3)))
+    False
+    >>> mixtures.is_full_covariance(means, np.ones((4, 2, 3, 3)))
+    True
+  """
+  return jnp.ndim(scales) == jnp.ndim(means) + 1
+
+
+def _event_axes(means, scales):
+  """How many trailing axes of scales describe one component: 1 or 2."""
+  return 2 if is_full_covariance(means, scales) else 1
+
+
+def component_covariances(means: ArrayLike, scales: ArrayLike) -> jax.Array:
+  """Every component's covariance Σ_i: diag σ_i², or L_i L_iᵀ (lower triangle of L_i).
+
+  Args:
+    means: [..., I, n] component means.
+    scales: [..., I, n] standard deviations or [..., I, n, n] Cholesky factors.
+
+  Returns:
+    [..., I, n, n].
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import mixtures
+    >>> means = jnp.zeros((1, 2))
+    >>> mixtures.component_covariances(means, jnp.array([[2.0, 3.0]])).tolist()
+    [[[4.0, 0.0], [0.0, 9.0]]]
+    >>> tril = jnp.array([[[2.0, 7.0], [1.0, 1.0]]])  # 7.0 is not read
+    >>> mixtures.component_covariances(means, tril).tolist()
+    [[[4.0, 2.0], [2.0, 2.0]]]
+  """
+  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  check_shapes(means, scales)
+  if is_full_covariance(means, scales):
+    tril = jnp.tril(scales)
+    return tril @ jnp.swapaxes(tril, -1, -2)
+  return jnp.square(scales)[..., None] * jnp.eye(means.shape[-1], dtype=scales.dtype)
+
+
+def marginal_scales(means: ArrayLike, scales: ArrayLike) -> jax.Array:
+  """Every component's marginal standard deviations √Σ_i,dd.
+
+  The scales themselves if diagonal; for Cholesky factors, the norms of the
+  rows of their lower triangles.
+
+  Args:
+    means: [..., I, n] component means.
+    scales: [..., I, n] standard deviations or [..., I, n, n] Cholesky factors.
+
+  Returns:
+    [..., I, n], > 0 for valid scales.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import mixtures
+    >>> tril = jnp.array([[[3.0, 0.0], [3.0, 4.0]]])
+    >>> mixtures.marginal_scales(jnp.zeros((1, 2)), tril).tolist()
+    [[3.0, 5.0]]
+  """
+  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  check_shapes(means, scales)
+  if is_full_covariance(means, scales):
+    return jnp.sqrt(jnp.sum(jnp.square(jnp.tril(scales)), axis=-1))
+  return scales
+
+
+def _whiten(x, scales):
+  """L⁻¹ x by forward substitution: x [..., n] against factors L [..., n, n]."""
+  batch = jnp.broadcast_shapes(x.shape[:-1], scales.shape[:-2])
+  tril = jnp.broadcast_to(scales, batch + scales.shape[-2:])
+  column = jnp.broadcast_to(x, batch + x.shape[-1:])[..., None]
+  return lax.linalg.triangular_solve(tril, column, left_side=True,
+                                     lower=True)[..., 0]
+
+
+def _precisions(scales):
+  """Σ⁻¹ = L⁻ᵀ L⁻¹ from Cholesky factors L [..., n, n] (for the modes' iteration)."""
+  identity = jnp.broadcast_to(jnp.eye(scales.shape[-1], dtype=scales.dtype),
+                              scales.shape)
+  inverse = lax.linalg.triangular_solve(scales, identity, left_side=True,
+                                        lower=True)
+  return jnp.swapaxes(inverse, -1, -2) @ inverse
+
+
+def _log_det_scales(means, scales):
+  """[..., I] Σ_d log σ_id, or log |det L_i| = Σ_d log |L_i,dd| for factors.
+
+  A factor's diagonal may have either sign: flipping a column's sign leaves
+  L Lᵀ unchanged.
+  """
+  if is_full_covariance(means, scales):
+    return jnp.sum(jnp.log(jnp.abs(jnp.diagonal(scales, axis1=-2, axis2=-1))),
+                   axis=-1)
+  return jnp.sum(jnp.log(scales), axis=-1)
+
+
+# ----------------------------------------------------------------------------
 # Densities, moments, modes, sampling.
 
 
 def _component_log_prob(x, means, scales):
-  z = (x[..., None, :] - means) / scales
-  return -0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1) - jnp.sum(
-      jnp.log(scales), axis=-1)
+  offset = x[..., None, :] - means
+  if is_full_covariance(means, scales):
+    z = _whiten(offset, scales)
+  else:
+    z = offset / scales
+  return (-0.5 * jnp.sum(_LOG_2PI + jnp.square(z), axis=-1)
+          - _log_det_scales(means, scales))
 
 
 def _log_prob(x, means, scales, log_weights):
@@ -278,12 +421,13 @@ def _log_prob(x, means, scales, log_weights):
 
 def component_log_prob(x: ArrayLike, means: ArrayLike,
                        scales: ArrayLike) -> jax.Array:
-  """log N(x; μ_i, diag σ_i²) for every component i.
+  """log N(x; μ_i, Σ_i) for every component i.
 
   Args:
     x: [..., n] points.
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
 
   Returns:
     [..., I] log-densities, the leading shapes broadcast.
@@ -303,12 +447,13 @@ def component_log_prob(x: ArrayLike, means: ArrayLike,
 
 def log_prob(x: ArrayLike, means: ArrayLike, scales: ArrayLike,
              log_weights: ArrayLike | None = None) -> jax.Array:
-  """Mixture log-density log Σ_i w_i N(x; μ_i, diag σ_i²).
+  """Mixture log-density log Σ_i w_i N(x; μ_i, Σ_i).
 
   Args:
     x: [..., n] points.
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
 
   Returns:
@@ -322,6 +467,15 @@ def log_prob(x: ArrayLike, means: ArrayLike, scales: ArrayLike,
     >>> lp = mixtures.log_prob(x, means, jnp.ones_like(means))
     >>> [round(v, 4) for v in lp.tolist()]
     [-1.4189, -1.4189, -1.4189, -1.4189]
+
+    With Cholesky factors [I, n, n]: Σ = [[1, 0.9], [0.9, 1]] is densest
+    along the diagonal x_0 = x_1.
+
+    >>> tril = jnp.array([[[1.0, 0.0], [0.9, 0.4359]]])
+    >>> lp = mixtures.log_prob(jnp.array([[1.0, 1.0], [1.0, -1.0]]),
+    ...                        jnp.zeros((1, 1, 2)), tril[None])
+    >>> [round(v, 2) for v in lp.tolist()]
+    [-1.53, -11.01]
   """
   x, means, scales = map(jnp.asarray, (x, means, scales))
   check_shapes(means, scales, log_weights, x)
@@ -335,7 +489,8 @@ def mean(means: ArrayLike, scales: ArrayLike,
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
 
   Returns:
@@ -357,11 +512,12 @@ def mean(means: ArrayLike, scales: ArrayLike,
 
 def covariance(means: ArrayLike, scales: ArrayLike,
                log_weights: ArrayLike | None = None) -> jax.Array:
-  """Mixture covariance Σ_i w_i [diag σ_i² + (μ_i - m)(μ_i - m)ᵀ], m the mean.
+  """Mixture covariance Σ_i w_i [Σ_i + (μ_i - m)(μ_i - m)ᵀ], m the mean.
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
 
   Returns:
@@ -378,10 +534,10 @@ def covariance(means: ArrayLike, scales: ArrayLike,
   check_shapes(means, scales, log_weights)
   weights = jnp.exp(normalized_log_weights(means, log_weights))
   centred = means - jnp.sum(weights[..., None] * means, axis=-2)[..., None, :]
-  within = jnp.sum(weights[..., None] * jnp.square(scales), axis=-2)
+  within = jnp.einsum('...i,...ijk->...jk', weights,
+                      component_covariances(means, scales))
   between = jnp.einsum('...i,...ij,...ik->...jk', weights, centred, centred)
-  return between + within[..., None, :] * jnp.eye(means.shape[-1],
-                                                 dtype=within.dtype)
+  return between + within
 
 
 def modes(means: ArrayLike, scales: ArrayLike,
@@ -391,19 +547,21 @@ def modes(means: ArrayLike, scales: ArrayLike,
   """Modes of the mixture, by fixed-point (mean-shift) iteration.
 
   Starting from every component mean, iterates the stationarity condition of
-  a diagonal Gaussian mixture, x_d ← Σ_i r_i μ_id / v_id / Σ_i r_i / v_id with
-  responsibilities r_i ∝ w_i N(x; μ_i, σ_i²), which increases the density
-  monotonically (Carreira-Perpiñán, 2000) and so converges to a mode in
-  practice. Starting points that reach the same mode are merged. The output
-  has fixed shapes (I slots), so it jits.
+  a Gaussian mixture, x ← (Σ_i r_i Σ_i⁻¹)⁻¹ Σ_i r_i Σ_i⁻¹ μ_i with
+  responsibilities r_i ∝ w_i N(x; μ_i, Σ_i) (per dimension for diagonal
+  covariances), which increases the density monotonically
+  (Carreira-Perpiñán, 2000) and so converges to a mode in practice. Starting
+  points that reach the same mode are merged. The output has fixed shapes (I
+  slots), so it jits.
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
     num_iters: most iterations.
     tol: stop when no point moves more than tol times the smallest component
-      scale of its dimension.
+      (marginal) standard deviation of its dimension.
     merge_tol: points closer than merge_tol times that scale (in every
       dimension) are one mode.
 
@@ -431,18 +589,33 @@ def modes(means: ArrayLike, scales: ArrayLike,
   means = means.astype(dtype)
   scales = jnp.asarray(scales, dtype)
   log_weights = normalized_log_weights(means, log_weights).astype(dtype)
-  precisions = 1.0 / jnp.square(scales)  # [..., I, n]
-  unit = jnp.min(scales, axis=-2, keepdims=True)  # [..., 1, n]
+  unit = jnp.min(marginal_scales(means, scales), axis=-2,
+                 keepdims=True)  # [..., 1, n]
+  # Every component against K points: a size-1 axis in front of I.
+  means_k = means[..., None, :, :]
+  scales_k = jnp.expand_dims(scales, -2 - _event_axes(means, scales))
 
   def responsibilities(x):  # x [..., K, n] -> [..., K, I]
-    log_r = log_weights[..., None, :] + _component_log_prob(
-        x, means[..., None, :, :], scales[..., None, :, :])
+    log_r = log_weights[..., None, :] + _component_log_prob(x, means_k,
+                                                            scales_k)
     return jax.nn.softmax(log_r, axis=-1)
 
-  def step(x):
-    r = responsibilities(x)
-    return (jnp.einsum('...ki,...in->...kn', r, precisions * means)
-            / jnp.einsum('...ki,...in->...kn', r, precisions))
+  if is_full_covariance(means, scales):
+    precisions = _precisions(scales)  # [..., I, n, n]
+    scaled_means = jnp.einsum('...inm,...im->...in', precisions, means)
+
+    def step(x):
+      r = responsibilities(x)
+      lhs = jnp.einsum('...ki,...inm->...knm', r, precisions)
+      rhs = jnp.einsum('...ki,...in->...kn', r, scaled_means)
+      return jnp.linalg.solve(lhs, rhs[..., None])[..., 0]
+  else:
+    precisions = 1.0 / jnp.square(scales)  # [..., I, n]
+
+    def step(x):
+      r = responsibilities(x)
+      return (jnp.einsum('...ki,...in->...kn', r, precisions * means)
+              / jnp.einsum('...ki,...in->...kn', r, precisions))
 
   def cond(state):
     i, _, change = state
@@ -455,8 +628,7 @@ def modes(means: ArrayLike, scales: ArrayLike,
 
   _, points, _ = lax.while_loop(cond, body,
                                 (0, means, jnp.array(jnp.inf, dtype)))
-  log_density = _log_prob(points, means[..., None, :, :],
-                          scales[..., None, :, :], log_weights[..., None, :])
+  log_density = _log_prob(points, means_k, scales_k, log_weights[..., None, :])
 
   # Sort by density; a point is a duplicate if a denser one is within merge_tol.
   order = jnp.argsort(-log_density, axis=-1)
@@ -481,7 +653,8 @@ def most_likely_mode(means: ArrayLike, scales: ArrayLike,
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
     **modes_kwargs: passed to `modes`.
 
@@ -508,7 +681,8 @@ def sample(key: jax.Array, means: ArrayLike, scales: ArrayLike,
   Args:
     key: a JAX PRNG key.
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
     sample_shape: leading shape of the samples.
 
@@ -530,22 +704,33 @@ def sample(key: jax.Array, means: ArrayLike, scales: ArrayLike,
   shape = tuple(sample_shape) + means.shape[:-2]
   component_key, noise_key = jax.random.split(key)
   component = jax.random.categorical(component_key, log_weights, shape=shape)
-  pick = lambda a: jnp.take_along_axis(  # [..., I, n] -> [*sample_shape, ..., n]
-      jnp.broadcast_to(a, shape + a.shape[-2:]), component[..., None, None],
-      axis=-2)[..., 0, :]
+
+  def pick(a, event_axes):  # [..., I, *event] -> [*sample_shape, ..., *event]
+    a = jnp.broadcast_to(a, shape + a.shape[-1 - event_axes:])
+    index = component.reshape(component.shape + (1,) * (1 + event_axes))
+    return jnp.squeeze(jnp.take_along_axis(a, index, axis=-1 - event_axes),
+                       axis=-1 - event_axes)
+
   noise = jax.random.normal(noise_key, shape + means.shape[-1:],
                             jnp.result_type(means, jnp.float32))
-  return pick(means) + pick(scales) * noise
+  if is_full_covariance(means, scales):
+    return pick(means, 1) + jnp.einsum('...nm,...m->...n',
+                                       jnp.tril(pick(scales, 2)), noise)
+  return pick(means, 1) + pick(scales, 1) * noise
 
 
 def marginal_cdf(x: ArrayLike, means: ArrayLike, scales: ArrayLike,
                  log_weights: ArrayLike | None = None) -> jax.Array:
   """Per-dimension marginal CDF Σ_i w_i Φ((x_d - μ_id) / σ_id).
 
+  σ_id is the marginal standard deviation √Σ_i,dd (`marginal_scales`): the
+  marginals of a Gaussian are Gaussian.
+
   Args:
     x: [..., n] points.
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
 
   Returns:
@@ -562,7 +747,7 @@ def marginal_cdf(x: ArrayLike, means: ArrayLike, scales: ArrayLike,
   x, means, scales = map(jnp.asarray, (x, means, scales))
   check_shapes(means, scales, log_weights, x)
   weights = jnp.exp(normalized_log_weights(means, log_weights))
-  cdf = special.ndtr((x[..., None, :] - means) / scales)
+  cdf = special.ndtr((x[..., None, :] - means) / marginal_scales(means, scales))
   return jnp.sum(weights[..., None] * cdf, axis=-2)
 
 
@@ -571,13 +756,18 @@ def affine(means: ArrayLike, scales: ArrayLike,
            scale: ArrayLike) -> Mixture:
   """The mixture of y = shift + scale x (per dimension) for x from a mixture.
 
-  Each component maps to N(shift + scale μ_i, diag (|scale| σ_i)²) with its
-  weight unchanged, so log p_y(shift + scale x) = log p_x(x) - Σ_d log|scale_d|.
-  This is how a mixture moves between normalised label units and degrees.
+  Each component maps to N(shift + scale μ_i, D Σ_i D), D = diag(scale), with
+  its weight unchanged, so log p_y(shift + scale x) = log p_x(x) -
+  Σ_d log|scale_d|. Standard deviations become |scale| σ_i; a Cholesky factor
+  L becomes D L with the sign of column d flipped where scale_d < 0, which
+  keeps it lower triangular and its diagonal's signs (the same covariance:
+  flipping a column's sign leaves L Lᵀ unchanged). This is how a mixture
+  moves between normalised label units and degrees.
 
   Args:
     means: [..., I, n] component means.
-    scales: [..., I, n] component standard deviations.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
     shift: a scalar or [..., n] (per dimension; leading axes broadcast with
       the mixture's batch axes).
@@ -596,6 +786,11 @@ def affine(means: ArrayLike, scales: ArrayLike,
     ...                           scale=jnp.array([180.0, 90.0]))
     >>> degrees.means.tolist(), degrees.scales.tolist()
     ([[-45.0, 0.0]], [[22.5, 22.5]])
+    >>> flipped = mixtures.affine(jnp.zeros((1, 2)),
+    ...                           jnp.array([[[1.0, 0.0], [0.5, 1.0]]]),
+    ...                           shift=0.0, scale=jnp.array([-2.0, 1.0]))
+    >>> jnp.diagonal(flipped.scales[0]).tolist(), flipped.covariance().tolist()
+    ([2.0, 1.0], [[4.0, -1.0], [-1.0, 1.25]])
   """
   means, scales, shift, scale = map(jnp.asarray, (means, scales, shift, scale))
   check_shapes(means, scales, log_weights)
@@ -613,10 +808,73 @@ def affine(means: ArrayLike, scales: ArrayLike,
   # Per dimension: the I axis goes in front of n.
   per_component = lambda a: a[..., None, :] if a.ndim else a
   new_means = per_component(shift) + per_component(scale) * means
-  new_scales = jnp.abs(per_component(scale)) * scales
-  shape = jnp.broadcast_shapes(new_means.shape, new_scales.shape)
+  if is_full_covariance(means, scales):
+    # D L, then column d times sign(scale_d): rows [..., 1, n, 1], columns
+    # [..., 1, 1, n].
+    rows = scale[..., None, :, None] if scale.ndim else scale
+    columns = jnp.sign(scale)[..., None, None, :] if scale.ndim else jnp.sign(scale)
+    new_scales = rows * scales * columns
+  else:
+    new_scales = jnp.abs(per_component(scale)) * scales
+  event_axes = _event_axes(means, scales)
+  batch = jnp.broadcast_shapes(new_means.shape[:-2],
+                               new_scales.shape[:-1 - event_axes])
   if log_weights is None:
     log_weights = normalized_log_weights(means)
-  return Mixture(jnp.broadcast_to(new_means, shape),
-                 jnp.broadcast_to(new_scales, shape),
-                 jnp.broadcast_to(jnp.asarray(log_weights), shape[:-1]))
+  return Mixture(
+      jnp.broadcast_to(new_means, batch + means.shape[-2:]),
+      jnp.broadcast_to(new_scales, batch + scales.shape[-1 - event_axes:]),
+      jnp.broadcast_to(jnp.asarray(log_weights), batch + means.shape[-2:-1]))
+
+
+def marginal(means: ArrayLike, scales: ArrayLike,
+             log_weights: ArrayLike | None = None, *,
+             dims: Sequence[int]) -> Mixture:
+  """The marginal mixture over the dimensions `dims`.
+
+  The marginal of a Gaussian mixture is the mixture of its components'
+  marginals, with the same weights: means μ_i[dims] and, for full covariance,
+  the Cholesky factor of the sub-covariance Σ_i[dims, dims] (of the same
+  kind as the input: a full mixture stays full).
+
+  Args:
+    means: [..., I, n] component means.
+    scales: [..., I, n] component standard deviations, or [..., I, n, n]
+      lower-triangular Cholesky factors of the covariances.
+    log_weights: optional [..., I] logits (default: equal weights).
+    dims: the k ≥ 1 distinct dimensions to keep, in the order wanted.
+
+  Returns:
+    A `Mixture` with means [..., I, k] and scales [..., I, k] or
+    [..., I, k, k]; log_weights are the given logits (uniform ones if None).
+
+  Raises:
+    ValueError: if dims is empty, repeats a dimension or is out of range.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import mixtures
+    >>> tril = jnp.array([[[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 2.0, 2.0]]])
+    >>> m = mixtures.Mixture.uniform(jnp.array([[1.0, 2.0, 3.0]]), tril)
+    >>> pair = m.marginal((2, 1))
+    >>> pair.means.tolist(), pair.covariance().round(4).tolist()
+    ([[3.0, 2.0]], [[8.0, 2.0], [2.0, 2.0]])
+  """
+  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  check_shapes(means, scales, log_weights)
+  num_dims = means.shape[-1]
+  dims = [int(d) for d in dims]
+  if not dims or len(set(dims)) != len(dims) or not all(
+      0 <= d < num_dims for d in dims):
+    raise ValueError(f'dims {dims} must name distinct dimensions in '
+                     f'[0, {num_dims}) of means {means.shape}, at least one.')
+  index = np.asarray(dims)
+  if is_full_covariance(means, scales):
+    covariances = component_covariances(means, scales)
+    new_scales = jnp.linalg.cholesky(covariances[..., index[:, None], index])
+  else:
+    new_scales = scales[..., index]
+  if log_weights is None:
+    log_weights = normalized_log_weights(means)
+  return Mixture(means[..., index], new_scales,
+                 jnp.broadcast_to(jnp.asarray(log_weights), means.shape[:-1]))

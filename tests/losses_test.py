@@ -857,3 +857,320 @@ def test_mixture_nll_matches_scipy():
   with enable_x64():
     got = losses.mixture_nll(means, scales, targets, log_weights=log_w)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# Full covariance: scales [..., I, n, n] are lower-triangular Cholesky factors.
+
+
+def random_full_problem(rng, batch, num, dim, spread=1.0):
+  """Means, Cholesky factors (some negative diagonals, junk above) and targets."""
+  means = rng.normal(size=batch + (num, dim)) * spread
+  factors = rng.normal(size=batch + (num, dim, dim)) * 0.4
+  diagonal = rng.uniform(0.3, 1.0, size=batch + (num, dim)) * rng.choice(
+      [-1.0, 1.0], size=batch + (num, dim))
+  factors[..., np.arange(dim), np.arange(dim)] = diagonal
+  # Only the lower triangle is read: the upper one holds junk.
+  factors += np.triu(np.full((dim, dim), 100.0), k=1)
+  targets = rng.normal(size=batch + (dim,)) * spread
+  return means, factors, targets
+
+
+def covariances_of(factors):
+  """Σ = L Lᵀ from the lower triangle, float64 NumPy."""
+  lower = np.tril(factors)
+  return lower @ np.swapaxes(lower, -1, -2)
+
+
+def gaussian_logpdf(x, mean, cov):
+  """log N(x; mean, cov) from its definition, float64.
+
+  Not scipy's multivariate_normal, which treats eigenvalues below 1e6 ε of
+  the largest as zero and so calls covariances spanning 1e-6 to 1e6 singular.
+  """
+  diff = x - mean
+  _, log_det = np.linalg.slogdet(2 * np.pi * cov)
+  return -0.5 * (log_det + diff @ np.linalg.solve(cov, diff))
+
+
+def ref_full_log_integral(am, ac, aw, bm, bc, bw):
+  """log ∫ a b for mixtures ([I, n] means, [I, n, n] covariances, [I] weights)."""
+  return special.logsumexp([
+      np.log(aw[i]) + np.log(bw[j]) + gaussian_logpdf(am[i], bm[j], ac[i] + bc[j])
+      for i in range(len(aw)) for j in range(len(bw))])
+
+
+def ref_full_distance(pm, pc, pw, qm, qc, qw):
+  """-log[2∫pq / ∫(p² + q²)] for Gaussian mixtures, float64."""
+  p, q = (pm, pc, pw), (qm, qc, qw)
+  return (np.logaddexp(ref_full_log_integral(*p, *p), ref_full_log_integral(*q, *q))
+          - np.log(2) - ref_full_log_integral(*p, *q))
+
+
+def ref_full_propel(means, factors, target, target_scale, weights=None):
+  """PROPEL for one example with full covariances: means [I, n], factors [I, n, n]."""
+  num, dim = means.shape
+  weights = np.full(num, 1 / num) if weights is None else weights
+  gt_cov = np.diag(np.broadcast_to(target_scale, (dim,)) ** 2)
+  return ref_full_distance(target[None], gt_cov[None], np.ones(1), means,
+                           covariances_of(factors), weights)
+
+
+# n = 9 takes the batched-Cholesky path (`losses._MAX_UNROLLED_DIMS` = 8).
+@pytest.mark.parametrize('num,dim', [(1, 1), (3, 2), (4, 3), (2, 5), (2, 9)])
+@pytest.mark.parametrize('weighted', [False, True])
+def test_full_covariance_matches_float64_reference(num, dim, weighted):
+  rng = np.random.default_rng(100 + num * 10 + dim)
+  means, factors, targets = random_full_problem(rng, (2,), num, dim)
+  target_scale = rng.uniform(0.2, 0.5, size=(1, dim))  # [n] is ambiguous for n = 2
+  log_w = random_log_weights(rng, (2, num)) if weighted else None
+  expected = [ref_full_propel(means[b], factors[b], targets[b], target_scale[0],
+                              None if log_w is None else np.exp(log_w[b]))
+              for b in range(2)]
+  with enable_x64():
+    got64 = losses.propel_loss(means, factors, targets, target_scale=target_scale,
+                               log_weights=log_w)
+    assert got64.dtype == jnp.float64
+    np.testing.assert_allclose(got64, expected, rtol=1e-9, atol=1e-11)
+  got32 = losses.propel_loss(means.astype(np.float32), factors.astype(np.float32),
+                             targets.astype(np.float32),
+                             target_scale=target_scale.astype(np.float32),
+                             log_weights=None if log_w is None else log_w.astype(np.float32))
+  np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_full_covariance_matches_grid_integration_n2():
+  """The three integrals of the definition on a grid, densities from SciPy."""
+  rng = np.random.default_rng(101)
+  means, factors, target = random_full_problem(rng, (), 3, 2)
+  weights = np.array([0.2, 0.3, 0.5])
+  target_scale = np.array([0.3, 0.5])
+  axis = np.linspace(-9, 9, 1201)
+  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
+  p_gt = stats.multivariate_normal.pdf(grid, target, np.diag(target_scale ** 2))
+  p_m = sum(w * stats.multivariate_normal.pdf(grid, m, c)
+            for w, m, c in zip(weights, means, covariances_of(factors)))
+  integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
+  assert abs(integral(p_m) - 1) < 1e-9  # the grid holds the whole density
+  expected = -np.log(2 * integral(p_gt * p_m) / integral(p_gt ** 2 + p_m ** 2))
+  with enable_x64():
+    got = losses.propel_loss(means, factors, target, target_scale=target_scale,
+                             log_weights=np.log(weights))
+  np.testing.assert_allclose(got, expected, rtol=1e-7)
+
+
+def test_diagonal_factors_reproduce_the_diagonal_path():
+  rng = np.random.default_rng(102)
+  means, scales, targets = random_problem(rng, (4,), 3, 3)
+  factors = scales[..., None] * np.eye(3)
+  log_w = random_log_weights(rng, (4, 3))
+  loss = lambda m, s: losses.propel_loss(m, s, targets, target_scale=0.3,
+                                         log_weights=log_w)
+  grads = jax.grad(lambda m, s: loss(m, s).sum(), argnums=(0, 1))
+  with enable_x64():
+    np.testing.assert_allclose(loss(means, factors), loss(means, scales), rtol=1e-12)
+    d_means_full, d_factors = grads(means, factors)
+    d_means, d_scales = grads(means, scales)
+    np.testing.assert_allclose(d_means_full, d_means, rtol=1e-10, atol=1e-12)
+    # ∂/∂σ_d of the diagonal path is ∂/∂L_dd of the full one.
+    np.testing.assert_allclose(np.diagonal(d_factors, axis1=-2, axis2=-1), d_scales,
+                               rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(loss(means, factors.astype(np.float32)),
+                             loss(means, scales.astype(np.float32)), rtol=1e-5)
+
+
+@pytest.mark.parametrize('p_full,q_full', [(False, True), (True, False), (True, True)])
+def test_mixture_distance_mixed_diagonal_and_full_sides(p_full, q_full):
+  rng = np.random.default_rng(103)
+  pm, pf, _ = random_full_problem(rng, (3,), 2, 3)
+  qm, qf, _ = random_full_problem(rng, (3,), 4, 3)
+  ps, qs = rng.uniform(0.2, 1.0, size=(3, 2, 3)), rng.uniform(0.2, 1.0, size=(3, 4, 3))
+  pw, qw = random_log_weights(rng, (3, 2)), random_log_weights(rng, (3, 4))
+  p_scales, p_cov = (pf, covariances_of(pf)) if p_full else (
+      ps, ps[..., None] ** 2 * np.eye(3))
+  q_scales, q_cov = (qf, covariances_of(qf)) if q_full else (
+      qs, qs[..., None] ** 2 * np.eye(3))
+  expected = [ref_full_distance(pm[b], p_cov[b], np.exp(pw[b]), qm[b], q_cov[b],
+                                np.exp(qw[b])) for b in range(3)]
+  with enable_x64():
+    got = losses.mixture_distance(pm, p_scales, qm, q_scales, p_log_weights=pw,
+                                  q_log_weights=qw)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    swapped = losses.mixture_distance(qm, q_scales, pm, p_scales, p_log_weights=qw,
+                                      q_log_weights=pw)
+    np.testing.assert_allclose(swapped, got, rtol=1e-10)
+    # D(q, q) = 0 for a full q.
+    np.testing.assert_allclose(losses.mixture_distance(qm, qf, qm, qf), 0.0, atol=1e-12)
+
+
+def test_full_covariance_upper_triangle_and_diagonal_signs_not_read():
+  """Only L's lower triangle counts, and the sign of a column does not."""
+  rng = np.random.default_rng(104)
+  means, factors, targets = random_full_problem(rng, (3,), 2, 3)
+  signs = rng.choice([-1.0, 1.0], size=(3, 2, 1, 3))
+  loss = jax.jit(jax.value_and_grad(lambda f: losses.propel_loss(
+      means, f, targets, target_scale=0.3).sum()))
+  value, grad = loss(factors)
+  np.testing.assert_allclose(loss(np.tril(factors))[0], value, rtol=1e-6)
+  np.testing.assert_allclose(loss(np.tril(factors) * signs)[0], value, rtol=1e-6)
+  np.testing.assert_array_equal(np.triu(grad, k=1), 0.0)
+
+
+def test_full_covariance_check_grads_and_finite_differences():
+  """check_grads (both modes, and order 2), and central differences of the reference."""
+  rng = np.random.default_rng(105)
+  means, factors, targets = random_full_problem(rng, (1,), 2, 2)
+  factors = np.tril(factors)  # finite differences of junk entries are 0 anyway
+  log_w = random_log_weights(rng, (1, 2))
+  qm, qf, _ = random_full_problem(rng, (1,), 2, 2)
+  with enable_x64():
+    loss = jax.jit(lambda m, f, y, ts, lw: losses.propel_loss(
+        m, f, y, target_scale=ts, log_weights=lw).sum())
+    args = (means, factors, targets, np.array([0.3, 0.5]), log_w)
+    check_grads(loss, args, order=1, modes=('fwd', 'rev'), eps=1e-5)
+    check_grads(loss, args, order=2, modes=('rev',), eps=1e-5)
+    check_grads(jax.jit(lambda pm, pf, qm, qf: losses.mixture_distance(pm, pf, qm, qf)),
+                (means, factors, qm, np.tril(qf)), order=1, modes=('rev',), eps=1e-5)
+    means, factors, targets = random_full_problem(rng, (1,), 3, 3)
+    factors = np.tril(factors)
+    # Against central differences of the SciPy reference, entry by entry.
+    grad = jax.grad(lambda f: losses.propel_loss(means[0], f, targets[0],
+                                                 target_scale=0.4))(factors[0])
+  ref = lambda f: ref_full_propel(means[0], f, targets[0], 0.4)
+  for index in [(0, 0, 0), (1, 2, 1), (2, 1, 0), (2, 2, 2)]:
+    step = np.zeros_like(factors[0])
+    step[index] = 1e-6
+    expected = (ref(factors[0] + step) - ref(factors[0] - step)) / 2e-6
+    np.testing.assert_allclose(grad[index], expected, rtol=1e-5, atol=1e-8)
+
+
+def test_full_covariance_jit_vmap_and_broadcasting():
+  rng = np.random.default_rng(106)
+  means, factors, targets = random_full_problem(rng, (4, 2), 3, 2)
+  args = [a.astype(np.float32) for a in (means, factors, targets)]
+  fn = lambda m, f, y: losses.propel_loss(m, f, y, target_scale=0.3)
+  eager = fn(*args)
+  chex.assert_shape(eager, (4, 2))
+  np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(jax.vmap(fn))(*args), eager, rtol=1e-6)
+  expected = [ref_full_propel(means[a, b], factors[a, b], targets[a, b], 0.3)
+              for a in range(4) for b in range(2)]
+  np.testing.assert_allclose(np.ravel(eager), expected, rtol=1e-4)
+  # One mixture shared by several targets: size-1 batch axes broadcast.
+  shared = fn(args[0][:1, :1], args[1][:1, :1], args[2])
+  np.testing.assert_allclose(
+      shared[1, 1], fn(args[0][0, 0], args[1][0, 0], args[2][1, 1]), rtol=1e-6)
+
+
+def _full_value_and_grads(means, factors, targets, target_scale):
+  fn = lambda m, f, y: losses.propel_loss(m, f, y, target_scale=target_scale).sum()
+  return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(means, factors, targets)
+
+
+def _ref_full_loop(means, factors, targets, target_scale):
+  return [ref_full_propel(means[b].astype(np.float64), factors[b].astype(np.float64),
+                          targets[b].astype(np.float64), target_scale)
+          for b in range(len(targets))]
+
+
+def test_full_covariance_far_targets_finite_and_accurate():
+  """1000 standard deviations away, in float32: finite, and a squared error."""
+  rng = np.random.default_rng(107)
+  means, factors, _ = random_full_problem(rng, (4,), 3, 3)
+  factors = np.tril(factors) * 0.1
+  targets = means[:, 0] + 1000 * 0.1 * rng.choice([-1.0, 1.0], size=(4, 3))
+  args = [a.astype(np.float32) for a in (means, factors, targets)]
+  value, grads = _full_value_and_grads(*args, 0.1)
+  _assert_finite(value, grads)
+  expected = _ref_full_loop(*args, 0.1)
+  assert min(expected) > 1e4
+  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.1), expected,
+                             rtol=1e-5)
+  assert np.all(np.abs(grads[2]) > 0)  # the target pulls
+
+
+def test_full_covariance_scales_from_1e_minus_3_to_1e3():
+  """Scales spanning six orders of magnitude within one mixture and one factor."""
+  rng = np.random.default_rng(108)
+  dim = 4
+  magnitudes = 10.0 ** rng.uniform(-3, 3, size=(6, 5, dim))
+  correlated = np.tril(rng.normal(size=(6, 5, dim, dim)) * 0.3, k=-1) + np.eye(dim)
+  factors = magnitudes[..., :, None] * correlated  # D C: Σ = D C Cᵀ D
+  means = rng.normal(size=(6, 5, dim)) * magnitudes
+  targets = rng.normal(size=(6, dim))
+  args = [a.astype(np.float32) for a in (means, factors, targets)]
+  value, grads = _full_value_and_grads(*args, 0.5)
+  _assert_finite(value, grads)
+  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.5),
+                             _ref_full_loop(*args, 0.5), rtol=1e-4)
+
+
+def test_full_covariance_sixteen_dimensions_and_32_components():
+  """n = 16 (the batched-Cholesky path), I = 32, in float32."""
+  rng = np.random.default_rng(109)
+  means, factors, targets = random_full_problem(rng, (1,), 32, 16)
+  factors = np.tril(factors) / 4  # keep Σ well conditioned: ≈ I/4 + noise
+  args = [a.astype(np.float32) for a in (means, factors, targets)]
+  value, grads = _full_value_and_grads(*args, 0.2)
+  _assert_finite(value, grads)
+  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.2),
+                             _ref_full_loop(*args, 0.2), rtol=1e-4)
+
+
+def test_full_covariance_zero_at_perfect_prediction_and_translation_invariant():
+  rng = np.random.default_rng(110)
+  targets = rng.normal(size=(3, 2))
+  gt = np.broadcast_to(np.diag([0.3, 0.2]), (3, 1, 2, 2))
+  np.testing.assert_allclose(
+      losses.propel_loss(targets[:, None], gt, targets, target_scale=np.array([0.3, 0.2])),
+      0.0, atol=2e-6)
+  means, factors, targets = random_full_problem(rng, (3,), 3, 2)
+  shift = rng.normal(size=2) * 5
+  with enable_x64():
+    base = losses.propel_loss(means, factors, targets, target_scale=0.3)
+    moved = losses.propel_loss(means + shift, factors, targets + shift, target_scale=0.3)
+  np.testing.assert_allclose(moved, base, rtol=1e-10)
+
+
+@pytest.mark.parametrize('fn', ['propel_loss', 'mixture_nll'])
+def test_full_covariance_shape_errors_name_the_arguments(fn):
+  kwargs = {'target_scale': 0.2} if fn == 'propel_loss' else {}
+  call = lambda m, s: getattr(losses, fn)(m, s, np.zeros((4, 3)), **kwargs)
+  with pytest.raises(ValueError, match=(
+      r'scales shape \(4, 2, 3, 2\) must equal means shape \(4, 2, 3\).*standard '
+      r'deviations.*\(4, 2, 3, 3\).*Cholesky factors')):
+    call(np.zeros((4, 2, 3)), np.ones((4, 2, 3, 2)))
+  with pytest.raises(ValueError, match=r'scales shape \(4, 2, 3, 3, 3\)'):
+    call(np.zeros((4, 2, 3)), np.ones((4, 2, 3, 3, 3)))
+  with pytest.raises(ValueError, match=r'q_scales shape \(4, 2, 2, 2\)'):
+    losses.mixture_distance(np.zeros((4, 1, 3)), np.ones((4, 1, 3)), np.zeros((4, 2, 3)),
+                            np.ones((4, 2, 2, 2)))
+
+
+def test_check_inputs_full_covariance():
+  rng = np.random.default_rng(111)
+  means, factors, targets = map(jnp.asarray, random_full_problem(rng, (3,), 2, 2))
+  checked = jax.jit(checkify.checkify(_checked_loss))
+  err, loss = checked(means, factors, targets)
+  err.throw()  # junk above the diagonal and negative diagonals are fine
+  _assert_finite(loss)
+  for bad in (factors.at[1, 0, 1, 1].set(0.0), factors.at[0, 1, 1, 0].set(jnp.nan)):
+    err, _ = checked(means, bad, targets)
+    with pytest.raises(checkify.JaxRuntimeError,
+                       match='Cholesky factors.*finite lower triangle.*nonzero diagonal'):
+      err.throw()
+  err, _ = checked(means, factors.at[0, 1, 0, 1].set(jnp.nan), targets)
+  err.throw()  # the upper triangle is not read
+
+
+def test_full_covariance_mixture_nll_matches_scipy():
+  rng = np.random.default_rng(112)
+  means, factors, targets = random_full_problem(rng, (4,), 3, 3)
+  log_w = random_log_weights(rng, (4, 3))
+  cov = covariances_of(factors)
+  expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
+      targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
+  with enable_x64():
+    np.testing.assert_allclose(
+        losses.mixture_nll(means, factors, targets, log_weights=log_w), expected,
+        rtol=1e-10)
