@@ -45,7 +45,11 @@ run() {
   timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
   local rc=$?
   local result="ok"
-  if (( rc == 124 )); then result="TIMED OUT"; elif (( rc != 0 )); then result="FAILED (exit $rc)"; fi
+  if (( rc == 124 )); then
+    result="TIMED OUT"
+  elif (( rc != 0 )); then
+    result="FAILED (exit $rc)"
+  fi
   STATUS+=("$name: $result in $((SECONDS - start)) s")
   echo "   $result in $((SECONDS - start)) s; log: $LOGS/$name.log"
 }
@@ -60,7 +64,8 @@ run tests "${LIMITS[3]}" "$PYTHON" -m pytest -q "${TEST_ARGS[@]}"
   echo "===== GPU check summary ($(date -u +%Y-%m-%dT%H:%MZ), $((SECONDS - START)) s) ====="
   "$PYTHON" -c 'import jax; d = jax.devices()[0]
 print(f"device: {d.device_kind} ({jax.device_count()} x {d.platform}), jax {jax.__version__}")'
-  "$PYTHON" -c 'import torch; print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")' 2>/dev/null
+  "$PYTHON" -c 'import torch
+print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")' 2>/dev/null
   git log -1 --format='commit: %h %s' 2>/dev/null
   echo
   echo "-- loss, value + gradient (ratio = torchpropel / propel_jax; wall, then CPU):"

@@ -36,7 +36,7 @@ def _config(loss, num_gaussians=2, **model):
 
 
 def _expected_params(image_shape, channels, hidden, outputs):
-  """The arithmetic, layer by layer: 3×3 conv k·k·cin·cout (no bias), BatchNorm 2·cout, dense."""
+  """The arithmetic, layer by layer: 3×3 conv 9·cin·cout (no bias), BatchNorm 2·cout, dense."""
   height, width, cin = image_shape
   total = 0
   for cout in channels:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 # Patches of one row block should fit in a core's cache.
 _ROW_BLOCK_BYTES = 1 << 20
+# Up to this many input channels the CPU forward pass is tap multiply-adds (see _conv_taps).
 _MAX_TAP_CHANNELS = 4
 WEIGHT_GRADIENTS = ('auto', 'xla', 'row_blocks')
 
@@ -168,7 +169,7 @@ def max_pool_2x2(images):
 
 
 def _unpool(index, values, shape):
-  """[B, H, W, C] holding values [B, H // 2, W // 2, C] where each window's `index` points, else 0."""
+  """[B, H, W, C]: values [B, H // 2, W // 2, C] where each window's `index` points, else 0."""
   batch, height, width, channels = shape
   window = jnp.arange(4, dtype=index.dtype).reshape(1, 1, 2, 1, 2, 1)
   full = jnp.where(index[:, :, None, :, None, :] == window, values[:, :, None, :, None, :], 0)
