@@ -163,7 +163,8 @@ def write_for_run(workdir: str, config: Any, info: Any, split: str | None = None
   """Draws the plots of a run's saved evaluation of `split` into workdir/plots[_<split>]/.
 
   The same images go to TensorBoard (`tensorboard --logdir=workdir`: run
-  'plots[_<split>]', tab IMAGES) at `step` (default: config.num_train_steps).
+  'tensorboard/plots[_<split>]', tab IMAGES) at `step` (default:
+  config.num_train_steps).
 
   Returns:
     The plot directory.
@@ -173,9 +174,9 @@ def write_for_run(workdir: str, config: Any, info: Any, split: str | None = None
       os.path.join(workdir, evaluation.OUTPUTS_FILE.replace('.npz', f'{suffix}.npz')))
   directory = os.path.join(workdir, 'plots' + suffix)
   write_all(outputs, info, directory, num_examples=config.num_plot_examples)
-  # Their own log directory (a TensorBoard run under the workdir), so that the run's metric log
-  # stays the workdir's one events file.
-  with tensorboardX.SummaryWriter(directory) as writer:
+  # Their own TensorBoard run under the workdir: the workdir keeps one events file (the
+  # metric log) and the plot directory only the images.
+  with tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard', 'plots' + suffix)) as writer:
     for path in sorted(glob.glob(os.path.join(directory, '*.png'))):
       name = os.path.splitext(os.path.basename(path))[0]
       writer.add_image(f'plots{suffix}/{name}', mpl_image.imread(path)[..., :3],

@@ -47,7 +47,7 @@ def test_write_for_run_logs_the_plots_to_tensorboard(tmp_path):
                                       'num_train_steps': 7})
   directory = plots.write_for_run(str(tmp_path), config, make_info(2))
   assert sorted(os.listdir(directory)) == ['density_0.png', 'predicted_vs_true.png']
-  events = event_accumulator.EventAccumulator(directory)
+  events = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard' / 'plots'))
   events.Reload()
   assert sorted(events.Tags()['images']) == ['plots/density_0', 'plots/predicted_vs_true']
   image, = events.Images('plots/density_0')
