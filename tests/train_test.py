@@ -84,3 +84,19 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
   assert step == bad_step - 1
   assert all(np.all(np.isfinite(v)) for v in state.values())
   assert not os.path.exists(os.path.join(workdir, 'eval_metrics.json'))
+
+
+def test_full_covariance_and_learned_weights_train_end_to_end(tmp_path, data_dir):
+  """config.model.covariance='full' with learned weights: trains, evaluates, saves factors."""
+  workdir = str(tmp_path / 'run')
+  config = runs.config(data_dir, '--config.num_train_steps=4', '--config.log_every_steps=2',
+                       '--config.eval_every_steps=4', '--config.checkpoint_every_steps=4',
+                       '--config.model.covariance=full', '--config.model.learn_weights=True')
+  results = train.train_and_evaluate(config, workdir)
+  for key in ('loss', 'cmae/mode', 'cmae/mean', 'nll', 'crps', 'coverage_90', 'mode_recall'):
+    assert math.isfinite(results[key]), key
+  outputs = evaluation.Outputs.load(os.path.join(workdir, 'eval_outputs.npz'))
+  assert outputs.mixture.scales.shape == (64, 2, 2, 2)  # Cholesky factors [N, I, n, n]
+  assert np.all(np.triu(outputs.mixture.scales, k=1) == 0)
+  assert np.all(np.diagonal(outputs.mixture.scales, axis1=-2, axis2=-1) > 0)
+  assert not np.allclose(outputs.mixture.log_weights, outputs.mixture.log_weights[:, :1])
