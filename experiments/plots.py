@@ -7,16 +7,19 @@
     density_<i>.png        for the first few examples, the image beside the
                            predicted density over the target space (every
                            pair of axes; a mixture's marginal on a pair is the
-                           mixture of its components' marginals), with the
-                           true label(s) marked: the label as a cross, its
-                           equivalents (e.g. the other mode of an ambiguous
-                           image) as circles, the decoded predictions as dots.
-                           Heads without a density show the predictions only.
+                           mixture of its components' marginals), each
+                           component's 1σ ellipse on it (tilted where the
+                           covariance is full), and the true label(s)
+                           marked: the label as a cross, its equivalents
+                           (e.g. the other mode of an ambiguous image) as
+                           circles, the decoded predictions as dots. Heads
+                           without a density show the predictions only.
 
 Figures are `matplotlib.figure.Figure` objects written straight to files, so
 drawing needs no display and never changes the caller's matplotlib backend.
-`density_grid` is the one density-on-a-grid computation; the comparison's
-plots use it too. Labels on the circle get `circle_plots` instead.
+`density_grid` is the one density-on-a-grid computation and
+`draw_component_ellipses` the one ellipse drawing; the comparison's plots use
+them too. Labels on the circle get `circle_plots` instead.
 """
 
 import glob
@@ -24,8 +27,10 @@ import itertools
 import os
 from typing import Any, Sequence
 
+import jax
 from matplotlib import figure
 from matplotlib import image as mpl_image
+from matplotlib import patches
 import numpy as np
 import tensorboardX
 
@@ -52,13 +57,48 @@ def density_grid(mixture: mixtures.Mixture, axes: Sequence[int], low: Sequence[f
   """
   axes = list(axes)
   # One mixture shared by every grid point: a leading batch axis of 1.
-  marginal = mixtures.Mixture(np.asarray(mixture.means)[None, :, axes],
-                              np.asarray(mixture.scales)[None, :, axes],
-                              np.asarray(mixture.log_weights)[None])
+  marginal = jax.tree.map(lambda a: a[None], mixture.marginal(axes))
   ticks = [low[a] + (high[a] - low[a]) * (np.arange(points) + 0.5) / points for a in axes]
   grid = np.stack(np.meshgrid(*ticks), axis=-1).reshape(-1, len(axes))
   log_density = marginal.log_prob(grid)
   return np.exp(np.asarray(log_density)).reshape((points,) * len(axes))
+
+
+def component_ellipses(mixture: mixtures.Mixture,
+                       axes: Sequence[int]) -> list[tuple[np.ndarray, float, float, float]]:
+  """Each component's 1σ ellipse over two target axes: the contour at Mahalanobis distance 1.
+
+  Args:
+    mixture: one example's mixture, means [I, n].
+    axes: the two target axes (x, y).
+
+  Returns:
+    Per component (centre [2], width, height, angle in degrees), as
+    `matplotlib.patches.Ellipse` takes them: the axis lengths 2√λ of the
+    marginal covariance's eigenvalues, the first along the eigenvector of
+    the larger, its angle from the x axis.
+  """
+  marginal = mixture.marginal(axes)
+  covariances = np.asarray(mixtures.component_covariances(marginal.means,
+                                                          marginal.scales), np.float64)
+  ellipses = []
+  for centre, covariance in zip(np.asarray(marginal.means), covariances):
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    major = eigenvectors[:, 1]
+    ellipses.append((centre, 2 * np.sqrt(eigenvalues[1]), 2 * np.sqrt(eigenvalues[0]),
+                     float(np.degrees(np.arctan2(major[1], major[0])))))
+  return ellipses
+
+
+def draw_component_ellipses(ax: Any, mixture: mixtures.Mixture, axes: Sequence[int]) -> None:
+  """Draws `component_ellipses` on a density panel, white, darker for lighter components."""
+  weights = np.exp(np.asarray(mixtures.normalized_log_weights(mixture.means,
+                                                              mixture.log_weights)))
+  for (centre, width, height, angle), weight in zip(component_ellipses(mixture, axes),
+                                                    weights):
+    ax.add_patch(patches.Ellipse(centre, width, height, angle=angle, fill=False,
+                                 edgecolor='white', lw=0.8,
+                                 alpha=float(0.3 + 0.7 * weight / weights.max())))
 
 
 def _extent(info, axis):
@@ -111,6 +151,7 @@ def plot_density(outputs: evaluation.Outputs, index: int, info: Any, path: str) 
       density = density_grid(mixture, pair, info.labels.low, info.labels.high)
       ax.imshow(density, origin='lower', extent=(*_extent(info, a), *_extent(info, b)),
                 aspect='auto', cmap='viridis')
+      draw_component_ellipses(ax, mixture, pair)
     ax.set(xlim=_extent(info, a), ylim=_extent(info, b))
     ax.scatter(equivalents[:, a], equivalents[:, b], s=60, facecolors='none',
                edgecolors='red', label='equivalent labels')

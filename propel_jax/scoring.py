@@ -66,11 +66,14 @@ def crps(labels, means, scales, log_weights=None):
   independent draws of F. For a 1-D Gaussian mixture both expectations are
   sums of E|N(m, s²)| over components (pairs of components for the second),
   which `_expected_abs` gives in closed form. In the labels' units (degrees:
-  lower is better, 0 for a point mass on the label).
+  lower is better, 0 for a point mass on the label). For full covariances
+  each axis's marginal uses the components' marginal standard deviations.
 
   Args:
-    labels: [B, n]; means, scales: [B, I, n]; log_weights: [B, I] or None.
+    labels: [B, n]; means: [B, I, n]; scales: [B, I, n] or Cholesky factors
+      [B, I, n, n]; log_weights: [B, I] or None.
   """
+  scales = mixtures.marginal_scales(means, scales)
   w = jnp.exp(mixtures.normalized_log_weights(means, log_weights))[..., None]  # [B, I, 1]
   to_label = (w * _expected_abs(labels[..., None, :] - means, scales)).sum(axis=-2)
   pair_offset = means[..., :, None, :] - means[..., None, :, :]

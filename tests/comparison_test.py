@@ -43,22 +43,42 @@ def _parse(*argv):
 
 
 @pytest.mark.parametrize('name, expected', [
-    ('mse', ('mse', None, None)),
-    ('heatmap', ('heatmap', None, None)),
-    ('propel_i2', ('propel', 2, None)),
-    ('mdn_i8', ('mdn', 8, None)),
-    ('propel_i4_s0.05', ('propel', 4, 0.05)),
-    ('propel_s1e-3', ('propel', None, 0.001)),
+    ('mse', ('mse', None, None, None, None)),
+    ('heatmap', ('heatmap', None, None, None, None)),
+    ('propel_i2', ('propel', 2, None, None, None)),
+    ('mdn_i8', ('mdn', 8, None, None, None)),
+    ('propel_i4_s0.05', ('propel', 4, 0.05, None, None)),
+    ('propel_s1e-3', ('propel', None, 0.001, None, None)),
+    ('propel_i4_lw', ('propel', 4, None, True, None)),
+    ('propel_i4_full', ('propel', 4, None, None, 'full')),
+    ('propel_i2_s0.05_lw_full', ('propel', 2, 0.05, True, 'full')),
+    ('mdn_i2_full', ('mdn', 2, None, None, 'full')),
 ])
 def test_parse_method(name, expected):
   method = runner.parse_method(name)
-  assert (method.name, method.loss, method.num_gaussians, method.target_scale) == (
-      name, *expected)
+  assert (method.name, method.loss, method.num_gaussians, method.target_scale,
+          method.learn_weights, method.covariance) == (name, *expected)
+
+
+def test_method_suffixes_set_the_model_config():
+  config = _parse()
+  for name, learn_weights, covariance in (('propel_i4', False, 'diagonal'),
+                                          ('propel_i4_lw', True, 'diagonal'),
+                                          ('propel_i4_full', False, 'full'),
+                                          ('mdn_i2_full', False, 'full')):
+    run = runner.run_config(config, runner.parse_method(name), 0)
+    assert (run.num_gaussians, run.model.learn_weights, run.model.covariance) == (
+        int(name.split('_i')[1][0]), learn_weights, covariance), name
+  assert {'propel_i4_lw', 'propel_i4_full'} <= set(config.compare.methods.split(','))
 
 
 @pytest.mark.parametrize('name, message', [
     ('svm', 'Unknown method'), ('mse_i2', 'needs a mixture loss'),
     ('propel_i0', 'I >= 1'), ('mdn_i2_s0.1', 'needs a loss of'), ('propel_x', 'Unknown'),
+    ('mdn_i2_lw', r'_lw \(learned weights\) needs a loss of'),
+    ('heatmap_full', r'_full \(full covariance\) needs a Gaussian mixture loss'),
+    ('vmfpropel_i2_full', 'needs a Gaussian mixture loss'),
+    ('propel_full_lw', r'Unknown method.*\[_lw\]\[_full\]'),
 ])
 def test_parse_method_rejects_bad_names(name, message):
   with pytest.raises(ValueError, match=message):
@@ -110,21 +130,28 @@ def test_validate_names_the_bad_key():
 
 
 def test_sensitivity_table_lists_every_propel_setting():
-  settings = {'propel_i2': {'loss': 'propel', 'num_gaussians': 2, 'target_scale': 0.02},
-              'propel_i2_s0.1': {'loss': 'propel', 'num_gaussians': 2, 'target_scale': 0.1},
+  propel = {'loss': 'propel', 'num_gaussians': 2, 'target_scale': 0.02,
+            'learn_weights': False, 'covariance': 'diagonal'}
+  settings = {'propel_i2': propel, 'propel_i2_s0.1': dict(propel, target_scale=0.1),
+              'propel_i2_lw_full': dict(propel, learn_weights=True, covariance='full'),
               'mse': {'loss': 'mse'}}
   cmae = {'mean': 3.0, 'std': 0.5, 'values': [2.5, 3.5]}
   results = {'dataset': 'd', 'label_names': ['a'], 'split_sizes': {'test': 1},
              'config': _parse().to_dict(), 'seeds': [0, 1], 'missing_runs': [], 'runs': {},
-             'methods': ['propel_i2', 'mse'], 'sweep': ['propel_i2_s0.1'],
+             'methods': ['propel_i2', 'propel_i2_lw_full', 'mse'], 'sweep': ['propel_i2_s0.1'],
              'method_settings': settings,
              'summary': {'propel_i2': {'cmae/mode': cmae}, 'mse': {'cmae/direct': cmae},
-                         'propel_i2_s0.1': {}}}
+                         'propel_i2_s0.1': {}, 'propel_i2_lw_full': {}}}
   text = report.markdown(results, command='cmd')
   assert '| mse | direct | 3.00 ± 0.50 | – |' in text
+  methods = text.split('## Methods')[1].split('##')[0]
+  assert '| propel_i2 | propel | 2 | 0.02 | equal | diagonal |' in methods
+  assert '| propel_i2_lw_full | propel | 2 | 0.02 | learned | full |' in methods
+  assert '| mse | mse | – | – | – | – |' in methods
   sensitivity = text.split('## Sensitivity')[1]
-  assert '| propel_i2 | 2 | 0.02 | 3.00 ± 0.50 | – |' in sensitivity
-  assert '| propel_i2_s0.1 | 2 | 0.1 | – |' in sensitivity
+  assert '| propel_i2 | 2 | 0.02 | equal | diagonal | 3.00 ± 0.50 | – |' in sensitivity
+  assert '| propel_i2_lw_full | 2 | 0.02 | learned | full | – |' in sensitivity
+  assert '| propel_i2_s0.1 | 2 | 0.1 | equal | diagonal | – |' in sensitivity
   assert 'mse' not in sensitivity
 
 

@@ -20,8 +20,12 @@ def make_info(n):
       image_shape=(8, 8, 1), num_equivalents=2, split_sizes={'test': 5})
 
 
-def make_outputs(n, *, mixture, seed=0):
-  """Random per-example outputs of 5 examples in [0, 1] units (shared with plots_test)."""
+def make_outputs(n, *, mixture, full=False, seed=0):
+  """Random per-example outputs of 5 examples in [0, 1] units (shared with plots_test).
+
+  With `full`, the mixture's scales are Cholesky factors [5, 2, n, n] with the
+  same diagonal and correlated (tilted) components.
+  """
   rng = np.random.default_rng(seed)
   b, i, k = 5, 2, 2
   label = rng.random((b, n)).astype(np.float32)
@@ -29,9 +33,12 @@ def make_outputs(n, *, mixture, seed=0):
   assert equivalents.shape == (b, k, n)
   predicted = None
   if mixture:
+    scales = 0.05 + 0.2 * rng.random((b, i, n))
+    if full:
+      scales = scales[..., None] * np.eye(n) + np.tril(0.1 * rng.normal(size=(b, i, n, n)), k=-1)
     predicted = mixtures.Mixture(
         means=rng.random((b, i, n)).astype(np.float32),
-        scales=(0.05 + 0.2 * rng.random((b, i, n))).astype(np.float32),
+        scales=scales.astype(np.float32),
         log_weights=rng.normal(size=(b, i)).astype(np.float32))
   return evaluation.Outputs(
       loss=rng.random(b).astype(np.float32),
@@ -89,9 +96,31 @@ def test_nll_is_the_density_in_degrees():
   assert metrics['nll'] == pytest.approx(-np.log(density).mean(), rel=1e-4)
 
 
-@pytest.mark.parametrize('mixture', [False, True])
-def test_outputs_save_and_load_round_trip(tmp_path, mixture):
-  outputs = make_outputs(2, mixture=mixture)
+def test_full_covariance_nll_is_the_density_in_degrees():
+  """Σ maps to D Σ D (D = diag of the degree spans): the NLL of the label in degrees."""
+  info = make_info(2)
+  outputs = make_outputs(2, mixture=True, full=True)
+  outputs.equivalent_labels = outputs.label[:, None, :]
+  means01, factors01, logits = outputs.mixture
+  metrics = evaluation.compute_metrics(outputs, info)
+  low, high = np.array(info.labels.low), np.array(info.labels.high)
+  span = high - low
+  factors = span[:, None] * factors01.astype(np.float64)
+  cov = factors @ np.swapaxes(factors, -1, -2)
+  means = low + span * means01.astype(np.float64)
+  labels = low + span * outputs.label.astype(np.float64)
+  weights = np.exp(logits.astype(np.float64))
+  weights /= weights.sum(-1, keepdims=True)
+  density = [sum(weights[r, c] * stats.multivariate_normal.pdf(labels[r], means[r, c],
+                                                               cov[r, c]) for c in range(2))
+             for r in range(5)]
+  assert metrics['nll'] == pytest.approx(-np.log(density).mean(), rel=1e-4)
+  assert all(np.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize('mixture,full', [(False, False), (True, False), (True, True)])
+def test_outputs_save_and_load_round_trip(tmp_path, mixture, full):
+  outputs = make_outputs(2, mixture=mixture, full=full)
   outputs.save(tmp_path / 'out.npz')
   loaded = evaluation.Outputs.load(tmp_path / 'out.npz')
   assert sorted(loaded.predictions) == ['a', 'b']

@@ -200,3 +200,58 @@ def test_invalid_head_arguments_name_the_problem():
     heads.HeatmapHead(4, 2, layout='spiral', rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='loss'):
     heads.DirectHead(4, 2, loss='huber', rngs=nnx.Rngs(0))
+
+
+def _full_propel_reference(means, factors, label, target_scale, weights):
+  """PROPEL from its definition with full covariances Σ = L Lᵀ, float64."""
+  def overlap(m1, c1, m2, c2):
+    return stats.multivariate_normal.pdf(m1, m2, c1 + c2)
+  cov = [f @ f.T for f in factors]
+  gt = np.diag(np.broadcast_to(target_scale, label.shape) ** 2)
+  cross = sum(w * overlap(label, gt, m, c) for w, m, c in zip(weights, means, cov))
+  self_m = sum(wi * wj * overlap(mi, ci, mj, cj)
+               for wi, mi, ci in zip(weights, means, cov)
+               for wj, mj, cj in zip(weights, means, cov))
+  return -math.log(2 * cross / (overlap(label, gt, label, gt) + self_m))
+
+
+@pytest.mark.parametrize('learn_weights', [False, True])
+def test_full_covariance_head_outputs_and_loss(learn_weights):
+  """Cholesky factors [B, I, n, n]: lower triangular, diagonal ≥ min_scale; loss by definition."""
+  b, i, n, f = 4, 3, 3, 7
+  head = heads.PropelHead(f, n, i, target_scale=0.05, min_scale=0.01, covariance='full',
+                          learn_weights=learn_weights, rngs=nnx.Rngs(0))
+  diagonal_head = heads.PropelHead(f, n, i, target_scale=0.05, learn_weights=learn_weights,
+                                   rngs=nnx.Rngs(0))
+  # n(n-1)/2 = 3 more outputs per component, weights and biases.
+  assert (head.dense.kernel.shape[1] - diagonal_head.dense.kernel.shape[1]) == i * 3
+  out = jax.jit(lambda x: head(x))(jnp.asarray(RNG.normal(size=(b, f)), jnp.float32))
+  assert out.is_full_covariance and out.scales.shape == (b, i, n, n)
+  assert out.means.shape == (b, i, n) and out.log_weights.shape == (b, i)
+  np.testing.assert_array_equal(np.triu(out.scales, k=1), 0.0)
+  assert np.all(np.diagonal(out.scales, axis1=-2, axis2=-1) >= 0.01)
+  assert np.any(np.abs(np.tril(out.scales, k=-1)) > 0.1)  # tilted
+  labels = RNG.uniform(0, 1, (b, n))
+  got = jax.jit(head.loss)(out, {'label': jnp.asarray(labels, jnp.float32)})
+  weights = np.exp(np.asarray(out.log_weights, np.float64))
+  want = [_full_propel_reference(np.asarray(out.means[k], np.float64),
+                                 np.asarray(out.scales[k], np.float64), labels[k], 0.05,
+                                 weights[k]) for k in range(b)]
+  np.testing.assert_allclose(got, want, rtol=2e-4)
+  decoded = jax.jit(head.decode)(out)
+  assert decoded['mode'].shape == decoded['mean'].shape == (b, n)
+  # The same outputs through the MDN loss and the equivalents target.
+  mdn = heads.MDNHead(f, n, i, covariance='full', rngs=nnx.Rngs(0))
+  nll = jax.jit(mdn.loss)(out, {'label': jnp.asarray(labels, jnp.float32)})
+  np.testing.assert_allclose(nll, -mixtures.log_prob(labels, *out), rtol=1e-5)
+  equivalents = heads.PropelHead(f, n, i, target_scale=0.05, covariance='full',
+                                 target='equivalents', learn_weights=learn_weights,
+                                 rngs=nnx.Rngs(0))
+  batch = {'label': jnp.asarray(labels, jnp.float32),
+           'equivalent_labels': jnp.asarray(labels[:, None], jnp.float32)}
+  np.testing.assert_allclose(jax.jit(equivalents.loss)(out, batch), got, rtol=1e-5)
+
+
+def test_full_covariance_head_rejects_unknown_covariance():
+  with pytest.raises(ValueError, match=r"covariance must be one of \('diagonal', 'full'\)"):
+    heads.PropelHead(4, 2, 2, target_scale=0.1, covariance='spherical', rngs=nnx.Rngs(0))

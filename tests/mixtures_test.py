@@ -413,3 +413,177 @@ def test_affine_broadcasts_and_checks_shapes():
   with pytest.raises(ValueError, match=r'^shift shape \(4, 2\)'):
     mixtures.affine(means[None].repeat(3, 0), scales[None].repeat(3, 0), shift=np.zeros((4, 2)),
                     scale=1.0)
+
+
+# ----------------------------------------------------------------------------
+# Full covariance: scales [..., I, n, n] are lower-triangular Cholesky factors.
+
+
+def random_full_mixture(rng, batch, num, dim):
+  """Means, Cholesky factors (junk above the diagonal, some negative diagonals), logits."""
+  means, scales, log_w = random_mixture(rng, batch, num, dim)
+  factors = rng.normal(size=batch + (num, dim, dim)) * 0.5
+  factors[..., np.arange(dim), np.arange(dim)] = scales * rng.choice([-1, 1], scales.shape)
+  factors += np.triu(np.full((dim, dim), 7.0), k=1)  # not read
+  return means, factors, log_w
+
+
+def full_covariances(factors):
+  lower = np.tril(factors)
+  return lower @ np.swapaxes(lower, -1, -2)
+
+
+def scipy_full_pdf(x, means, factors, log_weights):
+  return sum(np.exp(lw) * stats.multivariate_normal.pdf(x, m, c)
+             for m, c, lw in zip(means, full_covariances(factors), log_weights))
+
+
+def test_full_log_prob_nll_and_components_match_scipy():
+  rng = np.random.default_rng(40)
+  means, factors, log_w = random_full_mixture(rng, (3,), 4, 3)
+  x = rng.normal(size=(3, 3))
+  cov = full_covariances(factors)
+  with enable_x64():
+    np.testing.assert_allclose(
+        mixtures.log_prob(x, means, factors, log_w),
+        [np.log(scipy_full_pdf(x[b], means[b], factors[b], log_w[b])) for b in range(3)],
+        rtol=1e-12)
+    np.testing.assert_allclose(
+        mixtures.component_log_prob(x, means, factors),
+        [[stats.multivariate_normal.logpdf(x[b], means[b, i], cov[b, i]) for i in range(4)]
+         for b in range(3)], rtol=1e-12)
+    np.testing.assert_allclose(mixtures.component_covariances(means, factors), cov,
+                               rtol=1e-12)
+    np.testing.assert_allclose(mixtures.marginal_scales(means, factors),
+                               np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1)), rtol=1e-12)
+  assert mixtures.is_full_covariance(means, factors)
+  assert not mixtures.is_full_covariance(means, factors[..., 0])
+
+
+def test_full_mean_and_covariance_match_numerical_integration():
+  rng = np.random.default_rng(41)
+  means, factors, log_w = random_full_mixture(rng, (), 3, 2)
+  axis = np.linspace(-14, 14, 1001)
+  x, y = np.meshgrid(axis, axis, indexing='ij')
+  pdf = scipy_full_pdf(np.stack([x, y], -1), means, factors, log_w)
+  integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
+  assert abs(integral(pdf) - 1) < 1e-8
+  mean = np.array([integral(x * pdf), integral(y * pdf)])
+  dx, dy = x - mean[0], y - mean[1]
+  cov = np.array([[integral(dx * dx * pdf), integral(dx * dy * pdf)],
+                  [integral(dy * dx * pdf), integral(dy * dy * pdf)]])
+  with enable_x64():
+    np.testing.assert_allclose(mixtures.mean(means, factors, log_w), mean, atol=1e-8)
+    np.testing.assert_allclose(mixtures.covariance(means, factors, log_w), cov, atol=1e-7)
+
+
+def test_full_marginal_cdf_and_marginal_match_scipy():
+  """The marginals of a Gaussian are Gaussian: dims of the means and covariance."""
+  rng = np.random.default_rng(42)
+  means, factors, log_w = random_full_mixture(rng, (2,), 3, 3)
+  x = rng.normal(size=(2, 3))
+  cov = full_covariances(factors)
+  with enable_x64():
+    cdf = mixtures.marginal_cdf(x, means, factors, log_w)
+    pair = mixtures.marginal(means, factors, log_w, dims=(2, 0))
+    pair_cov = mixtures.component_covariances(*pair[:2])
+    diagonal_pair = mixtures.marginal(means, factors[..., 0, :], log_w, dims=(2, 0))
+  for b in range(2):
+    for d in range(3):
+      expected = sum(np.exp(log_w[b, i]) * stats.norm.cdf(x[b, d], means[b, i, d],
+                                                          np.sqrt(cov[b, i, d, d]))
+                     for i in range(3))
+      np.testing.assert_allclose(cdf[b, d], expected, rtol=1e-10)
+  assert pair.is_full_covariance and pair.scales.shape == (2, 3, 2, 2)
+  np.testing.assert_allclose(pair.means, means[..., [2, 0]])
+  np.testing.assert_allclose(pair_cov, cov[..., [2, 0], :][..., [2, 0]], rtol=1e-10)
+  np.testing.assert_array_equal(pair.log_weights, log_w)
+  np.testing.assert_allclose(diagonal_pair.scales, factors[..., 0, [2, 0]])
+  with pytest.raises(ValueError, match=r'dims \[0, 0\] must name distinct dimensions'):
+    mixtures.marginal(means, factors, dims=(0, 0))
+  with pytest.raises(ValueError, match=r'dims \[3\]'):
+    mixtures.marginal(means, factors, dims=(3,))
+
+
+def test_full_modes_match_grid_search():
+  """Two components tilted alike merge into one mode; a third tilted the other way.
+
+  The merged mode lies where the tilt puts it: a diagonal mixture with the
+  same marginal scales has its mode elsewhere (0.40, 0.33).
+  """
+  means = np.array([[0.0, 0.0], [1.2, 1.0], [-3.0, 3.0]])
+  factors = np.array([[[1.0, 0.0], [0.9, 0.436]], [[1.0, 0.0], [0.9, 0.436]],
+                      [[0.8, 0.0], [-0.72, 0.35]]])
+  log_w = np.log(np.array([0.4, 0.3, 0.3]))
+  axis = np.linspace(-6, 6, 1201)
+  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
+  pdf = scipy_full_pdf(grid, means, factors, log_w)
+  peak = (pdf[1:-1, 1:-1] > np.maximum.reduce([
+      pdf[:-2, 1:-1], pdf[2:, 1:-1], pdf[1:-1, :-2], pdf[1:-1, 2:],
+      pdf[:-2, :-2], pdf[2:, 2:], pdf[:-2, 2:], pdf[2:, :-2]]))
+  found = grid[1:-1, 1:-1][peak]
+  found = found[np.argsort(-pdf[1:-1, 1:-1][peak])]
+  with enable_x64():
+    x, log_p, valid = jax.jit(mixtures.modes)(means, factors, log_w)
+  num_modes = int(np.sum(valid))
+  assert num_modes == len(found) == 2, (x, valid, found)
+  np.testing.assert_allclose(x[:num_modes], found, atol=0.02)
+  np.testing.assert_allclose(x[0], [0.466, 0.389], atol=1e-3)
+  np.testing.assert_allclose(
+      log_p[:num_modes], np.log(scipy_full_pdf(np.asarray(x[:num_modes]), means, factors,
+                                               log_w)), rtol=1e-10)
+  np.testing.assert_allclose(mixtures.most_likely_mode(means, factors, log_w), x[0],
+                             atol=1e-6)
+
+
+def test_full_sample_moments():
+  rng = np.random.default_rng(43)
+  means, factors, log_w = random_full_mixture(rng, (2,), 3, 2)
+  samples = mixtures.sample(jax.random.key(0), means, factors, log_w,
+                            sample_shape=(100000,))
+  assert samples.shape == (100000, 2, 2)
+  for b in range(2):
+    cov = np.asarray(mixtures.covariance(means[b], factors[b], log_w[b]))
+    np.testing.assert_allclose(np.mean(samples[:, b], 0),
+                               mixtures.mean(means[b], factors[b], log_w[b]),
+                               atol=5 * np.sqrt(np.max(np.diag(cov)) / 1e5))
+    np.testing.assert_allclose(np.cov(np.asarray(samples[:, b]).T), cov, rtol=0.05,
+                               atol=0.05)
+
+
+@pytest.mark.parametrize('shift,scale', [(1.5, -2.0), ([-90.0, 10.0], [180.0, -0.5])])
+def test_full_affine_maps_density_and_factors(shift, scale):
+  rng = np.random.default_rng(44)
+  means, factors, log_w = random_full_mixture(rng, (4,), 3, 2)
+  shift, scale = np.asarray(shift), np.asarray(scale)
+  x = rng.normal(size=(4, 2))
+  diag = np.broadcast_to(scale, (2,))
+  with enable_x64():
+    y = mixtures.affine(means, factors, log_w, shift=shift, scale=scale)
+    np.testing.assert_allclose(
+        y.log_prob(shift + scale * x),
+        mixtures.log_prob(x, means, factors, log_w) - np.sum(np.log(np.abs(diag))),
+        rtol=1e-12)
+    np.testing.assert_allclose(mixtures.component_covariances(*y[:2]),
+                               diag[:, None] * full_covariances(factors) * diag[None, :],
+                               rtol=1e-12)
+  # The diagonal keeps its signs: |scale_d| times L_dd.
+  np.testing.assert_allclose(np.diagonal(y.scales, axis1=-2, axis2=-1),
+                             np.abs(diag) * np.diagonal(factors, axis1=-2, axis2=-1))
+
+
+def test_full_mixture_type_methods_and_shape_errors():
+  rng = np.random.default_rng(45)
+  means, factors, log_w = random_full_mixture(rng, (3,), 2, 2)
+  m = mixtures.Mixture.uniform(means, factors)
+  assert m.is_full_covariance and (m.num_components, m.num_dims, m.batch_shape) == (
+      2, 2, (3,))
+  x = jnp.asarray(rng.normal(size=(3, 2)))
+  np.testing.assert_allclose(jax.jit(lambda m: m.log_prob(x))(m),
+                             mixtures.log_prob(x, means, factors), rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(lambda m, x: m.log_prob(x))(m, x),
+                             mixtures.log_prob(x, means, factors), rtol=1e-6)
+  assert m.marginal((1,)).scales.shape == (3, 2, 1, 1)
+  with pytest.raises(ValueError, match=(r'scales shape \(3, 2, 2, 3\) must equal means '
+                                        r'shape \(3, 2, 2\).*or be \(3, 2, 2, 2\)')):
+    mixtures.log_prob(x, means, np.ones((3, 2, 2, 3)))

@@ -58,6 +58,8 @@ def _expected_params(image_shape, channels, hidden, outputs):
     # Learned weights add I logits.
     (HAND, _config('propel', 2, learn_weights=True), 10, 126_656),
     (HEAD, _config('mdn', 2, hidden_units=20), 14, 64_970),
+    # Full covariance adds n(n-1)/2 = 3 Cholesky entries per component.
+    (HEAD, _config('propel', 2, hidden_units=20, covariance='full'), 18, 65_054),
     # HEATMAP-MSE on a 100×100 grid: the output layer dominates.
     (HAND, _config('heatmap'), 100 * 100, 636_146),
     # For n = 3 the default is three 1-D heatmaps.
@@ -87,12 +89,15 @@ SMALL = Info(('a', 'b', 'c'), (32, 24, 1))
 @pytest.mark.parametrize('loss,keys', [
     ('propel', {'means': (5, 3, 3), 'scales': (5, 3, 3), 'log_weights': (5, 3)}),
     ('mdn', {'means': (5, 3, 3), 'scales': (5, 3, 3), 'log_weights': (5, 3)}),
+    ('propel_full', {'means': (5, 3, 3), 'scales': (5, 3, 3, 3), 'log_weights': (5, 3)}),
     ('mse', (5, 3)),
     ('l1', (5, 3)),
     ('heatmap', (5, 3, 100)),
 ])
 def test_output_shapes(loss, keys):
-  model = models.create_model(_config(loss, 3), SMALL, rngs=nnx.Rngs(0))
+  loss, _, covariance = loss.partition('_')
+  model = models.create_model(_config(loss, 3, covariance=covariance or 'diagonal'), SMALL,
+                              rngs=nnx.Rngs(0))
   # 32×24 -> 2×1 after four pools.
   assert model.backbone.num_flat_features == 2 * 1 * 32
   graph, state = nnx.split(model)
@@ -155,11 +160,13 @@ def _adam_step(model, optimizer, batch):
   return loss
 
 
-@pytest.mark.parametrize('loss', models.INTERVAL_LOSSES)
+@pytest.mark.parametrize('loss', models.INTERVAL_LOSSES + ('propel_full',))
 def test_every_head_overfits_a_tiny_batch(loss):
   """A few Adam steps on six random images: the loss is finite and goes down."""
   info = Info(('a', 'b'), (16, 16, 1))
-  config = _config(loss, 2, channels=(4, 8), hidden_units=16, heatmap_bins=20)
+  loss, _, covariance = loss.partition('_')
+  config = _config(loss, 2, channels=(4, 8), hidden_units=16, heatmap_bins=20,
+                   covariance=covariance or 'diagonal')
   model = models.create_model(config, info, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(1)
   labels = jnp.asarray(rng.uniform(0.1, 0.9, (6, 2)), jnp.float32)

@@ -231,3 +231,32 @@ def test_batch_sums_ignore_padding_and_add_across_batches():
 def test_coverage_names():
   assert [scoring.coverage_name(level) for level in (0.1, 0.9, 0.95, 0.99)] == [
       'coverage_10', 'coverage_90', 'coverage_95', 'coverage_99']
+
+
+def test_full_covariance_scores_use_the_marginals():
+  """CRPS and coverage score each axis's marginal; NLL and modes the joint density."""
+  b, k, i, n = 5, 2, 3, 2
+  means, scales, weights = _random_mixture(b, i, n)
+  correlation = RNG.uniform(-0.9, 0.9, (b, i))
+  factors = np.zeros((b, i, n, n))
+  factors[..., 0, 0] = scales[..., 0]
+  factors[..., 1, 0] = scales[..., 1] * correlation
+  factors[..., 1, 1] = scales[..., 1] * np.sqrt(1 - correlation ** 2)
+  # The same marginals as the diagonal mixture: σ_d of each component.
+  full = mixtures.Mixture(*_f32(means, factors, np.log(weights)))
+  diagonal = mixtures.Mixture(*_f32(means, scales, np.log(weights)))
+  labels = jnp.asarray(RNG.uniform(-30, 30, (b, n)), jnp.float32)
+  np.testing.assert_allclose(scoring.crps(labels, *full), scoring.crps(labels, *diagonal),
+                             rtol=1e-5)
+  np.testing.assert_array_equal(scoring.interval_coverage(labels, *full),
+                                scoring.interval_coverage(labels, *diagonal))
+  equivalents = jnp.asarray(RNG.uniform(-30, 30, (b, k, n)), jnp.float32)
+  sums = jax.jit(scoring.batch_sums)({'mode': labels}, equivalents, mixture=full)
+  summary = scoring.summarize(sums, ('yaw', 'pitch'))
+  label = np.asarray(scoring.most_likely_equivalent(equivalents, *full))
+  cov = factors @ np.swapaxes(factors, -1, -2)
+  want_nll = np.mean([-np.log(sum(
+      weights[r, c] * stats.multivariate_normal.pdf(label[r], means[r, c], cov[r, c])
+      for c in range(i))) for r in range(b)])
+  np.testing.assert_allclose(summary['nll'], want_nll, rtol=1e-4)
+  assert all(math.isfinite(v) for v in summary.values())

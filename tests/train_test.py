@@ -161,3 +161,19 @@ def test_a_resume_that_changes_the_cosine_schedule_is_warned_about(tmp_path, dat
   train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=6', *steps), workdir)
   assert ('config.num_train_steps changed from 4 to 6 on resuming at step 4: the cosine '
           'schedule now decays over the new length') in caplog.text
+
+
+def test_full_covariance_and_learned_weights_train_end_to_end(tmp_path, data_dir):
+  """config.model.covariance='full' with learned weights: trains, evaluates, saves factors."""
+  workdir = str(tmp_path / 'run')
+  config = runs.config(data_dir, '--config.num_train_steps=4', '--config.log_every_steps=2',
+                       '--config.eval_every_steps=4', '--config.checkpoint_every_steps=4',
+                       '--config.model.covariance=full', '--config.model.learn_weights=True')
+  results = train.train_and_evaluate(config, workdir)
+  for key in ('loss', 'cmae/mode', 'cmae/mean', 'nll', 'crps', 'coverage_90', 'mode_recall'):
+    assert math.isfinite(results[key]), key
+  outputs = evaluation.Outputs.load(os.path.join(workdir, 'eval_outputs.npz'))
+  assert outputs.mixture.scales.shape == (64, 2, 2, 2)  # Cholesky factors [N, I, n, n]
+  assert np.all(np.triu(outputs.mixture.scales, k=1) == 0)
+  assert np.all(np.diagonal(outputs.mixture.scales, axis1=-2, axis2=-1) > 0)
+  assert not np.allclose(outputs.mixture.log_weights, outputs.mixture.log_weights[:, :1])

@@ -12,10 +12,11 @@
     densities.png            the first config.num_plot_examples test images
                              (top row) and, one row per
                              method (first seed), the predicted density over
-                             the first two target axes with the equivalent
-                             labels (circles), the label (cross) and the
-                             decoded predictions (dots); for labels on the
-                             circle, polar plots of the density.
+                             the first two target axes with each
+                             component's 1σ ellipse, the equivalent labels
+                             (circles), the label (cross) and the decoded
+                             predictions (dots); for labels on the circle,
+                             polar plots of the density.
 
 Only the comparison's main methods are drawn, not the sensitivity sweep.
 Figures are `matplotlib.figure.Figure` objects written straight to files.
@@ -131,6 +132,7 @@ def plot_densities(results: dict[str, Any], workdir: str, info: Any, path: str) 
         density = eval_plots.density_grid(mixture, (0, 1), low, high, GRID_POINTS)
         ax.imshow(density, origin='lower', extent=(low[0], high[0], low[1], high[1]),
                   aspect='auto', cmap='viridis')
+        eval_plots.draw_component_ellipses(ax, mixture, (0, 1))
       equivalents = info.labels.to_degrees(outputs.equivalent_labels[col])
       label = info.labels.to_degrees(outputs.label[col])
       ax.scatter(equivalents[:, 0], equivalents[:, 1], s=40, facecolors='none',

@@ -180,9 +180,21 @@ def _settings(comparison_config, method):
   settings = {'loss': method.loss}
   if method.is_mixture:
     settings['num_gaussians'] = int(config.num_gaussians)
+    # The MDNs always learn their weights.
+    settings['learn_weights'] = method.loss in ('mdn', 'vmfmdn') or bool(
+        config.model.learn_weights)
+    if method.loss in ('propel', 'mdn'):
+      settings['covariance'] = config.model.covariance
   if method.loss in ('propel', 'vmfpropel'):
     settings['target_scale'] = config.target_scale
   return settings
+
+
+def _weights_and_covariance(settings):
+  """('learned' or 'equal', 'full' or 'diagonal') of a mixture method, '–' for others."""
+  if 'learn_weights' not in settings:
+    return '–', '–'
+  return ('learned' if settings['learn_weights'] else 'equal'), settings.get('covariance', '–')
 
 
 def _fmt(stat: dict[str, Any] | None, digits: int = 2) -> str:
@@ -229,6 +241,20 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
       lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
     return '\n'.join(lines) + '\n'
 
+  lines += ['## Methods', '',
+            'Mixture weights: equal (1/I, the paper\'s) or learned; covariance: diagonal '
+            '(per-axis σ) or full (a Cholesky factor per component).', '',
+            '| method | loss | I | target_scale | weights | covariance |',
+            '|---|---|---|---|---|---|']
+  for name in results['methods'] + results['sweep']:
+    settings = results['method_settings'][name]
+    weights, covariance = _weights_and_covariance(settings)
+    lines.append(' | '.join([
+        f'| {name}', settings['loss'], str(settings.get('num_gaussians', '–')),
+        f'{settings["target_scale"]:g}' if 'target_scale' in settings else '–',
+        weights, covariance]) + ' |')
+  lines.append('')
+
   lines += ['## Point accuracy (degrees, symmetry-aware: nearest equivalent label)', '',
             '| method | decoder | CMAE | ' + ' | '.join(f'MAE {a}' for a in axes) + ' |',
             '|---|---|---|' + '---|' * len(axes)]
@@ -258,19 +284,22 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
         f'{int(params["mean"]):,}' if params else '–',
         _fmt(stats.get('train_seconds'), 0), _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
   if results['sweep']:
-    lines += ['', '## Sensitivity of PROPEL to I and target_scale', '',
+    lines += ['', '## Sensitivity of PROPEL to I, target_scale, weights and covariance', '',
               'target_scale is σ of the ground-truth Gaussian in normalised label units '
               '(1 = the label range).', '',
-              '| method | I | target_scale | mode CMAE | mean CMAE | NLL | 90% coverage | '
-              'mode recall | all modes |', '|---|---|---|---|---|---|---|---|---|']
+              '| method | I | target_scale | weights | covariance | mode CMAE | mean CMAE | '
+              'NLL | 90% coverage | mode recall | all modes |',
+              '|---|---|---|---|---|---|---|---|---|---|---|']
     propel = [n for n in results['methods'] + results['sweep']
               if results['method_settings'][n]['loss'] == 'propel']
     propel.sort(key=lambda n: (results['method_settings'][n]['target_scale'],
-                               results['method_settings'][n]['num_gaussians']))
+                               results['method_settings'][n]['num_gaussians'],
+                               _weights_and_covariance(results['method_settings'][n])))
     for name in propel:
       stats, settings = summary.get(name, {}), results['method_settings'][name]
       lines.append(' | '.join([
           f'| {name}', str(settings['num_gaussians']), f'{settings["target_scale"]:g}',
+          *_weights_and_covariance(settings),
           _fmt(stats.get('cmae/mode')), _fmt(stats.get('cmae/mean')), _fmt(stats.get('nll')),
           _fmt(stats.get('coverage_90'), 3), _fmt(stats.get('mode_recall'), 3),
           _fmt(stats.get('mode_recall_all'), 3)]) + ' |')

@@ -13,10 +13,12 @@ base every run starts from) plus a `compare` section: `methods` and `sweep`
 table) and `seeds` (experiments/configs/compare_synthetic.py).
 
 A method is named by a string, so that it can be the directory name and a
-command-line value: `<loss>[_i<I>][_s<target_scale>]`, e.g. 'mse', 'heatmap',
-'propel_i2' (PROPEL with I = 2 Gaussians), 'mdn_i4', 'propel_i2_s0.05'
-(target_scale 0.05 instead of the base config's). Every method trains the
-same backbone with the same base config; only the head (and its loss) change.
+command-line value: `<loss>[_i<I>][_s<target_scale>][_lw][_full]`, e.g.
+'mse', 'heatmap', 'propel_i2' (PROPEL with I = 2 Gaussians), 'mdn_i4',
+'propel_i2_s0.05' (target_scale 0.05 instead of the base config's),
+'propel_i4_lw' (learned mixture weights), 'propel_i4_full' (full-covariance
+components). Every method trains the same backbone with the same base
+config; only the head (and its loss) change.
 
 Rerunning a comparison skips the runs that are finished (their outputs exist
 and their saved config equals the one asked for) and resumes the others from
@@ -50,10 +52,14 @@ from propel_jax.training import workdir_lock
 RUNS_DIR = 'runs'
 TIMING_FILE = 'timing.json'
 
-_METHOD_RE = re.compile(r'^(?P<loss>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?$')
+_METHOD_RE = re.compile(r'^(?P<loss>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?'
+                        r'(?P<lw>_lw)?(?P<full>_full)?$')
 _MIXTURE_LOSSES = ('propel', 'mdn', 'vmfpropel', 'vmfmdn')
-# The losses with a ground-truth width (target_scale) to vary.
+# The losses with a ground-truth width (target_scale) to vary, and with
+# optionally learned weights (the MDNs always learn theirs).
 _TARGET_SCALE_LOSSES = ('propel', 'vmfpropel')
+# The Gaussian mixtures, whose components can have full covariances.
+_FULL_COVARIANCE_LOSSES = ('propel', 'mdn')
 
 
 # ----------------------------------------------------------------------------
@@ -69,11 +75,17 @@ class Method:
     loss: one of `models.LOSSES`.
     num_gaussians: I for mixture heads, None to keep the base config's.
     target_scale: PROPEL's σ_gt (normalised units), None to keep the base's.
+    learn_weights: True to learn PROPEL's mixture weights, None to keep the
+      base's.
+    covariance: 'full' for full-covariance components, None to keep the
+      base's.
   """
   name: str
   loss: str
   num_gaussians: int | None = None
   target_scale: float | None = None
+  learn_weights: bool | None = None
+  covariance: str | None = None
 
   @property
   def is_mixture(self) -> bool:
@@ -84,14 +96,15 @@ def parse_method(name: str) -> Method:
   """'propel_i2_s0.05' -> Method('propel_i2_s0.05', 'propel', 2, 0.05).
 
   Raises:
-    ValueError: naming the method, for an unknown loss, `_i` on a head that
-      is not a mixture, `_s` on a head other than propel, or I < 1.
+    ValueError: naming the method, for an unknown loss, `_i` or `_full` on a
+      head that is not a mixture, `_s` or `_lw` on a head other than propel,
+      or I < 1.
   """
   match = _METHOD_RE.match(name)
   if not match or match['loss'] not in models.LOSSES:
-    raise ValueError(f'Unknown method {name!r}: use <loss>[_i<I>][_s<target_scale>] with '
-                     f'<loss> one of {models.LOSSES}, e.g. propel_i2, mdn_i4, mse, '
-                     f'propel_i2_s0.05.')
+    raise ValueError(f'Unknown method {name!r}: use <loss>[_i<I>][_s<target_scale>][_lw]'
+                     f'[_full] with <loss> one of {models.LOSSES}, e.g. propel_i2, mdn_i4, '
+                     f'mse, propel_i2_s0.05, propel_i4_lw, propel_i4_full.')
   loss = match['loss']
   num_gaussians = int(match['i']) if match['i'] else None
   target_scale = float(match['s']) if match['s'] else None
@@ -100,7 +113,15 @@ def parse_method(name: str) -> Method:
   if target_scale is not None and (loss not in _TARGET_SCALE_LOSSES or target_scale <= 0):
     raise ValueError(f'Method {name!r}: _s<target_scale> needs a loss of '
                      f'{_TARGET_SCALE_LOSSES} and a scale > 0.')
-  return Method(name, loss, num_gaussians, target_scale)
+  if match['lw'] and loss not in _TARGET_SCALE_LOSSES:
+    raise ValueError(f'Method {name!r}: _lw (learned weights) needs a loss of '
+                     f'{_TARGET_SCALE_LOSSES}; the MDNs always learn their weights.')
+  if match['full'] and loss not in _FULL_COVARIANCE_LOSSES:
+    raise ValueError(f'Method {name!r}: _full (full covariance) needs a Gaussian mixture loss '
+                     f'{_FULL_COVARIANCE_LOSSES}.')
+  return Method(name, loss, num_gaussians, target_scale,
+                learn_weights=True if match['lw'] else None,
+                covariance='full' if match['full'] else None)
 
 
 def parse_methods(methods: str | Sequence[str]) -> list[Method]:
@@ -125,6 +146,10 @@ def run_config(comparison_config: ml_collections.ConfigDict, method: Method,
     config.num_gaussians = method.num_gaussians
   if method.target_scale is not None:
     config.target_scale = method.target_scale
+  if method.learn_weights is not None:
+    config.model.learn_weights = method.learn_weights
+  if method.covariance is not None:
+    config.model.covariance = method.covariance
   return config
 
 

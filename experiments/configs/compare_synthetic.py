@@ -17,9 +17,11 @@ from experiments.configs import synthetic
 
 KINDS = ('ambiguous_small', 'unambiguous_small', 'ambiguous', 'unambiguous', 'ambiguous_128',
          'unambiguous_128')
-# PROPEL with I ∈ {1, 2, 4, 8}, the direct MSE / L1 regressions, the heatmap,
+# PROPEL with I ∈ {1, 2, 4, 8}, then I = 4 with learned weights and with
+# full-covariance components, the direct MSE / L1 regressions, the heatmap,
 # and a mixture density network (NLL) with PROPEL's default I.
-METHODS = 'propel_i1,propel_i2,propel_i4,propel_i8,mse,l1,heatmap,mdn_i2'
+METHODS = ('propel_i1,propel_i2,propel_i4,propel_i8,propel_i4_lw,propel_i4_full,mse,l1,'
+           'heatmap,mdn_i2')
 # Sensitivity of PROPEL to σ_gt (the base is 0.02 of the label range, 1.8°).
 SWEEP = 'propel_i2_s0.005,propel_i2_s0.01,propel_i2_s0.05,propel_i2_s0.1'
 # Test images every run saves with its outputs (num_plot_examples): the

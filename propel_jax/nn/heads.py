@@ -14,8 +14,8 @@ evaluation do not depend on which head they run:
 'equivalent_labels' [B, K, n], both normalised to [0, 1].
 
 Heads:
-  PropelHead   I Gaussians (means, scales, optionally weights) trained with
-               PROPEL, as in Asad et al. (ICPR 2020).
+  PropelHead   I Gaussians (means, scales or full covariances, optionally
+               weights) trained with PROPEL, as in Asad et al. (ICPR 2020).
   MDNHead      the same mixture output trained by negative log-likelihood.
   DirectHead   one point per example trained with MSE or L1 (the paper's MSE
                baseline on the same backbone).
@@ -34,25 +34,34 @@ from propel_jax import losses
 from propel_jax import mixtures
 
 _SCALE_ACTIVATIONS = {'softplus': jax.nn.softplus, 'sigmoid': jax.nn.sigmoid}
+COVARIANCES = ('diagonal', 'full')
 
 
 class MixtureHead(nnx.Module):
-  """A mixture of I diagonal Gaussians over [0, 1]^n; subclasses pick the loss.
+  """A mixture of I Gaussians over [0, 1]^n; subclasses pick the loss.
 
   One dense layer gives, per component, n means (through a sigmoid, since the
   labels are normalised to [0, 1] as in the paper), n scales (softplus or the
   paper's sigmoid, plus `min_scale` so that the density never degenerates)
   and, with `learn_weights`, one mixture logit. Without learned weights every
-  component weighs 1/I, as in the paper. The layer has
-  F·(2nI + I·learn_weights) + 2nI + I·learn_weights parameters.
+  component weighs 1/I, as in the paper.
+
+  With `covariance='full'` the n scales become the positive diagonal of each
+  component's lower-triangular Cholesky factor L (Σ = L Lᵀ) and n(n-1)/2 more
+  outputs, unconstrained, fill its strict lower triangle: the mixture's
+  scales are then [B, I, n, n] (see `propel_jax.mixtures`). The layer has
+  (F + 1)·I·(2n + n(n-1)/2·full + learn_weights) parameters.
   """
 
   def __init__(self, in_features: int, num_targets: int, num_components: int, *,
                scale_activation: str = 'softplus', min_scale: float = 1e-3,
-               learn_weights: bool = False, rngs: nnx.Rngs):
+               learn_weights: bool = False, covariance: str = 'diagonal',
+               rngs: nnx.Rngs):
     if scale_activation not in _SCALE_ACTIVATIONS:
       raise ValueError(f'scale_activation must be one of {sorted(_SCALE_ACTIVATIONS)}; '
                        f'got {scale_activation!r}.')
+    if covariance not in COVARIANCES:
+      raise ValueError(f'covariance must be one of {COVARIANCES}; got {covariance!r}.')
     if num_components < 1 or num_targets < 1:
       raise ValueError(f'num_components ({num_components}) and num_targets '
                        f'({num_targets}) must be >= 1.')
@@ -63,20 +72,28 @@ class MixtureHead(nnx.Module):
     self.scale_activation = scale_activation
     self.min_scale = min_scale
     self.learn_weights = learn_weights
-    num_outputs = 2 * num_targets * num_components + (
-        num_components if learn_weights else 0)
-    self.dense = nnx.Linear(in_features, num_outputs, rngs=rngs)
+    self.covariance = covariance
+    per_component = 2 * num_targets + (
+        num_targets * (num_targets - 1) // 2 if covariance == 'full' else 0) + (
+            1 if learn_weights else 0)
+    self.dense = nnx.Linear(in_features, num_components * per_component, rngs=rngs)
 
   def __call__(self, features: jax.Array) -> mixtures.Mixture:
-    """features [B, F] -> the mixture: means, scales [B, I, n], log_weights [B, I]."""
+    """features [B, F] -> means [B, I, n], scales [B, I, n] or [B, I, n, n], log weights."""
     raw = self.dense(features)
     i, n = self.num_components, self.num_targets
     shape = raw.shape[:-1] + (i, n)
     means = jax.nn.sigmoid(raw[..., :i * n].reshape(shape))
     scales = _SCALE_ACTIVATIONS[self.scale_activation](
         raw[..., i * n:2 * i * n].reshape(shape)) + self.min_scale
+    end = 2 * i * n
+    if self.covariance == 'full':
+      num_below = n * (n - 1) // 2
+      below = raw[..., end:end + i * num_below].reshape(raw.shape[:-1] + (i, num_below))
+      scales = _cholesky_factor(scales, below)
+      end += i * num_below
     if self.learn_weights:
-      log_weights = jax.nn.log_softmax(raw[..., 2 * i * n:], axis=-1)
+      log_weights = jax.nn.log_softmax(raw[..., end:], axis=-1)
       return mixtures.Mixture(means, scales, log_weights)
     return mixtures.Mixture.uniform(means, scales)
 
@@ -94,6 +111,14 @@ class MixtureHead(nnx.Module):
 
   def mixture(self, outputs: mixtures.Mixture) -> mixtures.Mixture:
     return outputs
+
+
+def _cholesky_factor(diagonal, below):
+  """[..., n] diagonal and [..., n(n-1)/2] strict lower triangle -> [..., n, n] L."""
+  n = diagonal.shape[-1]
+  rows, cols = np.tril_indices(n, k=-1)
+  factor = diagonal[..., None] * jnp.eye(n, dtype=diagonal.dtype)
+  return factor.at[..., rows, cols].set(below)
 
 
 class PropelHead(MixtureHead):

@@ -40,6 +40,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       'scale_activation': 'softplus',  # Or 'sigmoid', the paper's choice.
       'min_scale': 1e-3,  # Floor on every σ, normalised units.
       'learn_weights': False,  # propel only: the paper uses w_i = 1/I.
+      'covariance': 'diagonal',  # Or 'full': each component's Cholesky factor (heads.COVARIANCES).
       'propel_target': 'label',  # Or 'equivalents': a mixture over the label's symmetries.
       # Heatmap head.
       'heatmap_bins': 100,
@@ -166,7 +167,7 @@ def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
     if config.num_gaussians < 1:
       raise ValueError(f'config.num_gaussians must be >= 1; got {config.num_gaussians}.')
     mixture_args = dict(scale_activation=cfg.scale_activation, min_scale=cfg.min_scale,
-                        rngs=rngs)
+                        covariance=cfg.covariance, rngs=rngs)
     if loss == 'propel':
       head = heads.PropelHead(features, num_targets, config.num_gaussians,
                               target_scale=config.target_scale, target=cfg.propel_target,
@@ -185,6 +186,10 @@ def _directional_head(config, cfg, info, features, rngs):
   """The head for unit-vector labels (see directional_heads)."""
   dim = len(info.labels.names)
   antipodal = info.labels.kind == 'rotation'
+  if cfg.covariance != 'diagonal':
+    raise ValueError(f'config.model.covariance={cfg.covariance!r} applies to Gaussian mixtures '
+                     f'over interval labels; {info.labels.kind!r} labels use isotropic '
+                     'components: set it to diagonal.')
   if config.loss == 'classifier':
     if dim != 2:
       raise ValueError('config.loss=classifier needs circle labels (d = 2).')
