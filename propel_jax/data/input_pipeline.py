@@ -7,20 +7,26 @@
   'equivalent_labels'  float32 [b, K, n] normalised; row 0 is the label itself
   'mask'               bool [b] (evaluation only; False on padding rows)
 
-with b = global_batch_size // jax.process_count(); process
-jax.process_index() reads only its own shard of the split.
+with b = global_batch_size // jax.process_count().
 
-Training (`train=True`) shuffles with the seed, repeats forever and, where the
-dataset declares how mirroring changes its labels, flips images left-right at
-random and negates the matching label dimensions. Evaluation passes over the
-split exactly once; the split is padded (with masked copies of record 0) to a
-multiple of the global batch size so that every batch of every process has the
-same shape and every process yields the same number of batches (a jitted,
-sharded eval step needs both).
+The global batches do not depend on how many processes read them. Training:
+epoch e is one permutation of the whole split drawn from (seed, e), together
+with one left-right flip decision per position; global batch t is rows
+[t·B, (t+1)·B) of the epochs laid end to end (each epoch's last incomplete
+batch dropped). Evaluation passes over the split exactly once in order, padded
+(with masked copies of record 0) to whole global batches, so every batch of
+every process has the same shape and every process yields the same number of
+batches (a jitted, sharded eval step needs both). Either way process p of P
+reads rows [p·b, (p+1)·b) of every global batch, by random access into the
+array_record files or into an in-memory cache of the decoded split.
 
-The iterator is Grain's: `it.get_state()` / `it.set_state(state)` save and
-restore its position (Orbax saves it with `grain.checkpoint.CheckpointSave`), so a
-resumed run sees exactly the batches an uninterrupted one would.
+Where the dataset declares how mirroring changes its labels, training flips
+the images so chosen and negates the matching label dimensions.
+
+The iterator's position is the number of the next global batch:
+`it.get_state()` is the same on every process, and `it.set_state(state)`
+moves an iterator for any number of processes there, so a run checkpointed by
+P processes resumes on Q and sees exactly the batches of an uninterrupted run.
 
 Labels are mapped from degrees to [0, 1] (the models' sigmoid outputs) by the
 dataset's `LabelSpec` (`info.labels.to_unit`; `to_degrees` maps back).
@@ -28,6 +34,8 @@ dataset's `LabelSpec` (`info.labels.to_unit`; `to_degrees` maps back).
 
 import dataclasses
 import functools
+import sys
+from typing import Any, Callable, Iterator
 
 from absl import flags
 import grain.python as grain
@@ -145,49 +153,47 @@ def split_size(dataset: str, split: str, *, data_dir: str | None = None) -> int:
 
 
 class _BatchReader:
-  """Reads the records with the given indices into one uint8 batch.
+  """Reads the records a batch's 'index' names into one uint8 batch.
 
   Either straight from the array_record source (any size; each call reads and
-  decodes b records) or from a cache of the decoded records of [start, stop)
-  held in memory (loaded once; then a batch is a NumPy gather).
+  decodes b records) or from a cache of the whole decoded split held in
+  memory (loaded once; then a batch is a NumPy gather).
 
   Indices past the end of the split are padding: they read record 0 and get
   mask False.
   """
 
-  def __init__(self, source, name, image_size, start, cached=None):
+  def __init__(self, source, name, image_size, cached=None):
     self._source = source
     self._name = name
     self._image_size = image_size
     self._num_records = len(source)
-    self._start = start
     self._cached = cached
 
-  def __call__(self, indices):
-    """indices [b] int -> dict of [b, ...] arrays (uint8 image, degrees)."""
-    indices = np.asarray(indices)
+  def __call__(self, batch):
+    """{'index': [b] int, ...} -> the same dict with the records added."""
+    indices = batch.pop('index')
     mask = indices < self._num_records
+    rows = np.where(mask, indices, 0)
     if self._cached is not None:
-      rows = np.where(mask, indices - self._start, 0)
-      batch = {key: value[rows] for key, value in self._cached.items()}
+      batch.update({key: value[rows] for key, value in self._cached.items()})
     else:
-      batch = _read_records(self._source, np.where(mask, indices, 0),
-                            self._image_size, self._name)
+      batch.update(_read_records(self._source, rows, self._image_size, self._name))
     batch['mask'] = mask
     return batch
 
 
 @functools.lru_cache(maxsize=2)
-def _load_shard(dataset, data_dir, split, start, stop, image_size):
-  """The decoded records [start, stop) of a split, kept for the next call.
+def _load_split(dataset, data_dir, split, image_size):
+  """The decoded records of a whole split, kept for the next call.
 
-  Remembers the last two shards (typically a run's train and test splits), so
+  Remembers the last two splits (typically a run's train and test splits), so
   that repeated evaluations do not decode the split again. Callers must not
   modify the arrays.
   """
   source = prepare_builder(dataset, data_dir).as_data_source(split)
-  return _read_records(source, np.arange(start, min(stop, len(source))),
-                       image_size, f'{dataset} {split}')
+  return _read_records(source, np.arange(len(source)), image_size,
+                       f'{dataset} {split}')
 
 
 def _read_records(source, indices, image_size, name):
@@ -228,60 +234,61 @@ def _resize(image, size):
   return resized[..., None] if squeeze else resized
 
 
-class _EpochShuffledBatch:
-  """Indices of batch `position` of an epoch: a slice of its permutation.
+class _TrainRows:
+  """This process's rows of global training batch `step`, and their flips.
 
-  Every epoch visits [start, stop) in a fresh order drawn from (seed, epoch);
-  the last incomplete batch of an epoch is dropped. One vectorised
+  Epoch e visits the split in an order drawn from (seed, e) alone, with a
+  flip decision (probability 1/2) per position drawn along with it; global
+  batch t is slice t mod (N // B) of epoch t // (N // B). One vectorised
   permutation per epoch: Grain's per-record index shuffle costs about 17 µs
   per record, which would be the slowest part of the pipeline.
   """
 
-  def __init__(self, start, stop, batch_size, seed):
-    self._start = start
-    self._num_records = stop - start
-    self._batch_size = batch_size
-    self._batches_per_epoch = self._num_records // batch_size
+  def __init__(self, num_records, global_batch_size, first_row, num_rows, seed):
+    self._num_records = num_records
+    self._global_batch_size = global_batch_size
+    self._batches_per_epoch = num_records // global_batch_size
+    self._first_row = first_row
+    self._num_rows = num_rows
     self._seed = seed
-    # (epoch, order), replaced as one object: Grain's read threads may call
-    # this concurrently around an epoch boundary.
-    self._cached = (None, None)
+    # (epoch, order, flips), replaced as one object: Grain's read threads may
+    # call this concurrently around an epoch boundary.
+    self._cached = (None, None, None)
 
-  def __call__(self, index, position):
-    epoch = index // self._batches_per_epoch
-    cached_epoch, order = self._cached
+  def __call__(self, step):
+    epoch, position = divmod(step, self._batches_per_epoch)
+    cached_epoch, order, flips = self._cached
     if cached_epoch != epoch:
       rng = np.random.default_rng([self._seed, epoch])
-      order = self._start + rng.permutation(self._num_records)
-      self._cached = (epoch, order)
-    return order[position * self._batch_size:
-                 (position + 1) * self._batch_size]
+      order = rng.permutation(self._num_records)
+      flips = rng.uniform(size=self._num_records) < 0.5
+      self._cached = (epoch, order, flips)
+    first = position * self._global_batch_size + self._first_row
+    rows = slice(first, first + self._num_rows)
+    return {'index': order[rows], 'flip': flips[rows]}
 
 
-class _EvalBatch:
-  """Indices of batch `position` of an in-order pass over [start, ...)."""
+class _EvalRows:
+  """This process's rows of global evaluation batch `position` (in split order)."""
 
-  def __init__(self, start, batch_size):
-    self._start = start
-    self._batch_size = batch_size
+  def __init__(self, global_batch_size, first_row, num_rows):
+    self._global_batch_size = global_batch_size
+    self._first_row = first_row
+    self._num_rows = num_rows
 
   def __call__(self, position):
-    first = self._start + position * self._batch_size
-    return np.arange(first, first + self._batch_size)
+    first = position * self._global_batch_size + self._first_row
+    return {'index': np.arange(first, first + self._num_rows)}
 
 
-class _RandomFlip:
-  """Mirrors each image left-right with probability 1/2 and fixes its labels.
-
-  Grain seeds the rng from the pipeline seed and the batch's position, so the
-  flips are deterministic and resume with the iterator.
-  """
+class _Flip:
+  """Mirrors the images the batch's 'flip' marks left-right and fixes their labels."""
 
   def __init__(self, flip_negates):
     self._sign = np.where(flip_negates, -1.0, 1.0).astype(np.float32)
 
-  def __call__(self, batch, rng):
-    flip = rng.uniform(size=len(batch['label'])) < 0.5
+  def __call__(self, batch):
+    flip = batch['flip']
     # The reader returns fresh arrays: flip the chosen rows in place.
     batch['image'][flip] = batch['image'][flip, :, ::-1]
     sign = np.where(flip[:, None], self._sign, np.float32(1))
@@ -291,7 +298,7 @@ class _RandomFlip:
 
 
 class _ToModelInputs:
-  """uint8 images to [0, 1] float32, labels to [0, 1]; drops the train mask."""
+  """uint8 images to [0, 1] float32, labels to [0, 1]; drops the train mask and flips."""
 
   def __init__(self, info, keep_mask):
     self._info = info
@@ -312,16 +319,72 @@ class _ToModelInputs:
 _READ_THREADS = 2
 _PREFETCH_BATCHES = 4
 
-# Splits whose decoded images (this process's shard) fit in this many bytes are
-# held in memory by default.
+# Splits whose decoded images fit in this many bytes are held in memory (whole:
+# over the epochs every process reads every record) by default.
 _CACHE_LIMIT_BYTES = 1 << 30
 
 
-def create_iterator(dataset, split, *, global_batch_size, seed, train,
-                    data_dir=None, image_size=None, augment=None,
-                    worker_count=0, cache=None, shard_index=None,
-                    shard_count=None):
-  """Creates a checkpointable iterator over this process's batches.
+class BatchIterator:
+  """This process's parts of the global batches from a position on.
+
+  The position is the number of the next global batch, the same on every
+  process: `get_state()` also describes the data it counts in (dataset,
+  split, seed, global batch size, number of examples), and `set_state()`
+  refuses a position counted in other data. Training iterators never end;
+  evaluation iterators end after the last global batch.
+  """
+
+  def __init__(self, build: Callable[[int], Iterator[dict[str, np.ndarray]]],
+               description: dict[str, Any]):
+    self._build = build
+    self._description = description
+    self._next_batch = 0
+    self._iterator = None  # Built on the first `next`, at the position then.
+
+  def __iter__(self) -> 'BatchIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._iterator is None:
+      self._iterator = self._build(self._next_batch)
+    batch = next(self._iterator)
+    self._next_batch += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    """The position, as JSON values: {'next_batch': t, and what it counts in}."""
+    return dict(self._description, next_batch=self._next_batch)
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    """Moves to the position `get_state()` returned, on any number of processes.
+
+    Raises:
+      ValueError: if the position was counted in other data (another
+        dataset, split, seed, global batch size or number of examples): the
+        batches from it would not be the ones it stands for.
+    """
+    differences = [f'{key} {state.get(key)!r} there, {value!r} here'
+                   for key, value in self._description.items() if state.get(key) != value]
+    if differences:
+      raise ValueError(f'The input position (global batch {state.get("next_batch")}) was '
+                       f'counted in other data ({"; ".join(differences)}): from it this '
+                       f'iterator would not yield the batches it stands for.')
+    self.close()
+    self._next_batch = int(state['next_batch'])
+
+  def close(self) -> None:
+    """Stops the background work (threads, worker processes) of the current position."""
+    if self._iterator is not None and hasattr(self._iterator, 'close'):
+      self._iterator.close()
+    self._iterator = None
+
+
+def create_iterator(dataset: str, split: str, *, global_batch_size: int, seed: int,
+                    train: bool, data_dir: str | None = None, image_size: int | None = None,
+                    augment: bool | None = None, worker_count: int = 0,
+                    cache: bool | None = None, shard_index: int | None = None,
+                    shard_count: int | None = None) -> BatchIterator:
+  """Creates a checkpointable iterator over this process's parts of the global batches.
 
   Args:
     dataset: TFDS name with config, e.g. 'synthetic_hands/ambiguous'; built
@@ -330,25 +393,29 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
     split: split name, e.g. 'train', 'test' or a TFDS slice like 'train[:80%]'.
     global_batch_size: rows per batch over all processes; must be divisible
       by the number of processes.
-    seed: shuffling and augmentation seed (train); unused for evaluation.
-    train: True: shuffle, repeat forever, augment, whole batches only.
-      False: one pass in order, padded to whole batches, with 'mask'.
+    seed: order and augmentation seed (train); unused for evaluation.
+    train: True: shuffle every epoch, repeat forever, augment, whole batches
+      only. False: one pass in order, padded to whole batches, with 'mask'.
     data_dir: TFDS data directory (None: TFDS's default).
     image_size: resize images to image_size × image_size (None: as stored).
     augment: random left-right flips (labels fixed accordingly); None means
       on for training where the dataset defines how a flip changes its labels.
     worker_count: Grain worker processes that prepare batches (0: threads of
       this process). The batches do not depend on it.
-    cache: hold this process's decoded share of the split in memory (read
-      once, then batches are gathers; the last two shards read stay cached
-      for the next iterator); None: when it takes at most 1 GiB and there
-      are no workers.
-    shard_index, shard_count: this process's shard; default
-      jax.process_index() of jax.process_count().
+    cache: hold the decoded split in memory (read once, then batches are
+      gathers; the last two splits read stay cached for the next iterator);
+      None: when it takes at most 1 GiB and there are no workers.
+    shard_index, shard_count: this process's index and the number of
+      processes; default jax.process_index() of jax.process_count().
 
   Returns:
-    A Grain `DatasetIterator` yielding dicts of NumPy arrays (see the module
+    A `BatchIterator` yielding dicts of NumPy arrays (see the module
     docstring), with `get_state()` and `set_state()`.
+
+  Raises:
+    ValueError: for a batch that does not split over the processes, a
+      training split smaller than one global batch, or flips asked for where
+      the dataset defines none, or for evaluation.
   """
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
@@ -356,56 +423,51 @@ def create_iterator(dataset, split, *, global_batch_size, seed, train,
     raise ValueError(f'global_batch_size={global_batch_size} is not divisible '
                      f'by the number of processes ({shard_count}).')
   batch_size = global_batch_size // shard_count
+  first_row = shard_index * batch_size
   builder = prepare_builder(dataset, data_dir)
   info = _info_from_builder(dataset, builder, image_size)
   source = builder.as_data_source(split)
   if augment is None:
     augment = train and info.labels.flip_negates is not None
+  if augment and not train:
+    raise ValueError('augment=True applies to training only; evaluation reads the '
+                     'stored images.')
   if augment and info.labels.flip_negates is None:
     raise ValueError(f'{dataset} defines no label-preserving flip; use '
                      'augment=False.')
 
   if train:
-    # Equal contiguous shards; each is shuffled anew every epoch.
-    per_shard = len(source) // shard_count
-    if per_shard == 0:
-      raise ValueError(f'{dataset} {split} has {len(source)} examples, fewer '
-                       f'than the {shard_count} processes.')
+    if len(source) < global_batch_size:
+      raise ValueError(f'{dataset} {split} has {len(source)} examples, fewer than '
+                       f'the global batch of {global_batch_size}.')
+    rows = _TrainRows(len(source), global_batch_size, first_row, batch_size, seed)
+    stop = sys.maxsize  # Forever.
   else:
-    # Pad the split to whole global batches: then the equal contiguous shards
-    # of all processes hold the same number of whole batches.
-    num_batches = -(-len(source) // global_batch_size)
-    per_shard = num_batches * global_batch_size // shard_count
-  start, stop = shard_index * per_shard, (shard_index + 1) * per_shard
+    rows = _EvalRows(global_batch_size, first_row, batch_size)
+    stop = -(-len(source) // global_batch_size)  # Padded to whole global batches.
   if cache is None:
     # Workers are for streaming: a cache would be copied into each of them.
     cache = (not worker_count and
-             per_shard * np.prod(info.image_shape) <= _CACHE_LIMIT_BYTES)
-  cached = _load_shard(dataset, data_dir, split, start, stop,
-                       image_size) if cache else None
-  reader = _BatchReader(source, f'{dataset} {split}', image_size, start,
-                        cached)
+             len(source) * np.prod(info.image_shape) <= _CACHE_LIMIT_BYTES)
+  cached = _load_split(dataset, data_dir, split, image_size) if cache else None
+  reader = _BatchReader(source, f'{dataset} {split}', image_size, cached)
+  to_model_inputs = _ToModelInputs(info, keep_mask=not train)
 
-  if train:
-    batches_per_epoch = per_shard // batch_size
-    if batches_per_epoch == 0:
-      raise ValueError(f'{dataset} {split}: this process\'s {per_shard} '
-                       f'examples are fewer than its batch of {batch_size}.')
-    ds = grain.MapDataset.range(batches_per_epoch).repeat(None)
-    ds = ds.map_with_index(_EpochShuffledBatch(start, stop, batch_size, seed))
-  else:
-    ds = grain.MapDataset.range(per_shard // batch_size).map(
-        _EvalBatch(start, batch_size))
-  ds = ds.map(reader)
-  if augment:
-    ds = ds.random_map(_RandomFlip(info.labels.flip_negates), seed=seed)
-  ds = ds.map(_ToModelInputs(info, keep_mask=not train)).to_iter_dataset(
-      grain.ReadOptions(num_threads=_READ_THREADS,
-                        prefetch_buffer_size=_PREFETCH_BATCHES))
-  if worker_count:
-    if not flags.FLAGS.is_parsed():
-      # Grain's worker processes read absl flags; outside an absl app (a
-      # notebook, pytest) nothing parsed them, so take the defaults.
-      flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-  return iter(ds)
+  def build(start):
+    ds = grain.MapDataset.range(start, max(start, stop)).map(rows).map(reader)
+    if augment:
+      ds = ds.map(_Flip(info.labels.flip_negates))
+    ds = ds.map(to_model_inputs).to_iter_dataset(
+        grain.ReadOptions(num_threads=_READ_THREADS,
+                          prefetch_buffer_size=_PREFETCH_BATCHES))
+    if worker_count:
+      if not flags.FLAGS.is_parsed():
+        # Grain's worker processes read absl flags; outside an absl app (a
+        # notebook, pytest) nothing parsed them, so take the defaults.
+        flags.FLAGS.mark_as_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return iter(ds)
+
+  return BatchIterator(build, {'dataset': dataset, 'split': split, 'seed': seed,
+                               'global_batch_size': global_batch_size,
+                               'num_examples': len(source)})
