@@ -43,18 +43,9 @@ def _dataset_iterator():
   return iter(grain.MapDataset.range(100).shuffle(seed=3).batch(4).to_iter_dataset())
 
 
-def _loader_iterator():
-  # DataLoader iterators describe their position as bytes, not a dict.
-  return iter(grain.DataLoader(
-      data_source=grain.sources.RangeDataSource(0, 100, 1),
-      sampler=grain.samplers.IndexSampler(100, shuffle=True, seed=3, num_epochs=1),
-      operations=[grain.transforms.Batch(4)], worker_count=0))
-
-
-@pytest.mark.parametrize('make_iterator', [_dataset_iterator, _loader_iterator])
-def test_state_and_input_position_round_trip(tmp_path, make_iterator):
+def test_state_and_input_position_round_trip(tmp_path):
   saved_state = _state(1)
-  iterator = make_iterator()
+  iterator = _dataset_iterator()
   for _ in range(3):
     next(iterator)
   checkpointer = checkpointing.Checkpointer(tmp_path / 'ckpt', max_to_keep=2)
@@ -64,7 +55,7 @@ def test_state_and_input_position_round_trip(tmp_path, make_iterator):
 
   # A fresh process would build a different initial state and a fresh iterator.
   template = _state(2)
-  fresh = make_iterator()
+  fresh = _dataset_iterator()
   restored = checkpointer.restore(checkpointer.latest_step(),
                                   jax.tree.map(_shape_of, template), fresh)
   checkpointer.close()
@@ -106,16 +97,41 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['1', '2']
 
 
-def test_missing_process_file_names_the_process_count(tmp_path):
+def _legacy_position(tmp_path, iterator, checksums):
+  """Replaces checkpoint 1's position by what older versions wrote: a Grain state per process."""
+  data = tmp_path / '1' / 'data'
+  state_sha256 = json.loads((data / 'position.json').read_text())['state_sha256']
+  os.remove(data / 'position.json')
+  for i in range(2):
+    record = {'json': iterator.get_state()}
+    if checksums:
+      body = {'iterator': record, 'state_sha256': state_sha256}
+      record = dict(body, sha256=checkpointing._sha256(body))
+    (data / f'process_{i}-of-2.json').write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize('checksums', [True, False])
+def test_checkpoint_of_an_older_version_evaluates_but_does_not_resume(tmp_path, caplog,
+                                                                      checksums):
+  iterator = _dataset_iterator()
+  next(iterator)
   checkpointer = checkpointing.Checkpointer(tmp_path)
-  checkpointer.save(1, _state(1), _dataset_iterator())
+  checkpointer.save(1, _state(1), iterator)
   checkpointer.wait()
-  os.rename(tmp_path / '1' / 'data' / 'process_0-of-1.json',
-            tmp_path / '1' / 'data' / 'process_0-of-2.json')
-  with pytest.raises(checkpointing.DamagedCheckpointError,
-                     match=r'written by a run with \[2\] processes, this one has 1'):
-    checkpointer.restore(1, jax.tree.map(_shape_of, _state(0)), _dataset_iterator())
+  _legacy_position(tmp_path, iterator, checksums)
+  abstract = jax.tree.map(_shape_of, _state(0))
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match=r'Checkpoint 1 in .* older version .* depended on the number of '
+                           r'processes \(data/process_0-of-2.json holds a Grain iterator '
+                           r'state\): training cannot resume from it exactly'):
+    checkpointer.restore_latest(abstract, _dataset_iterator(), set_aside_damaged=True)
+  assert checkpointer.all_steps() == [1] and not (tmp_path / 'damaged').exists()
+  # Without an input position to take (evaluation), it restores, verified where it can be.
+  step, state = checkpointer.restore_latest(abstract)
   checkpointer.close()
+  assert step == 1
+  _assert_trees_equal(state, _state(1))
+  assert ('restored without verifying it' in caplog.text) == (not checksums)
 
 
 def _big_state(seed):
@@ -144,13 +160,13 @@ DAMAGES = {
                            'Orbax could not restore'),
     'deleted _METADATA': (lambda step: os.remove(step / 'state' / '_METADATA'),
                           'Orbax could not restore'),
-    'empty position file': (lambda step: open(step / 'data' / 'process_0-of-1.json', 'w').close(),
-                            'process_0-of-1.json is empty'),
-    'deleted position file': (lambda step: os.remove(step / 'data' / 'process_0-of-1.json'),
-                              'process_0-of-1.json is missing.'),
+    'empty position file': (lambda step: open(step / 'data' / 'position.json', 'w').close(),
+                            'position.json is empty'),
+    'deleted position file': (lambda step: os.remove(step / 'data' / 'position.json'),
+                              'position.json is missing.'),
     'edited position file': (
-        lambda step: (step / 'data' / 'process_0-of-1.json').write_text(
-            (step / 'data' / 'process_0-of-1.json').read_text().replace('3', '4')),
+        lambda step: (step / 'data' / 'position.json').write_text(
+            (step / 'data' / 'position.json').read_text().replace('3', '4')),
         'does not match its SHA-256 checksum'),
     '64 flipped bytes': (lambda step: _flip_64_bytes(_largest_file(step / 'state')),
                          'do not match the SHA-256 checksum saved with them'),
@@ -182,7 +198,6 @@ def test_damaged_latest_checkpoint_is_skipped_with_its_reason(tmp_path, caplog, 
   np.testing.assert_array_equal(next(resumed), positions[1])
   message = ' '.join(r.getMessage() for r in caplog.records)
   assert f'Skipping checkpoint 2 in {tmp_path}: ' in message and reason in message, message
-  assert 'written by a run with' not in message  # Not blamed on the process count.
   # Kept for inspection, out of the way of the step that training saves again.
   assert checkpointer.all_steps() == [1] and (tmp_path / 'damaged' / '2').is_dir()
   checkpointer.save(2, _big_state(2), resumed)
@@ -205,7 +220,7 @@ def test_no_restorable_checkpoint_raises_and_changes_nothing(tmp_path):
     checkpointer.save(step, _state(step), _dataset_iterator())
   checkpointer.wait()
   for step in (1, 2):
-    os.remove(tmp_path / str(step) / 'data' / 'process_0-of-1.json')
+    os.remove(tmp_path / str(step) / 'data' / 'position.json')
   with pytest.raises(checkpointing.DamagedCheckpointError,
                      match=r'No checkpoint in .* restores \(step 2: .*missing.*; step 1: .*\)'):
     checkpointer.restore_latest(jax.tree.map(_shape_of, _state(0)), set_aside_damaged=True)
@@ -213,24 +228,6 @@ def test_no_restorable_checkpoint_raises_and_changes_nothing(tmp_path):
   assert not (tmp_path / 'damaged').exists()
   checkpointer.close()
   assert checkpointing.Checkpointer(tmp_path / 'empty').restore_latest(None) == (None, None)
-
-
-def test_position_file_without_checksums_restores_unverified(tmp_path, caplog):
-  # What checkpoints written before the checksums hold.
-  iterator = _dataset_iterator()
-  next(iterator)
-  checkpointer = checkpointing.Checkpointer(tmp_path)
-  checkpointer.save(1, _state(1), iterator)
-  checkpointer.wait()
-  (tmp_path / '1' / 'data' / 'process_0-of-1.json').write_text(
-      json.dumps({'json': iterator.get_state()}))
-  resumed = _dataset_iterator()
-  step, state = checkpointer.restore_latest(jax.tree.map(_shape_of, _state(0)), resumed)
-  checkpointer.close()
-  assert step == 1
-  _assert_trees_equal(state, _state(1))
-  np.testing.assert_array_equal(next(resumed), next(iterator))
-  assert 'restored without verifying it' in caplog.text
 
 
 def test_sigterm_sets_the_stop_flag_and_handler_is_restored(tmp_path):

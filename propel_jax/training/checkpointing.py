@@ -6,10 +6,12 @@ A checkpoint is an Orbax `CheckpointManager` step directory in
 * `state`: the whole training state pytree (parameters, batch statistics,
   optimiser state, step counter, RNG key), saved once by Orbax for all
   processes;
-* `data`: every process's input-iterator position, one JSON file per process
-  (`process_<i>-of-<n>.json`), because each process reads its own share. The
-  file also holds the SHA-256 of the state's arrays as saved, and a SHA-256
-  of its own content.
+* `data`: the input iterator's position, one JSON file `position.json`
+  written by process 0: the position is the same on every process (the
+  number of the next global batch; see `propel_jax.data.input_pipeline`), so a
+  checkpoint written by P processes resumes on any number of them. The file
+  also holds the SHA-256 of the state's arrays as saved, and a SHA-256 of its
+  own content.
 
 Orbax writes a step into a temporary directory and renames it only when
 complete, so a process killed mid-save (SIGKILL) leaves the previous
@@ -18,13 +20,16 @@ altered file) shows when restoring: as an Orbax error, as a position file
 that fails its checksum, or as restored arrays that differ from the checksum
 saved with them. `restore_latest` then falls back to the newest checkpoint
 that passes all three, and says which ones it skipped and why.
+
+Checkpoints of older versions hold one Grain iterator state per process
+(`process_<i>-of-<n>.json`), positions in an input order that depended on the
+number of processes: they still evaluate, but training refuses to resume from
+them (`IncompatibleCheckpointError`) rather than resume inexactly.
 """
 
-import base64
 import dataclasses
 import hashlib
 import json
-import re
 import signal
 import threading
 from typing import Any, Protocol
@@ -42,10 +47,16 @@ DATA = 'data'
 # Where training moves the checkpoints it skipped as damaged (inside the
 # checkpoint directory; Orbax ignores folders whose name is not a step).
 DAMAGED = 'damaged'
+POSITION_FILE = 'position.json'
 
 
 class StatefulIterator(Protocol):
-  """An input iterator whose position can be read and restored (e.g. Grain's)."""
+  """An input iterator whose position can be read and restored.
+
+  The position (`get_state()`, a JSON value) must be the same on every
+  process and restorable on any number of processes, as
+  `input_pipeline.BatchIterator`'s is: process 0 alone saves it.
+  """
 
   def get_state(self) -> Any:
     ...
@@ -56,6 +67,10 @@ class StatefulIterator(Protocol):
 
 class DamagedCheckpointError(RuntimeError):
   """A checkpoint that does not restore, or restores other values than were saved."""
+
+
+class IncompatibleCheckpointError(RuntimeError):
+  """A checkpoint of an older version whose input position cannot be resumed from."""
 
 
 def state_digest(state: Any) -> str:
@@ -74,55 +89,31 @@ def state_digest(state: Any) -> str:
   return digest.hexdigest()
 
 
-def _encode_iterator_state(state: Any) -> dict[str, Any]:
-  # Grain's dataset iterators describe their position as a JSON-able dict,
-  # its DataLoader iterators as bytes; keep either, byte-exact.
-  if isinstance(state, bytes):
-    return {'bytes': base64.b64encode(state).decode('ascii')}
-  return {'json': state}
-
-
-def _decode_iterator_state(record: dict[str, Any]) -> Any:
-  if 'bytes' in record:
-    return base64.b64decode(record['bytes'])
-  return record['json']
-
-
 def _sha256(body: dict[str, Any]) -> str:
   # Of the canonical JSON, so that the file's layout does not matter.
   return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _position_filename() -> str:
-  return f'process_{jax.process_index()}-of-{jax.process_count()}.json'
 
 
 @dataclasses.dataclass(frozen=True)
 class _Position:
   """A verified position file: the iterator's state and the state's checksum.
 
-  `state_sha256` is None for files written before checksums were (nothing to
-  verify the arrays against).
+  `iterator_state` is None for the per-process files of older versions
+  (`legacy_file` names the one read), `state_sha256` None for files written
+  before checksums were (nothing to verify the arrays against).
   """
   iterator_state: Any
   state_sha256: str | None
+  legacy_file: str | None = None
 
 
-def _read_position(directory: epath.Path) -> _Position:
-  """This process's position file in a checkpoint's `data` directory, verified.
+def _read_record(filename: epath.Path) -> dict[str, Any]:
+  """A position file's JSON object, its checksum verified where it has one.
 
   Raises:
     DamagedCheckpointError: naming the file and what is wrong with it.
   """
-  filename = directory / _position_filename()
   if not filename.exists():
-    written_by = {int(m.group(1)) for m in (
-        re.fullmatch(r'process_\d+-of-(\d+)\.json', p.name)
-        for p in (directory.iterdir() if directory.exists() else ())) if m}
-    if written_by and jax.process_count() not in written_by:
-      raise DamagedCheckpointError(
-          f'{filename} is missing: the checkpoint was written by a run with '
-          f'{sorted(written_by)} processes, this one has {jax.process_count()}.')
     raise DamagedCheckpointError(f'{filename} is missing.')
   text = filename.read_text()
   if not text.strip():
@@ -133,25 +124,43 @@ def _read_position(directory: epath.Path) -> _Position:
     raise DamagedCheckpointError(f'{filename} is not valid JSON ({e}).') from e
   if not isinstance(record, dict):
     raise DamagedCheckpointError(f'{filename} does not hold a position record.')
-  if 'sha256' not in record and ('json' in record or 'bytes' in record):
-    return _Position(_decode_iterator_state(record), None)  # Written without checksums.
   body = {'iterator': record.get('iterator'), 'state_sha256': record.get('state_sha256')}
-  if record.get('sha256') != _sha256(body):
+  if 'sha256' in record and record['sha256'] != _sha256(body):
     raise DamagedCheckpointError(f'{filename} does not match its SHA-256 checksum.')
-  return _Position(_decode_iterator_state(body['iterator']), body['state_sha256'])
+  return record
+
+
+def _read_position(directory: epath.Path) -> _Position:
+  """The position file in a checkpoint's `data` directory, verified.
+
+  Raises:
+    DamagedCheckpointError: naming the file and what is wrong with it.
+  """
+  filename = directory / POSITION_FILE
+  legacy = (sorted(directory.glob('process_*-of-*.json'))
+            if directory.exists() and not filename.exists() else [])
+  if legacy:
+    # Every process of an older run saved the same state checksum.
+    record = _read_record(legacy[0])
+    return _Position(None, record.get('state_sha256'), legacy_file=legacy[0].name)
+  record = _read_record(filename)
+  if 'sha256' not in record:
+    raise DamagedCheckpointError(f'{filename} has no SHA-256 checksum.')
+  return _Position(record['iterator'], record['state_sha256'])
 
 
 class IteratorHandler(ocp.CheckpointHandler):
-  """Orbax handler that saves and restores each process's iterator position.
+  """Orbax handler that saves and restores the input iterator's position.
 
   With the position goes the checksum of the state saved alongside (see
   `Checkpointer.restore`, which verifies both).
   """
 
   def save(self, directory: epath.Path, args: 'IteratorSave'):
-    body = {'iterator': _encode_iterator_state(args.iterator.get_state()),
-            'state_sha256': args.state_sha256}
-    (directory / _position_filename()).write_text(
+    if not parallel.is_main_process():
+      return  # The same position on every process: one file.
+    body = {'iterator': args.iterator.get_state(), 'state_sha256': args.state_sha256}
+    (directory / POSITION_FILE).write_text(
         json.dumps(dict(body, sha256=_sha256(body)), indent=1))
 
   def restore(self, directory: epath.Path, args: 'IteratorRestore') -> StatefulIterator:
@@ -225,9 +234,8 @@ class Checkpointer:
               iterator: StatefulIterator | None = None) -> Any:
     """Restores checkpoint `step` into the structure and shardings of `abstract_state`.
 
-    Verifies this process's position file against its checksum before
-    reading the state, and the restored arrays against the checksum saved
-    with them.
+    Verifies the position file against its checksum before reading the
+    state, and the restored arrays against the checksum saved with them.
 
     Args:
       step: which checkpoint.
@@ -240,6 +248,8 @@ class Checkpointer:
 
     Raises:
       DamagedCheckpointError: saying what failed (on every process alike).
+      IncompatibleCheckpointError: for an `iterator` and a checkpoint of an
+        older version, whose input position it cannot take.
     """
     problem = None
     try:
@@ -248,8 +258,15 @@ class Checkpointer:
       problem = e
     # Orbax's restore ends in a barrier: every process must go in, or none.
     if not parallel.on_every_process(problem is None):
-      raise problem or DamagedCheckpointError('Another process found its position file '
+      raise problem or DamagedCheckpointError('Another process found the position file '
                                               'damaged (see its log).')
+    if iterator is not None and position.legacy_file is not None:
+      raise IncompatibleCheckpointError(
+          f'Checkpoint {step} in {self.directory} was written by an older version of '
+          f'propel_jax, whose input order depended on the number of processes '
+          f'({DATA}/{position.legacy_file} holds a Grain iterator state): training cannot '
+          f'resume from it exactly. It still evaluates (python -m experiments.evaluate); '
+          f'to train on, start a new --workdir.')
     try:
       state = self._manager.restore(step, args=ocp.args.Composite(
           **{STATE: ocp.args.StandardRestore(abstract_state)}))[STATE]
@@ -283,6 +300,7 @@ class Checkpointer:
     Raises:
       DamagedCheckpointError: if there are checkpoints but none restores
         (starting over would silently discard them).
+      IncompatibleCheckpointError: see `restore`.
     """
     skipped = {}
     for step in sorted(self.all_steps(), reverse=True):

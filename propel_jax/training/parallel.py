@@ -82,7 +82,8 @@ def local_batch_size(global_batch_size: int) -> int:
   if global_batch_size % jax.device_count():
     raise ValueError(f'config.batch_size={global_batch_size} must be divisible by the number '
                      f'of devices ({jax.device_count()}: {jax.process_count()} process(es) x '
-                     f'{jax.local_device_count()} local device(s)).')
+                     f'{jax.local_device_count()} local device(s)). A resumed run keeps its '
+                     f'batch size: resume it on a number of devices that divides it.')
   return global_batch_size // jax.process_count()
 
 

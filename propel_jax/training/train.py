@@ -3,7 +3,9 @@
 One code path for one CPU, several devices and several hosts: the state is
 replicated over a 1-D 'data' mesh, every process feeds its share of each
 global batch, and one jitted step (a pure function of the model's graph
-definition and its state) does the rest; see `parallel.py`.
+definition and its state) does the rest; see `parallel.py`. The global
+batches depend on the seed and the step only, not on the number of processes
+or devices (`propel_jax.data.input_pipeline`).
 
 A run lives in `workdir`:
 
@@ -11,7 +13,9 @@ A run lives in `workdir`:
                         must match it except for the keys in RESUMABLE_KEYS),
                         written once everything that can be checked was
     lock                held while a run or an evaluation works here
-    checkpoints/<step>/ Orbax checkpoints: state + input position (per process)
+    checkpoints/<step>/ Orbax checkpoints: state + input position (the number
+                        of the next global batch, the same on every process,
+                        so a run may resume on another number of processes)
     metrics.jsonl       one JSON object per logged train/eval step
     events.out.tfevents.*  TensorBoard (tensorboardX)
     eval_metrics.json   the final evaluation (see `evaluation.py`)
@@ -480,6 +484,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ValueError: for an invalid config, naming the key.
     WorkdirBusyError: if another run or evaluation works in `workdir`.
     DamagedCheckpointError: if `workdir` holds checkpoints but none restores.
+    IncompatibleCheckpointError: if its latest checkpoint is of an older
+      version that training cannot resume from (evaluate still reads it).
     NonFiniteLossError: if the loss or gradient became NaN or infinite.
   """
   os.makedirs(workdir, exist_ok=True)
