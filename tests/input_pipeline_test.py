@@ -1,5 +1,7 @@
 """Tests of the Grain input pipeline on a real (small) synthetic TFDS dataset."""
 
+import json
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -33,6 +35,21 @@ def _records(data_dir, split):
 def _train(data_dir, **kwargs):
   kwargs = dict(dict(global_batch_size=32, seed=0, train=True, data_dir=data_dir), **kwargs)
   return input_pipeline.create_iterator(DATASET, 'train', **kwargs)
+
+
+def _global_batches(iterators, num_batches):
+  """The global batches that the iterators of processes 0, 1, ... read together."""
+  parts = [[next(it) for _ in range(num_batches)] for it in iterators]
+  return [{key: np.concatenate([part[key] for part in batch]) for key in batch[0]}
+          for batch in zip(*parts)]
+
+
+def _assert_batches_equal(expected, got):
+  assert len(expected) == len(got)
+  for a, b in zip(expected, got):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_dataset_info(info):
@@ -84,32 +101,34 @@ def test_eval_yields_the_split_once_in_order_padded_and_masked(data_dir, info):
                              np.stack([r['label'] for r in records]), atol=1e-4)
 
 
-def test_eval_shards_cover_the_split_once_with_equal_batch_counts(data_dir):
-  # 256 examples, global batch 60 over 3 processes: 5 global batches (300 rows).
-  shards = [list(input_pipeline.create_iterator(
-      DATASET, 'test', global_batch_size=60, seed=0, train=False, data_dir=data_dir,
-      shard_index=i, shard_count=3)) for i in range(3)]
-  assert [len(s) for s in shards] == [5, 5, 5]
-  labels = np.concatenate([b['label'][b['mask']] for s in shards for b in s])
-  expected = np.stack([r['label'] for r in _records(data_dir, 'test')])
-  assert len(labels) == 256
-  # Every record exactly once (labels are distinct floats).
-  np.testing.assert_array_equal(np.sort(labels[:, 0]),
-                                np.sort((expected[:, 0] + 45.0) / 90.0).astype(np.float32))
-  assert all(b['label'].shape == (20, 2) for s in shards for b in s)
+def test_eval_processes_read_their_rows_of_each_global_batch(data_dir):
+  # 256 examples, global batch 60 over 3 processes: 5 global batches (300 rows), in split
+  # order, each process reading its 20 rows of each.
+  kwargs = dict(global_batch_size=60, seed=0, train=False, data_dir=data_dir)
+  shards = [input_pipeline.create_iterator(DATASET, 'test', shard_index=i, shard_count=3,
+                                           **kwargs) for i in range(3)]
+  lengths = [len(list(input_pipeline.create_iterator(DATASET, 'test', shard_index=i,
+                                                     shard_count=3, **kwargs)))
+             for i in range(3)]
+  assert lengths == [5, 5, 5]
+  together = _global_batches(shards, 5)
+  assert all(b['label'].shape == (60, 2) for b in together)
+  _assert_batches_equal(list(input_pipeline.create_iterator(DATASET, 'test', **kwargs)),
+                        together)
+  mask = np.concatenate([b['mask'] for b in together])
+  np.testing.assert_array_equal(mask, np.arange(300) < 256)
 
 
 @pytest.mark.parametrize('cache', [True, False])
-def test_train_shards_are_disjoint_and_cover_the_split(data_dir, cache):
-  # One epoch: 512 records, 2 processes of 256 each, 16 rows per process.
-  per_shard = []
-  for i in range(2):
-    it = _train(data_dir, shard_index=i, shard_count=2, augment=False, cache=cache)
-    per_shard.append(np.concatenate([next(it)['label'] for _ in range(16)]))
-  for labels in per_shard:
-    assert len(np.unique(labels[:, 0])) == 256  # a whole epoch, no repeats
-  assert not np.isin(per_shard[0][:, 0], per_shard[1][:, 0]).any()
-  assert len(np.unique(np.concatenate(per_shard)[:, 0])) == 512
+def test_global_batches_do_not_depend_on_the_process_count(data_dir, cache):
+  # 20 global batches of 32 (16 per epoch: across an epoch boundary), flips on: the rows that
+  # P processes read together are the rows one process reads, flipped alike.
+  one = _global_batches([_train(data_dir)], 20)
+  for count in (2, 4):
+    together = _global_batches(
+        [_train(data_dir, shard_index=i, shard_count=count, cache=cache) for i in range(count)],
+        20)
+    _assert_batches_equal(one, together)
 
 
 def test_train_is_deterministic_given_the_seed(data_dir):
@@ -130,17 +149,36 @@ def test_train_repeats_and_reshuffles(data_dir):
   assert not np.array_equal(epochs[0], epochs[1])
 
 
-def test_resumed_iterator_sees_the_same_batches(data_dir):
+def test_resumed_iterator_sees_the_same_batches_on_any_process_count(data_dir):
   it = _train(data_dir)
   for _ in range(5):
     next(it)
   state = it.get_state()
+  assert state['next_batch'] == 5
+  state = json.loads(json.dumps(state))  # As a checkpoint stores it.
   expected = [next(it) for _ in range(20)]  # crosses an epoch boundary (16 per epoch)
   resumed = _train(data_dir)
   resumed.set_state(state)
-  for a, b in zip(expected, (next(resumed) for _ in range(20))):
-    for key in a:
-      np.testing.assert_array_equal(a[key], b[key])
+  _assert_batches_equal(expected, [next(resumed) for _ in range(20)])
+  # Elastic: the position taken by two processes, each reading its half of every batch.
+  halves = [_train(data_dir, shard_index=i, shard_count=2) for i in range(2)]
+  for half in halves:
+    next(half)  # Moved on before: set_state starts over from the position.
+    half.set_state(state)
+  _assert_batches_equal(expected, _global_batches(halves, 20))
+
+
+@pytest.mark.parametrize('change', [dict(seed=1), dict(global_batch_size=16)])
+def test_a_position_counted_in_other_data_is_refused(data_dir, change):
+  state = _train(data_dir).get_state()
+  with pytest.raises(ValueError, match=r'The input position \(global batch 0\) was counted in '
+                                       r'other data \((seed 0 there, 1 here|global_batch_size '
+                                       r'32 there, 16 here)\)'):
+    _train(data_dir, **change).set_state(state)
+  other_size = input_pipeline.create_iterator(DATASET, 'train[:256]', global_batch_size=32,
+                                              seed=0, train=True, data_dir=data_dir)
+  with pytest.raises(ValueError, match='num_examples 512 there, 256 here'):
+    other_size.set_state(dict(state, split='train[:256]'))
 
 
 def test_flip_augmentation_keeps_labels_right(data_dir, info):
@@ -277,26 +315,14 @@ def test_streamed_eval_equals_cached_eval(data_dir):
       np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_iterator_state_saves_and_restores_with_orbax(data_dir, tmp_path):
-  import grain  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  it = _train(data_dir)
-  next(it)
-  with ocp.CheckpointManager(tmp_path / 'ckpt') as manager:
-    manager.save(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
-    manager.wait_until_finished()
-    expected = next(it)
-    resumed = _train(data_dir)
-    manager.restore(1, args=ocp.args.Composite(
-        data=grain.checkpoint.CheckpointRestore(resumed)))
-  got = next(resumed)
-  for key in expected:
-    np.testing.assert_array_equal(expected[key], got[key])
-
-
 def test_bad_arguments_raise_clear_errors(data_dir):
   with pytest.raises(ValueError, match='not divisible'):
     _train(data_dir, global_batch_size=33, shard_count=2, shard_index=0)
+  with pytest.raises(ValueError, match='512 examples, fewer than the global batch of 600'):
+    _train(data_dir, global_batch_size=600)
+  with pytest.raises(ValueError, match='augment=True applies to training only'):
+    input_pipeline.create_iterator(DATASET, 'test', global_batch_size=8, seed=0, train=False,
+                                   data_dir=data_dir, augment=True)
   with pytest.raises(ValueError, match='Unknown dataset'):
     input_pipeline.get_dataset_info('no_such_dataset/x', data_dir=data_dir)
   with pytest.raises(ValueError, match='not one of the orientation datasets'):
@@ -309,9 +335,9 @@ def test_shard_cache_is_reused_and_never_modified(data_dir, info):
   flipping = _train(data_dir, cache=True)
   for _ in range(32):
     next(flipping)
-  hits = input_pipeline._load_shard.cache_info().hits
+  hits = input_pipeline._load_split.cache_info().hits
   batch = next(_train(data_dir, cache=True, augment=False))
-  assert input_pipeline._load_shard.cache_info().hits == hits + 1
+  assert input_pipeline._load_split.cache_info().hits == hits + 1
   records = _records(data_dir, 'train')
   stored_azimuth = np.array([r['label'][0] for r in records])
   for image, label in zip(batch['image'],

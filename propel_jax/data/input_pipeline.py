@@ -263,8 +263,8 @@ class _TrainRows:
       order = rng.permutation(self._num_records)
       flips = rng.uniform(size=self._num_records) < 0.5
       self._cached = (epoch, order, flips)
-    first = position * self._global_batch_size + self._first_row
-    rows = slice(first, first + self._num_rows)
+    start = position * self._global_batch_size + self._first_row
+    rows = slice(start, start + self._num_rows)
     return {'index': order[rows], 'flip': flips[rows]}
 
 
