@@ -6,6 +6,7 @@ that only the first one pays for compiling.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -68,19 +69,45 @@ def run(command, jax_cache, timeout=300, **variables):
   return result
 
 
-def start_and_signal_after_checkpoint(command, jax_cache, workdir, step, sig):
-  """Starts a run and sends `sig` as soon as its checkpoint `step` is complete."""
-  process = subprocess.Popen(command, cwd=REPO, env=env(jax_cache),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def multiprocess_commands(command, num_processes):
+  """`command` once per process of a run on 127.0.0.1 (jax.distributed, gloo on CPU)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  return [command + [f'--coordinator_address=127.0.0.1:{port}',
+                     f'--num_processes={num_processes}', f'--process_id={i}']
+          for i in range(num_processes)]
+
+
+def start(commands, jax_cache, **variables):
+  """Starts the processes of a run (one command each), output captured together."""
+  return [subprocess.Popen(command, cwd=REPO, env=env(jax_cache, **variables),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+          for command in commands]
+
+
+def finish(processes, timeout=300):
+  """Waits for every process of a run: [(returncode, output)]."""
+  outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+  return [(p.returncode, output) for p, output in zip(processes, outputs)]
+
+
+def signal_after_checkpoint(processes, workdir, step, sig):
+  """Sends `sig` to every process of a run as soon as its checkpoint `step` is complete."""
   checkpoint = os.path.join(workdir, 'checkpoints', str(step))
   deadline = time.monotonic() + 300
   # Orbax renames a checkpoint to its final name only when it is complete.
-  while not os.path.isdir(checkpoint) and process.poll() is None:
+  while not os.path.isdir(checkpoint) and all(p.poll() is None for p in processes):
     assert time.monotonic() < deadline, 'no checkpoint appeared'
     time.sleep(0.01)
-  process.send_signal(sig)
-  output, _ = process.communicate(timeout=300)
-  return process.returncode, output
+  for process in processes:
+    process.send_signal(sig)
+  return finish(processes)
+
+
+def start_and_signal_after_checkpoint(command, jax_cache, workdir, step, sig):
+  """Starts a run and sends `sig` as soon as its checkpoint `step` is complete."""
+  return signal_after_checkpoint(start([command], jax_cache), workdir, step, sig)[0]
 
 
 def read_jsonl(path):
@@ -92,10 +119,15 @@ def without_timing(records):
   return [{k: v for k, v in r.items() if k != 'steps_per_sec'} for r in records]
 
 
-def final_state(workdir):
-  """The arrays of the latest checkpoint, as a flat {path: array} dict."""
+def checkpoint_steps(workdir):
+  """The steps of the complete checkpoints in `workdir`, in order."""
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
+
+
+def final_state(workdir, step=None):
+  """The arrays of checkpoint `step` (default: the latest), as a flat {path: array} dict."""
   checkpoints = os.path.join(workdir, 'checkpoints')
-  step = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
+  step = checkpoint_steps(workdir)[-1] if step is None else step
   path = os.path.join(checkpoints, str(step), 'state')
   checkpointer = ocp.StandardCheckpointer()
   # Onto this process's first device, whatever devices the run had.
