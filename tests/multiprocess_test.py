@@ -40,6 +40,7 @@ def _devices(count):
 
 def _assert_logs_close(log, reference):
   assert [(r['split'], r['step']) for r in log] == [(r['split'], r['step']) for r in reference]
+  print('logged metrics bitwise equal:', log == reference)
   for record, expected in zip(log, reference):
     assert record.keys() == expected.keys()
     for key, value in expected.items():
@@ -114,6 +115,7 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path, data_dir, jax_cache
       open(os.path.join(reference, 'eval_metrics.json')) as g:
     metrics, reference_metrics = json.load(f), json.load(g)
   assert metrics.keys() == reference_metrics.keys()
+  print('final metrics bitwise equal:', metrics == reference_metrics)
   assert metrics['num_examples'] == reference_metrics['num_examples'] == 64
   for key, value in reference_metrics.items():
     if isinstance(value, str):
