@@ -46,6 +46,7 @@ import numpy as np
 
 from propel_jax import directional
 from propel_jax import mixtures
+from propel_jax import rotation_grid
 from propel_jax import scoring
 from propel_jax import scoring_directional
 from propel_jax.data import input_pipeline
@@ -60,7 +61,8 @@ METRICS_FILE = 'eval_metrics.json'
 OUTPUTS_FILE = 'eval_outputs.npz'
 # The mixture types `Outputs.load` can restore, by the name saved with them.
 _MIXTURE_TYPES = {'Mixture': mixtures.Mixture,
-                  'VonMisesFisherMixture': directional.VonMisesFisherMixture}
+                  'VonMisesFisherMixture': directional.VonMisesFisherMixture,
+                  'GridDistribution': rotation_grid.GridDistribution}
 # Examples scored at once on the circle (the spread and mode scores hold
 # [chunk, grid points, K] arrays).
 _CIRCLE_CHUNK = 64
