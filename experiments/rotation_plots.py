@@ -6,9 +6,10 @@ canonical axis e_z, R e_z = (longitude φ, latitude 90° − θ), on a Mollweide
 axis (a cyclic colour map). A density is drawn as points: a grid
 distribution's cells with marker area proportional to their probability
 (cells holding the top 99% of the mass), a von Mises-Fisher mixture's draws
-(equal weights). The equivalent labels are open circles in their ψ colour,
-the label a black cross on its circle, the decoded rotations black-edged
-dots. (The idea of Implicit-PDF's figures, drawn from these coordinates.)
+(equal weights). The equivalent labels are open circles in their ψ colour
+(concentric where several share an axis, as a cube's four rotations about
+a face normal do), the label a black cross, the decoded rotations
+black-edged dots. (The idea of Implicit-PDF's figures, drawn from these coordinates.)
 
 `write_all` draws into a directory:
 
@@ -76,6 +77,14 @@ def density_points(distribution: Any, index: int) -> tuple[np.ndarray, np.ndarra
   return np.asarray(draws), np.ones(NUM_DRAWS)
 
 
+def _ring(quaternions):
+  """[P] how many earlier rows send e_z to the same point (the circle's ring index)."""
+  longitude, latitude, _ = hopf_coordinates(quaternions)
+  spots = np.round(np.stack([np.cos(latitude) * np.cos(longitude),
+                             np.cos(latitude) * np.sin(longitude), np.sin(latitude)], -1), 3)
+  return np.array([np.sum(np.all(spots[:i] == spots[i], axis=-1)) for i in range(len(spots))])
+
+
 def _scatter(ax, quaternions, **kwargs):
   longitude, latitude, psi = hopf_coordinates(quaternions)
   colour = kwargs.pop('colour', None)
@@ -93,8 +102,8 @@ def draw_mollweide(ax, outputs: evaluation.Outputs, index: int, *,
     _scatter(ax, points, s=(4.0 if draws else 60.0 * weights), alpha=0.35 if draws else 0.8,
              linewidths=0, label='density')
   equivalents = np.unique(np.round(outputs.equivalent_labels[index], 5), axis=0)
-  _scatter(ax, equivalents, s=90, facecolors='none', linewidths=1.2,
-           label='equivalent labels')
+  _scatter(ax, equivalents, s=60.0 * (1.0 + 0.7 * _ring(equivalents))**2, facecolors='none',
+           linewidths=1.2, label='equivalent labels')
   _scatter(ax, outputs.label[index][None], s=40, marker='x', colour='black', label='label')
   for decoder, prediction in sorted(outputs.predictions.items()):
     _scatter(ax, prediction[index][None], s=25, edgecolors='black', linewidths=0.8,
