@@ -11,8 +11,9 @@ over von Mises mixtures (I = 6 ≥ every k), a von Mises MDN trained by NLL
 and a 72-bin angle classifier. Every key but `compare` is the training
 config every run starts from; each method changes only the head.
 
-Rotations: KIND = tetrahedron, cube, icosahedron or solids_mixed (the
-dataset symmetric_solids/<solid> or symmetric_solids/mixed), with or without
+Rotations: KIND = tetrahedron, cube, icosahedron, cone, cylinder or
+solids_mixed (the dataset symmetric_solids/<solid> or symmetric_solids/mixed,
+the three Platonic solids), with or without
 _small (32×32, 2,048 train / 512 test). The methods: PROPEL over
 antipodally symmetric vMF mixtures on the unit quaternions with I = 24
 components (as many as the cube's rotations), the vMF MDN with I = 24, MSE on
@@ -26,7 +27,7 @@ from experiments.configs import compare_synthetic
 from experiments.configs import default
 
 SHAPE_KINDS = ('mixed',) + tuple(f'k{k}' for k in range(1, 7))
-SOLID_KINDS = ('tetrahedron', 'cube', 'icosahedron', 'solids_mixed')
+SOLID_KINDS = ('tetrahedron', 'cube', 'icosahedron', 'cone', 'cylinder', 'solids_mixed')
 KINDS = tuple(f'{kind}{size}' for kind in SHAPE_KINDS + SOLID_KINDS for size in ('', '_small'))
 METHODS = 'vmfpropel_i6,vmfmdn_i6,propel_i6,mse,classifier'
 ROTATION_METHODS = 'vmfpropel_i24,vmfmdn_i24,mse,classifier'
