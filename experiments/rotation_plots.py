@@ -5,8 +5,9 @@ canonical axis e_z, R e_z = (longitude φ, latitude 90° − θ), on a Mollweide
 (equal-area) map of the sphere, coloured by the remaining angle ψ about that
 axis (a cyclic colour map). A density is drawn as points: a grid
 distribution's cells with marker area proportional to their probability
-(cells holding the top 99% of the mass), a von Mises-Fisher mixture's draws
-(equal weights). The equivalent labels are open circles in their ψ colour
+(full size at FULL_MARKER_PROBABILITY or more; the cells holding the top 99%
+of the mass, the most probable drawn last), a von Mises-Fisher mixture's
+draws (equal weights). The equivalent labels are open circles in their ψ colour
 (concentric where several share an axis, as a cube's four rotations about
 a face normal do), the label a black cross, the decoded rotations
 black-edged dots. (The idea of Implicit-PDF's figures, drawn from these coordinates.)
@@ -37,6 +38,9 @@ from propel_jax.training import evaluation
 NUM_DRAWS = 500
 # A grid distribution's cells drawn: the most probable, holding this share.
 MASS_SHOWN = 0.99
+# A cell with this probability or more gets the largest marker; the area
+# scales with probability, so a uniform grid (1/4,608 per cell) is specks.
+FULL_MARKER_PROBABILITY = 0.05
 _COLOURS = colormaps['hsv']
 
 
@@ -59,11 +63,12 @@ def hopf_coordinates(quaternions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def density_points(distribution: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
-  """Example `index`'s density as points: (quaternions [P, 4], weights [P], max 1).
+  """Example `index`'s density as points: (quaternions [P, 4], weights [P]).
 
   A `rotation_grid.GridDistribution`: its most probable cells holding
-  MASS_SHOWN of the probability, weighted by probability; a
-  `directional.VonMisesFisherMixture`: NUM_DRAWS draws (antipodal), weight 1.
+  MASS_SHOWN of the probability (most probable first), weighted by their
+  probability; a `directional.VonMisesFisherMixture`: NUM_DRAWS draws
+  (antipodal), weight 1.
   """
   example = type(distribution)(*(None if field is None else np.asarray(field)[index]
                                  for field in distribution))
@@ -72,7 +77,7 @@ def density_points(distribution: Any, index: int) -> tuple[np.ndarray, np.ndarra
     order = np.argsort(-probability)
     count = int(np.searchsorted(np.cumsum(probability[order]), MASS_SHOWN)) + 1
     keep = order[:count]
-    return rotation_grid.grid(example.level)[keep], probability[keep] / probability[keep[0]]
+    return rotation_grid.grid(example.level)[keep], probability[keep]
   draws = example.sample(jax.random.key(0), (NUM_DRAWS,), antipodal=True)
   return np.asarray(draws), np.ones(NUM_DRAWS)
 
@@ -98,9 +103,11 @@ def draw_mollweide(ax, outputs: evaluation.Outputs, index: int, *,
   """One example's density, labels and predictions on Mollweide axes `ax`."""
   if outputs.mixture is not None:
     points, weights = density_points(outputs.mixture, index)
-    draws = isinstance(outputs.mixture, directional.VonMisesFisherMixture)
-    _scatter(ax, points, s=(4.0 if draws else 60.0 * weights), alpha=0.35 if draws else 0.8,
-             linewidths=0, label='density')
+    if isinstance(outputs.mixture, directional.VonMisesFisherMixture):
+      _scatter(ax, points, s=4.0, alpha=0.35, linewidths=0, label='density')
+    else:  # The most probable cells on top.
+      size = 80.0 * np.minimum(weights / FULL_MARKER_PROBABILITY, 1.0)
+      _scatter(ax, points[::-1], s=size[::-1], alpha=0.8, linewidths=0, label='density')
   equivalents = np.unique(np.round(outputs.equivalent_labels[index], 5), axis=0)
   _scatter(ax, equivalents, s=60.0 * (1.0 + 0.7 * _ring(equivalents))**2, facecolors='none',
            linewidths=1.2, label='equivalent labels')

@@ -57,13 +57,13 @@ def test_density_points_sit_on_the_modes():
   distance = np.minimum(distance, 2 * math.pi - distance)  # ψ and longitude wrap.
   nearest = distance.max(-1).min(-1)
   assert nearest.max() < 0.2  # σ of a rotation angle at κ = 5000: 2/√κ ≈ 1.6°.
-  # A grid distribution: its heaviest cells, probability relative to the largest.
+  # A grid distribution: its heaviest cells and their probabilities.
   logits = np.full((1, rotation_grid.num_cells(1)), -20.0)
   logits[0, [7, 90]] = [0.0, math.log(0.5)]
   points, weights = rotation_plots.density_points(
       rotation_grid.GridDistribution(jnp.asarray(logits, jnp.float32)), 0)
   np.testing.assert_allclose(points, rotation_grid.grid(1)[[7, 90]])
-  np.testing.assert_allclose(weights, [1.0, 0.5], rtol=1e-5)
+  np.testing.assert_allclose(weights, [2 / 3, 1 / 3], rtol=1e-5)
 
 
 def test_write_all_draws_every_file(tmp_path):
