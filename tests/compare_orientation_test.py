@@ -64,6 +64,7 @@ def test_rotation_config_names_the_solids_dataset():
   config = compare_orientation.get_config('cube_small')
   assert config.dataset == 'symmetric_solids/cube_small'
   assert config.compare.methods == 'vmfpropel_i24,vmfmdn_i24,mse,classifier'
+  assert config.model.rotation_grid_level == 1
   assert compare_orientation.get_config('solids_mixed').dataset == 'symmetric_solids/mixed'
 
 
