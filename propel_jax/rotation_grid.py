@@ -13,7 +13,7 @@ sphere and along the fibre have about the same length:
     level L   cells G = 72·8^L   covering radius (measured)
     1         576                27°
     2         4,608              14°
-    3         36,864             ≈7°
+    3         36,864             ≈7° (not measured: half of level 2)
 
 A cell is the set of rotations nearest to one grid point (q and −q one
 rotation: the largest |qᵀg|). Monte Carlo in float64 puts every cell's volume
