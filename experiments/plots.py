@@ -19,7 +19,8 @@ Figures are `matplotlib.figure.Figure` objects written straight to files, so
 drawing needs no display and never changes the caller's matplotlib backend.
 `density_grid` is the one density-on-a-grid computation and
 `draw_component_ellipses` the one ellipse drawing; the comparison's plots use
-them too. Labels on the circle get `circle_plots` instead.
+them too. Labels on the circle get `circle_plots` instead, rotations
+`rotation_plots`.
 """
 
 import glob
@@ -35,6 +36,7 @@ import numpy as np
 import tensorboardX
 
 from experiments import circle_plots
+from experiments import rotation_plots
 from propel_jax import mixtures
 from propel_jax.training import evaluation
 
@@ -192,6 +194,9 @@ def write_all(outputs: evaluation.Outputs, info: Any, directory: str, *,
   """Writes every plot of an evaluation's outputs into `directory`."""
   if info.labels.kind == 'circle':
     circle_plots.write_all(outputs, directory, num_examples=num_examples)
+    return
+  if info.labels.kind == 'rotation':
+    rotation_plots.write_all(outputs, directory, num_examples=num_examples)
     return
   os.makedirs(directory, exist_ok=True)
   plot_predicted_vs_true(outputs, info, os.path.join(directory, 'predicted_vs_true.png'))

@@ -38,7 +38,12 @@ the normalised Haar measure (Implicit-PDF's convention): SO(3) is S³ with q
 and −q identified, so log p_SO(3)(R) = log f_s(q) + log 2π², with f_s the
 symmetrised density on S³ (area 2π²); uniform scores 0. Spread is a Monte
 Carlo mean over draws of the density; modes are `directional.modes` of the
-symmetrised mixture that reach twice the uniform density.
+symmetrised mixture that reach twice the uniform density. A
+`rotation_grid.GridDistribution` (the grid classifier) is scored on its own
+cells: its log density is log p_cell + log G (equivolumetric cells), the
+spread is the exact mean Σ_g p_g d_g over the cell centres, and its modes are
+the cells that are local maxima among their neighbours at twice the uniform
+density or more.
 """
 
 import math
@@ -48,6 +53,7 @@ import jax.numpy as jnp
 
 from propel_jax import directional
 from propel_jax import mixtures
+from propel_jax import rotation_grid
 
 GRID_POINTS = 3600
 ACCURACY_THRESHOLDS_DEG = (15.0, 30.0)
@@ -170,9 +176,9 @@ def per_example_rotation(predictions, labels, equivalent_labels, distribution=No
     labels: [N, 4].
     equivalent_labels: [N, K, 4].
     distribution: optional `directional.VonMisesFisherMixture` over [N]
-      (antipodally symmetrised here).
+      (antipodally symmetrised here) or `rotation_grid.GridDistribution`.
     key: PRNG key of the spread's draws (default: key 0).
-    num_samples: draws per example for the spread.
+    num_samples: draws per example for the spread (vMF mixtures).
     radius_deg: the mode recall radius (geodesic degrees).
 
   Returns:
@@ -186,17 +192,23 @@ def per_example_rotation(predictions, labels, equivalent_labels, distribution=No
       scores[f'acc{threshold:g}/{name}'] = (error <= threshold).astype(jnp.float32)
   if distribution is None:
     return scores
-  if not isinstance(distribution, directional.VonMisesFisherMixture):
-    raise ValueError('Rotations are scored for von Mises-Fisher mixtures only; got '
-                     f'{type(distribution).__name__}.')
-  scores['log_likelihood'] = distribution.log_prob(labels, antipodal=True) + _LOG_2PI_SQ
-  key = jax.random.key(0) if key is None else key
-  draws = distribution.sample(key, (num_samples,), antipodal=True)  # [S, N, 4]
-  nearest = jnp.min(geodesic_angle_deg(draws[..., None, :], equivalent_labels[None]),
-                    axis=-1)
-  scores['spread'] = nearest.mean(axis=0)
-  locations, log_density, valid = distribution.modes(antipodal=True)  # [N, I, ...]
-  valid = valid & (log_density + _LOG_2PI_SQ > _LOG_2)
+  if isinstance(distribution, directional.VonMisesFisherMixture):
+    scores['log_likelihood'] = distribution.log_prob(labels, antipodal=True) + _LOG_2PI_SQ
+    key = jax.random.key(0) if key is None else key
+    draws = distribution.sample(key, (num_samples,), antipodal=True)  # [S, N, 4]
+    scores['spread'] = rotation_errors(draws, equivalent_labels[None]).mean(axis=0)
+    locations, log_density, valid = distribution.modes(antipodal=True)  # [N, I, ...]
+    log_density = log_density + _LOG_2PI_SQ
+  elif isinstance(distribution, rotation_grid.GridDistribution):
+    scores['log_likelihood'] = distribution.log_prob(labels)
+    nearest = rotation_errors(distribution.cells()[:, None, :],
+                              equivalent_labels[None])  # [G, N]
+    scores['spread'] = jnp.sum(jnp.exp(distribution.log_probs()) * nearest.T, axis=-1)
+    locations, log_density, valid = distribution.modes()  # [N, G, ...]
+  else:
+    raise ValueError('Rotations are scored for von Mises-Fisher mixtures and grid '
+                     f'distributions only; got {type(distribution).__name__}.')
+  valid = valid & (log_density > _LOG_2)
   close = geodesic_angle_deg(locations[:, None, :, :],
                              equivalent_labels[:, :, None, :]) <= radius_deg  # [N, K, I]
   found = jnp.any(close & valid[:, None, :], axis=-1)

@@ -59,10 +59,21 @@ def test_symmetry_orders_count_distinct_equivalents():
   np.testing.assert_array_equal(report.symmetry_orders(vectors), [1, 2, 3])
 
 
+def test_rotation_config_names_the_solids_dataset():
+  from experiments.configs import compare_orientation  # pylint: disable=g-import-not-at-top
+  config = compare_orientation.get_config('cube_small')
+  assert config.dataset == 'symmetric_solids/cube_small'
+  assert config.compare.methods == 'vmfpropel_i24,vmfmdn_i24,mse,classifier'
+  assert config.model.rotation_grid_level == 1
+  assert compare_orientation.get_config('solids_mixed').dataset == 'symmetric_solids/mixed'
+
+
 @pytest.mark.slow
-def test_compare_orientation_end_to_end(tmp_path):
+@pytest.mark.parametrize('kind', ['k2_small', 'cube_small'])
+def test_compare_orientation_end_to_end(tmp_path, kind):
   workdir = str(tmp_path / 'compare')
-  command = [sys.executable, '-m', 'experiments.compare', f'--config={CONFIG}',
+  config = CONFIG.replace('k2_small', kind)
+  command = [sys.executable, '-m', 'experiments.compare', f'--config={config}',
              f'--workdir={workdir}', f'--config.data_dir={tmp_path / "data"}',
              '--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
              '--config.batch_size=8', '--config.num_train_steps=4',
@@ -70,13 +81,14 @@ def test_compare_orientation_end_to_end(tmp_path):
              '--config.checkpoint_every_steps=4', '--config.num_plot_examples=2',
              '--config.eval_split=test[:32]', '--config.test_split=test[:32]',
              '--config.num_gaussians=2', '--config.compare.methods=vmfpropel_i2,classifier',
-             '--config.compare.seeds=(0,)']
+             '--config.compare.seeds=(0,)', '--config.model.rotation_grid_level=0']
   process = subprocess.run(command, cwd=runs.REPO, env=runs.env(str(tmp_path / 'cache')),
                            capture_output=True, text=True, timeout=600)
   assert process.returncode == 0, process.stderr[-5000:]
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
-  assert results['label_kind'] == 'circle' and results['missing_runs'] == []
+  assert results['label_kind'] == ('rotation' if kind == 'cube_small' else 'circle')
+  assert results['missing_runs'] == []
   for name in ('angular_error/mode', 'acc15/mode', 'log_likelihood', 'spread',
                'mode_recall_all'):
     assert name in results['summary']['vmfpropel_i2'], name

@@ -22,7 +22,7 @@ CONFIG_ARGS = {'synthetic.py': ('full', 'small', 'demo'),
                'synthetic_unambiguous.py': ('full', 'small', 'demo'),
                'head_pose.py': ('biwi', 'aflw2000', 'biwi_all'),
                'image_folder.py': ('/data/hands/labels.csv',),
-               'compare_orientation.py': ('mixed_small', 'k6')}
+               'compare_orientation.py': ('mixed_small', 'k6', 'cube_small', 'solids_mixed')}
 CONFIGS = [f'{path}:{arg}' if arg else path for path in CONFIG_FILES
            for arg in CONFIG_ARGS.get(os.path.basename(path), ('',))]
 

@@ -190,3 +190,34 @@ def test_a_tiny_batch_overfits(make_head):
                                                   - _angles(np.asarray(batch['label'])))))))
   assert prediction.shape == (B, 2)
   assert error.max() < 5.0, error
+
+
+_ROTATION = _Info(labels_lib.LabelSpec(('w', 'x', 'y', 'z'), (-1.0,) * 4, (1.0,) * 4,
+                                       kind='rotation'))
+
+
+def test_rotation_classifier_loss_decoder_and_density():
+  from propel_jax import rotation_grid  # pylint: disable=g-import-not-at-top
+  config = _config('classifier')
+  config.model.rotation_grid_level = 1
+  model = models.create_model(config, _ROTATION, rngs=nnx.Rngs(0))
+  head = model.head
+  assert type(head) is directional_heads.RotationClassifierHead
+  cells = rotation_grid.grid(1).astype(np.float64)
+  head.dense.kernel[...] = jax.random.normal(jax.random.key(3), (8, len(cells)))
+  features = jax.random.normal(jax.random.key(0), (B, 8))
+  logits = head(features)
+  assert logits.shape == (B, 576)
+  q = np.random.default_rng(4).standard_normal((B, 4))
+  q /= np.linalg.norm(q, axis=1, keepdims=True)
+  q[0] *= -1  # The sign of a quaternion does not matter.
+  batch = {'label': jnp.asarray(q, jnp.float32)}
+  # The class of a label is the cell with the largest |qᵀg|.
+  label_cells = np.abs(q @ cells.T).argmax(1)
+  log_p = np.asarray(jax.nn.log_softmax(logits), np.float64)
+  np.testing.assert_allclose(head.loss(logits, batch), -log_p[np.arange(B), label_cells],
+                             rtol=1e-5)
+  np.testing.assert_allclose(head.decode(logits)['argmax'], cells[log_p.argmax(1)], atol=1e-6)
+  # Density w.r.t. the normalised Haar measure: p_cell · G.
+  np.testing.assert_allclose(head.mixture(logits).log_prob(batch['label']),
+                             log_p[np.arange(B), label_cells] + math.log(576), rtol=1e-5)

@@ -150,3 +150,41 @@ def test_rotation_log_likelihood_spread_and_modes():
   # Spread of a sharp vMF: the rotation angle is 2φ, φ ~ χ₃/√κ: E = 2√(8/π)/√κ rad.
   np.testing.assert_allclose(scores['spread'][2], np.rad2deg(2 * math.sqrt(8 / math.pi / kappa)),
                              rtol=0.1)
+
+
+def test_rotation_scores_of_a_grid_distribution():
+  from propel_jax import rotation_grid  # pylint: disable=g-import-not-at-top
+  cells = rotation_grid.grid(1).astype(np.float64)
+  count = len(cells)
+  # Labels at cell centres; the equivalents are those turned by 0/90/180/270° about z.
+  labels = cells[[5, 300]]
+  turns = _about_z([0.0, 90.0, 180.0, 270.0]).astype(np.float64)
+  w1, v1 = labels[:, None, :1], labels[:, None, 1:]
+  w2, v2 = turns[None, :, :1], turns[None, :, 1:]
+  equivalents = np.concatenate([w1 * w2 - np.sum(v1 * v2, -1, keepdims=True),
+                                w1 * v2 + w2 * v1 + np.cross(v1, v2)], -1)  # q_label q_turn
+  # Example 0 uniform; example 1 half its mass on the label's cell and half on
+  # the cell nearest to the 90° equivalent.
+  nearest = np.abs(equivalents[1] @ cells.T).argmax(1)
+  logits = np.full((2, count), -30.0)
+  logits[0] = 0.0
+  logits[1, nearest[:2]] = 0.0
+  grid_distribution = rotation_grid.GridDistribution(jnp.asarray(logits, jnp.float32))
+  scores = jax.jit(scoring_directional.per_example_rotation)(
+      {}, jnp.asarray(labels, jnp.float32), jnp.asarray(equivalents, jnp.float32),
+      grid_distribution)
+  np.testing.assert_allclose(scores['log_likelihood'], [0.0, math.log(count / 2)], atol=1e-4)
+  # Spread: Σ_g p_g min_k angle(g, equivalent k), from the definition (arccos
+  # of float32-rounded cells is good to about 0.02° near 0).
+  angle = np.degrees(2 * np.arccos(np.clip(np.abs(np.einsum('gd,nkd->ngk', cells, equivalents)),
+                                           -1, 1))).min(-1)  # [N, G]
+  probability = np.exp(logits - logits.max(1, keepdims=True))
+  probability /= probability.sum(1, keepdims=True)
+  np.testing.assert_allclose(scores['spread'], (probability * angle).sum(1), rtol=1e-3,
+                             atol=0.05)
+  # Uniform: no mode reaches twice the uniform density. Example 1: two modes,
+  # each on an equivalent.
+  within = angle[1][nearest[:2]]
+  assert within.max() < scoring_directional.MODE_RADIUS_DEG
+  np.testing.assert_allclose(scores['mode_recall'], [0.0, 0.5])
+  np.testing.assert_allclose(scores['mode_recall_all'], [0.0, 0.0])

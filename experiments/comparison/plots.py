@@ -16,7 +16,8 @@
                              component's 1σ ellipse, the equivalent labels
                              (circles), the label (cross) and the decoded
                              predictions (dots); for labels on the circle,
-                             polar plots of the density.
+                             polar plots of the density; for rotations,
+                             Mollweide plots (`rotation_plots`).
 
 Only the comparison's main methods are drawn, not the sensitivity sweep.
 Figures are `matplotlib.figure.Figure` objects written straight to files.
@@ -32,6 +33,7 @@ import numpy as np
 
 from experiments import circle_plots
 from experiments import plots as eval_plots
+from experiments import rotation_plots
 from experiments.comparison import runner
 from propel_jax.training import evaluation
 
@@ -110,8 +112,8 @@ def plot_densities(results: dict[str, Any], workdir: str, info: Any, path: str) 
     return
   # Every run saved its first config.num_plot_examples test images.
   count = min(len(outputs.images) for _, outputs in rows)
-  if info.labels.kind == 'circle':
-    _plot_circle_densities(rows, count, path)
+  if info.labels.is_directional:
+    _plot_directional_densities(rows, count, path, info.labels.kind)
     return
   names = info.labels.names
   if count == 0 or len(names) < 2:  # A pair of axes to draw the density over.
@@ -156,11 +158,14 @@ def plot_densities(results: dict[str, Any], workdir: str, info: Any, path: str) 
   fig.savefig(path, dpi=80)
 
 
-def _plot_circle_densities(rows, count, path):
-  """Images on top, then one row of polar densities per method (`circle_plots`)."""
+def _plot_directional_densities(rows, count, path, kind):
+  """Images on top, then one row per method: polar densities on the circle
+  (`circle_plots`), Mollweide plots for rotations (`rotation_plots`)."""
   if count == 0:
     return
-  fig = figure.Figure(figsize=(2.2 * count + 1.6, 2.3 * (1 + len(rows))))
+  circle = kind == 'circle'
+  width = 2.2 if circle else 3.2
+  fig = figure.Figure(figsize=(width * count + 1.6, (2.3 if circle else 1.9) * (1 + len(rows))))
   images = rows[0][1].images
   for col in range(count):
     ax = fig.add_subplot(1 + len(rows), count, 1 + col)
@@ -169,12 +174,21 @@ def _plot_circle_densities(rows, count, path):
     ax.set_title(f'test image {col}', fontsize=8)
   for row, (name, outputs) in enumerate(rows, start=1):
     for col in range(count):
-      ax = fig.add_subplot(1 + len(rows), count, 1 + row * count + col, projection='polar')
-      circle_plots.draw_polar(ax, outputs, col)
+      ax = fig.add_subplot(1 + len(rows), count, 1 + row * count + col,
+                           projection='polar' if circle else 'mollweide')
+      if circle:
+        circle_plots.draw_polar(ax, outputs, col)
+      else:
+        rotation_plots.draw_mollweide(ax, outputs, col)
       if col == 0:
         ax.set_title(name, fontsize=8, loc='left')
-  fig.suptitle('Predicted densities on the circle (× uniform; dashed: uniform). Red: label '
-               '(solid) and its equivalents (dotted); dots: decoded angles', fontsize=9)
+  if circle:
+    title = ('Predicted densities on the circle (× uniform; dashed: uniform). Red: label '
+             '(solid) and its equivalents (dotted); dots: decoded angles')
+  else:
+    title = ('Predicted densities on SO(3): R e_z on a Mollweide map, colour the angle about '
+             'it; circles: equivalent labels, x: label, black-edged dots: decoded rotations')
+  fig.suptitle(title, fontsize=9)
   fig.tight_layout(rect=(0, 0, 1, 0.97))
   fig.savefig(path, dpi=80)
 

@@ -233,8 +233,8 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
                else '.') + f' Hardware: {"; ".join(hardware)}.', '']
   if results['missing_runs']:
     lines += [f'**Missing runs** (not finished): {", ".join(results["missing_runs"])}.', '']
-  if results.get('label_kind') == 'circle':
-    lines += _circle_tables(results)
+  if results.get('label_kind') in ('circle', 'rotation'):
+    lines += _directional_tables(results)
     lines += _symmetry_table(results)
     if plot_files:
       lines += ['', '## Plots', '']
@@ -309,12 +309,27 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
   return '\n'.join(lines) + '\n'
 
 
-def _circle_tables(results: dict[str, Any]) -> list[str]:
-  """The tables of a comparison on the circle (scoring_directional's metrics)."""
+_DENSITY_NOTES = {
+    'circle': ('Log-likelihood of the label: log p(θ) + log 2π in nats, i.e. w.r.t. the uniform '
+               'distribution on the circle (uniform: 0; higher is better; Implicit-PDF\'s '
+               'convention on SO(3) carried to the circle). The Euclidean PROPEL density is its '
+               'Gaussian mixture restricted to the circle and normalised there; the classifier\'s '
+               'spreads each bin\'s probability with a von Mises kernel of the bin width.'),
+    'rotation': ('Log-likelihood of the label: nats w.r.t. the normalised Haar measure on SO(3) '
+                 '(uniform: 0; higher is better; Implicit-PDF\'s convention, comparable in kind '
+                 'with its SYMSOL table). The vMF heads\' density is the antipodally symmetric '
+                 'mixture on S³ (spread: Monte Carlo over 256 draws); the grid classifier\'s is '
+                 'each cell\'s probability over its volume (spread: exact over the cells).'),
+}
+
+
+def _directional_tables(results: dict[str, Any]) -> list[str]:
+  """The tables of a comparison on the circle or SO(3) (scoring_directional's metrics)."""
   summary = results['summary']
+  geodesic = ' (geodesic on SO(3))' if results['label_kind'] == 'rotation' else ''
   lines = ['## Angle of the point estimate (symmetry-aware: nearest equivalent label)', '',
-           'Angular error in degrees to the nearest equivalent label (mean and median over '
-           'test images); Acc@15°/30°: share of test images within 15°/30° of one.', '',
+           f'Angular error{geodesic} in degrees to the nearest equivalent label (mean and median '
+           'over test images); Acc@15°/30°: share of test images within 15°/30° of one.', '',
            '| method | decoder | mean error (°) | median error (°) | Acc@15° | Acc@30° |',
            '|---|---|---|---|---|---|']
   for name in results['methods']:
@@ -327,16 +342,12 @@ def _circle_tables(results: dict[str, Any]) -> list[str]:
           _fmt(stats.get(f'acc15/{decoder}'), 3), _fmt(stats.get(f'acc30/{decoder}'), 3)])
                    + ' |')
   lines += ['', '## Density, modes and cost', '',
-            'Log-likelihood of the label: log p(θ) + log 2π in nats, i.e. w.r.t. the uniform '
-            'distribution on the circle (uniform: 0; higher is better; Implicit-PDF\'s '
-            'convention on SO(3) carried to the circle). Spread: expected angle (°) from the '
+            _DENSITY_NOTES[results['label_kind']] + ' Spread: expected angle (°) from the '
             'predicted density to the nearest equivalent label. Mode recall: share of equivalent '
             'labels with a mode (a local maximum at least twice the uniform density) within '
             f'{scoring_directional.MODE_RADIUS_DEG:g}°; all modes: share of test images where '
-            'every equivalent label has one. The Euclidean PROPEL density is its Gaussian '
-            'mixture restricted to the circle and normalised there; the classifier\'s spreads '
-            'each bin\'s probability with a von Mises kernel of the bin width. Train time: wall '
-            'seconds of train_and_evaluate (compilation and evaluation included).', '',
+            'every equivalent label has one. Train time: wall seconds of train_and_evaluate '
+            '(compilation and evaluation included).', '',
             '| method | log-likelihood | spread (°) | mode recall | all modes | params | '
             'train time (s) | steps/s |', '|---|---|---|---|---|---|---|---|']
   for name in results['methods']:

@@ -1,4 +1,4 @@
-"""Comparison of the orientation heads on the symmetric shapes (in-plane, labels on the circle).
+"""Comparison of the orientation heads on symmetric shapes (circle) and solids (SO(3)).
 
     python -m experiments.compare --config=experiments/configs/compare_orientation.py:KIND \
         --workdir=DIR [--config.compare.seeds="(0, 1)" --config.num_train_steps=2000 ...]
@@ -10,6 +10,18 @@ over von Mises mixtures (I = 6 ≥ every k), a von Mises MDN trained by NLL
 (I = 6), Euclidean PROPEL on (cos θ, sin θ) (I = 6), MSE on the unit vector,
 and a 72-bin angle classifier. Every key but `compare` is the training
 config every run starts from; each method changes only the head.
+
+Rotations: KIND = tetrahedron, cube, icosahedron, cone, cylinder or
+solids_mixed (the dataset symmetric_solids/<solid> or symmetric_solids/mixed,
+the three Platonic solids), with or without
+_small (32×32, 2,048 train / 512 test). The methods: PROPEL over
+antipodally symmetric vMF mixtures on the unit quaternions with I = 24
+components (as many as the cube's rotations), the vMF MDN with I = 24, MSE on
+the quaternion (sign-invariant) and the classifier over the SO(3) grid:
+576 cells (`model.rotation_grid_level` 1) for the _small kinds, whose 2,048
+training images give a 4,608-cell classifier too few examples per cell
+(measured on cube_small: it stays at the training labels' marginal,
+log-likelihood −0.04), 4,608 cells (level 2) for the full ones; seeds 0 and 1.
 """
 
 import ml_collections
@@ -18,19 +30,26 @@ from experiments.configs import compare_synthetic
 from experiments.configs import default
 
 SHAPE_KINDS = ('mixed',) + tuple(f'k{k}' for k in range(1, 7))
-KINDS = SHAPE_KINDS + tuple(f'{kind}_small' for kind in SHAPE_KINDS)
+SOLID_KINDS = ('tetrahedron', 'cube', 'icosahedron', 'cone', 'cylinder', 'solids_mixed')
+KINDS = tuple(f'{kind}{size}' for kind in SHAPE_KINDS + SOLID_KINDS for size in ('', '_small'))
 METHODS = 'vmfpropel_i6,vmfmdn_i6,propel_i6,mse,classifier'
+ROTATION_METHODS = 'vmfpropel_i24,vmfmdn_i24,mse,classifier'
 
 
 def get_config(kind: str = 'mixed_small') -> ml_collections.ConfigDict:
   kind = kind or 'mixed_small'
   if kind not in KINDS:
-    raise ValueError(f'Unknown symmetric_shapes config {kind!r}; use one of {KINDS}, e.g. '
+    raise ValueError(f'Unknown orientation comparison {kind!r}; use one of {KINDS}, e.g. '
                      '--config=experiments/configs/compare_orientation.py:mixed_small.')
   config = default.get_config()
-  config.dataset = f'symmetric_shapes/{kind}'
+  solid = kind.removesuffix('_small') in SOLID_KINDS
+  if solid:
+    config.dataset = f'symmetric_solids/{kind.removeprefix("solids_")}'
+  else:
+    config.dataset = f'symmetric_shapes/{kind}'
   config.model.hidden_units = 50
-  # σ of the ground truth: 0.05 of the unit vector ≈ 2.9° (vmfpropel: κ_gt = 400).
+  # σ of the ground truth: 0.05 of the unit vector ≈ 2.9° (vmfpropel: κ_gt = 400; a
+  # rotation angle is twice the quaternion's, so ≈ 5.7° on SO(3)).
   config.target_scale = 0.05
   config.num_gaussians = 6
   if kind.endswith('_small'):
@@ -41,5 +60,12 @@ def get_config(kind: str = 'mixed_small') -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.model.channels = (16, 32, 32)  # 32×32 input: three pools leave 4×4.
   config.num_plot_examples = compare_synthetic.NUM_DENSITY_EXAMPLES
-  config.compare = compare_synthetic.comparison_section(methods=METHODS)
+  if solid:
+    config.num_gaussians = 24
+    if kind.endswith('_small'):
+      config.model.rotation_grid_level = 1
+    config.compare = compare_synthetic.comparison_section(methods=ROTATION_METHODS,
+                                                          seeds=(0, 1))
+  else:
+    config.compare = compare_synthetic.comparison_section(methods=METHODS)
   return config

@@ -50,6 +50,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       'min_concentration': 1.0,
       'concentration_scale': 100.0,
       'classifier_bins': 72,  # Angle classifier: bins over the full turn.
+      'rotation_grid_level': 2,  # Rotation classifier: 72·8^level cells of SO(3) (4,608).
   })
 
 
@@ -191,8 +192,9 @@ def _directional_head(config, cfg, info, features, rngs):
                      f'over interval labels; {info.labels.kind!r} labels use isotropic '
                      'components: set it to diagonal.')
   if config.loss == 'classifier':
-    if dim != 2:
-      raise ValueError('config.loss=classifier needs circle labels (d = 2).')
+    if antipodal:
+      return directional_heads.RotationClassifierHead(features,
+                                                      level=cfg.rotation_grid_level, rngs=rngs)
     return directional_heads.AngleClassifierHead(features, bins=cfg.classifier_bins,
                                                  rngs=rngs)
   if config.loss == 'mse':

@@ -46,6 +46,7 @@ import numpy as np
 
 from propel_jax import directional
 from propel_jax import mixtures
+from propel_jax import rotation_grid
 from propel_jax import scoring
 from propel_jax import scoring_directional
 from propel_jax.data import input_pipeline
@@ -60,10 +61,13 @@ METRICS_FILE = 'eval_metrics.json'
 OUTPUTS_FILE = 'eval_outputs.npz'
 # The mixture types `Outputs.load` can restore, by the name saved with them.
 _MIXTURE_TYPES = {'Mixture': mixtures.Mixture,
-                  'VonMisesFisherMixture': directional.VonMisesFisherMixture}
-# Examples scored at once on the circle (the spread and mode scores hold
-# [chunk, grid points, K] arrays).
-_CIRCLE_CHUNK = 64
+                  'VonMisesFisherMixture': directional.VonMisesFisherMixture,
+                  'GridDistribution': rotation_grid.GridDistribution}
+# Examples scored at once: at most 64, and at most _SCORE_PAIRS // K for K
+# equivalent labels (the spread and mode scores hold [chunk, K, grid points]
+# arrays; the cone's and the cylinder's K are 360 and 720).
+_SCORE_CHUNK = 64
+_SCORE_PAIRS = 64 * 60
 
 
 @dataclasses.dataclass
@@ -207,10 +211,11 @@ def directional_scores(outputs: Outputs, kind: str = 'circle') -> dict[str, np.n
   `per_example_rotation` (kind 'rotation'), computed in equal chunks."""
   score = _DIRECTIONAL_SCORES[kind]
   count = outputs.label.shape[0]
+  size = max(1, min(_SCORE_CHUNK, _SCORE_PAIRS // outputs.equivalent_labels.shape[1]))
   chunks = []
-  for start in range(0, count, _CIRCLE_CHUNK):
+  for start in range(0, count, size):
     # The last chunk is padded with its own rows so that one program serves all.
-    rows = np.minimum(np.arange(start, start + _CIRCLE_CHUNK), count - 1)
+    rows = np.minimum(np.arange(start, start + size), count - 1)
     take = lambda tree: jax.tree.map(lambda a: np.asarray(a)[rows], tree)
     chunks.append(jax.device_get(score(
         take(outputs.predictions), take(outputs.label), take(outputs.equivalent_labels),
