@@ -694,7 +694,8 @@ def modes(means: ArrayLike, scales: ArrayLike,
     keep = lambda new, old: jnp.where(
         accept.reshape(accept.shape + (1,) * (new.ndim - accept.ndim)), new, old)
     stretch = jnp.where(accept & ~use_newton, 2.0 * stretch, 1.0)
-    change = jnp.max(jnp.abs(step) / unit)
+    # nanmax: one example with NaN parameters must not stop the others.
+    change = jnp.nanmax(jnp.abs(step) / unit)
     return (i + 1, jax.tree.map(keep, new, (x, d, r, g, log_p)), accept,
             stretch, change)
 

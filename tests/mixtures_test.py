@@ -136,6 +136,16 @@ def test_modes_2d_batched_and_jitted():
   assert log_p[0, 0] > log_p[0, 1]
 
 
+def test_modes_of_a_nan_example_do_not_stop_the_others():
+  means = np.array([[[-1.1], [1.1]], [[np.nan], [0.0]]])  # Example 0 takes a few steps.
+  scales = np.array([[[1.0], [1.0]], [[1.0], [1.0]]])
+  x, _, valid = mixtures.modes(means, scales, num_iters=100, tol=1e-4)
+  expected_x, _ = _grid_modes_1d(means[0], scales[0], np.log([0.5, 0.5]))
+  np.testing.assert_allclose(np.sort(np.asarray(x[0, :, 0])), np.sort(expected_x), atol=1e-4)
+  assert np.asarray(valid[0]).tolist() == [True, True]
+  assert not np.any(valid[1])
+
+
 def test_modes_tolerances_scale_with_the_narrowest_component():
   # Two narrow modes 0.05 apart (50 of their σ) beside a wide component: the
   # merge and convergence tolerances are in units of the smallest scale, so
