@@ -658,25 +658,26 @@ def modes(means: ArrayLike, scales: ArrayLike,
     i, (x, d, r, g, log_p), allow_newton, stretch, _ = state
     if full:
       a = jnp.einsum('...ki,...inm->...knm', r, precisions)
-      fixed_point = _cholesky_solve(a, g)
+      fixed_point_step = _cholesky_solve(a, g)
     else:
       a_diagonal = jnp.einsum('...ki,...in->...kn', r, precisions)
       a = a_diagonal[..., None] * jnp.eye(n, dtype=dtype)
-      fixed_point = g / a_diagonal
+      fixed_point_step = g / a_diagonal
     # −H = A − Σ_i r_i d_i d_iᵀ + g gᵀ.
     neg_hessian = (a - jnp.einsum('...ki,...kin,...kim->...knm', r, d, d)
                    + g[..., :, None] * g[..., None, :])
-    newton = _cholesky_solve(neg_hessian, g)
+    newton_step = _cholesky_solve(neg_hessian, g)
     # Not finite where −H is not positive definite: then the comparison fails.
-    use_newton = allow_newton & (mahalanobis2(newton, a) <= 1.0)
+    use_newton = allow_newton & (mahalanobis2(newton_step, a) <= 1.0)
     # Fixed-point steps stretched by up to `stretch` but at most one local
     # standard deviation: where H is not negative definite they crawl.
     stretch = jnp.maximum(1.0, jnp.minimum(
-        stretch, lax.rsqrt(mahalanobis2(fixed_point, a))))
-    step = jnp.where(use_newton[..., None], newton,
-                     stretch[..., None] * fixed_point)
+        stretch, lax.rsqrt(mahalanobis2(fixed_point_step, a))))
+    step = jnp.where(use_newton[..., None], newton_step,
+                     stretch[..., None] * fixed_point_step)
     new = evaluate(x + step)
-    gain = new[-1] - log_p
+    _, _, _, new_g, new_log_p = new
+    gain = new_log_p - log_p
     noise = slack * (1.0 + jnp.abs(log_p))
     # Only a plain fixed-point step is sure to be right. A Newton step must
     # gain at least half the gain its quadratic model predicts, ½ gᵀ(−H)⁻¹g,
@@ -684,8 +685,8 @@ def modes(means: ArrayLike, scales: ArrayLike,
     # at its end; a stretched step must not lower the density nor have passed
     # a maximum along the way. Else it may have jumped past the start's mode
     # into another basin: it is undone, and a plain fixed-point step follows.
-    predicted = 0.5 * jnp.sum(g * newton, axis=-1)
-    rising = jnp.sum(new[3] * step, axis=-1) >= 0.0
+    predicted = 0.5 * jnp.sum(g * newton_step, axis=-1)
+    rising = jnp.sum(new_g * step, axis=-1) >= 0.0
     accept = jnp.where(
         use_newton,
         (gain >= 0.5 * predicted - noise)
