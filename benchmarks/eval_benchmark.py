@@ -12,8 +12,11 @@ interleaved (order alternating), medians of wall and CPU time of
   compute_metrics      the metrics alone, on that run's outputs (NLL, CRPS,
                        coverage and mode recall for the mixture; errors only
                        for MSE)
+  mixtures.modes       PROPEL only: the mode search alone on the split's
+                       trained mixtures, in the predict step's (full)
+                       batches and all at once
 
-and the ratio PROPEL / MSE of each (issue 13's goal: at most 1.3 for the
+and the ratio PROPEL / MSE of the first two (issue 13's goal: at most 1.3 for the
 whole evaluation). The dataset is built into --data_dir on first use.
 
   python benchmarks/eval_benchmark.py [--reps 5] [--train_steps 300]
@@ -67,6 +70,7 @@ def main():
 
   import jax
   from experiments.configs import synthetic
+  from propel_jax import mixtures
   from propel_jax.training import evaluation
   runs, results = {}, {}
   for name, overrides in METHODS.items():
@@ -85,6 +89,13 @@ def main():
   def metrics(name):
     evaluation.compute_metrics(results[name].outputs, runs[name][3])
 
+  find_modes = jax.jit(mixtures.modes)
+
+  def modes(batch_size):
+    mixture = results['propel_i8'].outputs.mixture
+    for start in range(0, len(mixture.means) - batch_size + 1, batch_size):  # full batches
+      jax.block_until_ready(find_modes(*(a[start:start + batch_size] for a in mixture)))
+
   steps = {}
   for name in METHODS:
     steps[f'evaluation.run {name}'] = lambda n=name: evaluate(n)
@@ -92,10 +103,13 @@ def main():
     steps[f'compute_metrics {name}'] = lambda n=name: metrics(n)
   evaluate('mse')  # compute_metrics times need outputs before the warm-up calls.
   evaluate('propel_i8')
+  num_examples = results['mse'].metrics['num_examples']
+  batch_size = runs['mse'][4].batch_size
+  steps['modes batched'] = lambda: modes(batch_size)
+  steps['modes all'] = lambda: modes(num_examples)
   times = time_interleaved(steps, args.reps)
 
   config = runs['mse'][4]
-  num_examples = results['mse'].metrics['num_examples']
   print(f'\nEvaluation: {config.dataset} split {config.test_split!r} ({num_examples} examples, '
         f'batch {config.batch_size}), models trained {args.train_steps} steps; jax '
         f'{jax.__version__} on {jax.devices()[0].device_kind}, {len(os.sched_getaffinity(0))} of '
@@ -110,6 +124,10 @@ def main():
     mse, propel = times[f'{what} mse'], times[f'{what} propel_i8']
     print(f'| {what:<19} | {1e3 * mse[0]:11.1f} | {1e3 * propel[0]:18.1f} | '
           f'{propel[0] / mse[0]:11.2f}× | {propel[1] / mse[1]:10.2f}× |')
+  for what, label in (('batched', f'in batches of {batch_size}'), ('all', 'all at once')):
+    wall, cpu = times[f'modes {what}']
+    print(f'mixtures.modes on the PROPEL mixtures, {label}: {1e3 * wall:.1f} ms wall, '
+          f'{1e3 * cpu:.1f} ms CPU')
   for name in METHODS:
     print(f'{name}: {evaluation.summarize(results[name].metrics)}')
 

@@ -387,6 +387,33 @@ def _precisions(scales):
   return jnp.swapaxes(inverse, -1, -2) @ inverse
 
 
+def _cholesky_solve(matrix, rhs):
+  """M⁻¹ b for symmetric M [..., n, n] and b [..., n]; not finite unless M is positive definite.
+
+  A Cholesky factorisation unrolled over the (static, small) n: elementwise
+  ops that XLA fuses, where thousands of batched LAPACK calls on 2×2 systems
+  cost ~20× more on CPU. A pivot ≤ 0 (M not positive definite) gives a NaN or
+  inf, which is how callers tell.
+  """
+  n = matrix.shape[-1]
+  factor = [[None] * n for _ in range(n)]
+  for j in range(n):
+    factor[j][j] = jnp.sqrt(matrix[..., j, j]
+                            - sum(jnp.square(factor[j][k]) for k in range(j)))
+    for i in range(j + 1, n):
+      factor[i][j] = (matrix[..., i, j] - sum(factor[i][k] * factor[j][k]
+                                              for k in range(j))) / factor[j][j]
+  forward = []  # L y = b
+  for i in range(n):
+    forward.append((rhs[..., i] - sum(factor[i][k] * forward[k] for k in range(i)))
+                   / factor[i][i])
+  solution = [None] * n  # Lᵀ x = y
+  for i in reversed(range(n)):
+    solution[i] = (forward[i] - sum(factor[k][i] * solution[k]
+                                    for k in range(i + 1, n))) / factor[i][i]
+  return jnp.stack(solution, axis=-1)
+
+
 def _log_det_scales(means, scales):
   """[..., I] Σ_d log σ_id, or log |det L_i| = Σ_d log |L_i,dd| for factors.
 
@@ -541,18 +568,23 @@ def covariance(means: ArrayLike, scales: ArrayLike,
 
 
 def modes(means: ArrayLike, scales: ArrayLike,
-          log_weights: ArrayLike | None = None, *, num_iters: int = 200,
-          tol: float = 1e-6,
+          log_weights: ArrayLike | None = None, *, num_iters: int = 100,
+          tol: float = 1e-4,
           merge_tol: float = 1e-2) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Modes of the mixture, by fixed-point (mean-shift) iteration.
+  """Modes of the mixture, by safeguarded Newton ascent from every component mean.
 
-  Starting from every component mean, iterates the stationarity condition of
-  a Gaussian mixture, x ← (Σ_i r_i Σ_i⁻¹)⁻¹ Σ_i r_i Σ_i⁻¹ μ_i with
-  responsibilities r_i ∝ w_i N(x; μ_i, Σ_i) (per dimension for diagonal
-  covariances), which increases the density monotonically
-  (Carreira-Perpiñán, 2000) and so converges to a mode in practice. Starting
-  points that reach the same mode are merged. The output has fixed shapes (I
-  slots), so it jits.
+  Every start climbs log p with Newton steps x ← x − H⁻¹ g (g, H the
+  gradient and Hessian of log p at x), which converge quadratically, taken
+  only where they are safe: H negative definite, a step of at most one local
+  standard deviation (Mahalanobis length under A = Σ_i r_i Σ_i⁻¹) and a
+  density that does not fall. Otherwise the start takes a fixed-point
+  (mean-shift) step x ← x + A⁻¹ g = A⁻¹ Σ_i r_i Σ_i⁻¹ μ_i, with
+  responsibilities r_i ∝ w_i N(x; μ_i, Σ_i), which never lowers the density
+  (Carreira-Perpiñán, 2000) but converges only linearly, slowly where
+  components nearly merge. So the starts end at local maxima, as the plain
+  fixed-point iteration's do, in a few iterations instead of hundreds.
+  Starting points that reach the same mode are merged. The output has fixed
+  shapes (I slots), so it jits.
 
   Args:
     means: [..., I, n] component means.
@@ -560,8 +592,10 @@ def modes(means: ArrayLike, scales: ArrayLike,
       lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
     num_iters: most iterations.
-    tol: stop when no point moves more than tol times the smallest component
-      (marginal) standard deviation of its dimension.
+    tol: stop when no start's proposed step is longer than tol times the
+      smallest component (marginal) standard deviation of its dimension.
+      After a Newton step of that length the error is of order tol² of it;
+      much smaller tol than the default is out of float32's reach.
     merge_tol: points closer than merge_tol times that scale (in every
       dimension) are one mode.
 
@@ -591,43 +625,89 @@ def modes(means: ArrayLike, scales: ArrayLike,
   log_weights = normalized_log_weights(means, log_weights).astype(dtype)
   unit = jnp.min(marginal_scales(means, scales), axis=-2,
                  keepdims=True)  # [..., 1, n]
-  # Every component against K points: a size-1 axis in front of I.
+  num, n = means.shape[-2:]
+  full = is_full_covariance(means, scales)
+  # Every component against the K = I starts: a size-1 axis in front of I.
   means_k = means[..., None, :, :]
-  scales_k = jnp.expand_dims(scales, -2 - _event_axes(means, scales))
-
-  def responsibilities(x):  # x [..., K, n] -> [..., K, I]
-    log_r = log_weights[..., None, :] + _component_log_prob(x, means_k,
-                                                            scales_k)
-    return jax.nn.softmax(log_r, axis=-1)
-
-  if is_full_covariance(means, scales):
+  log_norm = (log_weights - _log_det_scales(means, scales)
+              - 0.5 * n * _LOG_2PI)[..., None, :]  # [..., 1, I]
+  if full:
     precisions = _precisions(scales)  # [..., I, n, n]
-    scaled_means = jnp.einsum('...inm,...im->...in', precisions, means)
-
-    def step(x):
-      r = responsibilities(x)
-      lhs = jnp.einsum('...ki,...inm->...knm', r, precisions)
-      rhs = jnp.einsum('...ki,...in->...kn', r, scaled_means)
-      return jnp.linalg.solve(lhs, rhs[..., None])[..., 0]
+    times_precision = lambda v: jnp.einsum('...inm,...kim->...kin', precisions, v)
   else:
     precisions = 1.0 / jnp.square(scales)  # [..., I, n]
+    times_precision = lambda v: precisions[..., None, :, :] * v
 
-    def step(x):
-      r = responsibilities(x)
-      return (jnp.einsum('...ki,...in->...kn', r, precisions * means)
-              / jnp.einsum('...ki,...in->...kn', r, precisions))
+  def evaluate(x):
+    """x [..., K, n] -> (x, d_i = Σ_i⁻¹ (μ_i − x) [..., K, I, n], responsibilities
+    r [..., K, I], the gradient g = Σ_i r_i d_i of log p [..., K, n], log p [..., K])."""
+    offset = means_k - x[..., None, :]
+    d = times_precision(offset)
+    log_c = log_norm - 0.5 * jnp.sum(offset * d, axis=-1)
+    log_p = jax.nn.logsumexp(log_c, axis=-1)
+    r = jnp.exp(log_c - log_p[..., None])
+    return x, d, r, jnp.einsum('...ki,...kin->...kn', r, d), log_p
 
-  def cond(state):
-    i, _, change = state
-    return (i < num_iters) & (change > tol)
+  def mahalanobis2(v, a):  # vᵀ A v for v [..., K, n], A [..., K, n, n].
+    return jnp.einsum('...kn,...knm,...km->...k', v, a, v)
+
+  # Gains of log p below this are rounding noise.
+  slack = 10.0 * jnp.finfo(dtype).eps
 
   def body(state):
-    i, x, _ = state
-    new_x = step(x)
-    return i + 1, new_x, jnp.max(jnp.abs(new_x - x) / unit)
+    i, (x, d, r, g, log_p), allow_newton, stretch, _ = state
+    if full:
+      a = jnp.einsum('...ki,...inm->...knm', r, precisions)
+      fixed_point_step = _cholesky_solve(a, g)
+    else:
+      a_diagonal = jnp.einsum('...ki,...in->...kn', r, precisions)
+      a = a_diagonal[..., None] * jnp.eye(n, dtype=dtype)
+      fixed_point_step = g / a_diagonal
+    # −H = A − Σ_i r_i d_i d_iᵀ + g gᵀ.
+    neg_hessian = (a - jnp.einsum('...ki,...kin,...kim->...knm', r, d, d)
+                   + g[..., :, None] * g[..., None, :])
+    newton_step = _cholesky_solve(neg_hessian, g)
+    # Not finite where −H is not positive definite: then the comparison fails.
+    use_newton = allow_newton & (mahalanobis2(newton_step, a) <= 1.0)
+    # Fixed-point steps stretched by up to `stretch` but at most one local
+    # standard deviation: where H is not negative definite they crawl.
+    stretch = jnp.maximum(1.0, jnp.minimum(
+        stretch, lax.rsqrt(mahalanobis2(fixed_point_step, a))))
+    step = jnp.where(use_newton[..., None], newton_step,
+                     stretch[..., None] * fixed_point_step)
+    new = evaluate(x + step)
+    _, _, _, new_g, new_log_p = new
+    gain = new_log_p - log_p
+    noise = slack * (1.0 + jnp.abs(log_p))
+    # Only a plain fixed-point step is sure to be right. A Newton step must
+    # gain at least half the gain its quadratic model predicts, ½ gᵀ(−H)⁻¹g,
+    # and at most 1.5 times it unless the density still rises along the step
+    # at its end; a stretched step must not lower the density nor have passed
+    # a maximum along the way. Else it may have jumped past the start's mode
+    # into another basin: it is undone, and a plain fixed-point step follows.
+    predicted = 0.5 * jnp.sum(g * newton_step, axis=-1)
+    rising = jnp.sum(new_g * step, axis=-1) >= 0.0
+    accept = jnp.where(
+        use_newton,
+        (gain >= 0.5 * predicted - noise)
+        & (rising | (gain <= 1.5 * predicted + noise)),
+        (stretch == 1.0) | ((gain >= -noise) & rising))
+    keep = lambda new, old: jnp.where(
+        accept.reshape(accept.shape + (1,) * (new.ndim - accept.ndim)), new, old)
+    stretch = jnp.where(accept & ~use_newton, 2.0 * stretch, 1.0)
+    # nanmax: one example with NaN parameters must not stop the others.
+    change = jnp.nanmax(jnp.abs(step) / unit)
+    return (i + 1, jax.tree.map(keep, new, (x, d, r, g, log_p)), accept,
+            stretch, change)
 
-  _, points, _ = lax.while_loop(cond, body,
-                                (0, means, jnp.array(jnp.inf, dtype)))
+  def cond(state):
+    i, *_, change = state
+    return (i < num_iters) & (change > tol)
+
+  ones = jnp.ones(means.shape[:-1], dtype)
+  state = (0, evaluate(means), ones > 0, ones, jnp.array(jnp.inf, dtype))
+  points = lax.while_loop(cond, body, state)[1][0]
+  scales_k = jnp.expand_dims(scales, -2 - _event_axes(means, scales))
   log_density = _log_prob(points, means_k, scales_k, log_weights[..., None, :])
 
   # Sort by density; a point is a duplicate if a denser one is within merge_tol.
@@ -636,7 +716,6 @@ def modes(means: ArrayLike, scales: ArrayLike,
   log_density = jnp.take_along_axis(log_density, order, axis=-1)
   close = jnp.all(jnp.abs(points[..., :, None, :] - points[..., None, :, :])
                   <= merge_tol * unit[..., None, :, :], axis=-1)  # [..., K, K]
-  num = means.shape[-2]
   denser = jnp.tril(jnp.ones((num, num), bool), k=-1)  # j < k
   valid = ~jnp.any(close & denser, axis=-1) & jnp.isfinite(log_density)
   # Stable re-sort: valid modes first, each group still by density.

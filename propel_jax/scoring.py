@@ -124,7 +124,7 @@ def most_likely_equivalent(equivalent_labels, means, scales, log_weights=None):
   return jnp.take_along_axis(equivalent_labels, best[..., None, None], axis=-2)[..., 0, :]
 
 
-def batch_sums(predictions, equivalent_labels, *, mixture=None, mask=None,
+def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None, mask=None,
                levels=COVERAGE_LEVELS, radius_deg=5.0):
   """Sums over one batch that add up across batches and hosts.
 
@@ -133,6 +133,9 @@ def batch_sums(predictions, equivalent_labels, *, mixture=None, mask=None,
     equivalent_labels: [B, K, n].
     mixture: optional `mixtures.Mixture` (means [B, I, n]) for the density
       metrics (NLL, CRPS, coverage) and the modes (mode recall).
+    modes: optional (locations [B, I, n], valid [B, I]) of the mixture, as
+      `mixtures.modes` gives them, where the caller has them already (the
+      evaluation's predict step does); else computed here.
     mask: optional [B] bool, False on padding rows of the last batch.
     levels: central interval probabilities for the coverage.
     radius_deg: mode recall radius.
@@ -159,8 +162,9 @@ def batch_sums(predictions, equivalent_labels, *, mixture=None, mask=None,
     sums['crps'] = total(crps(label, *mixture))
     sums['coverage'] = total(jnp.stack(
         [interval_coverage(label, *mixture, level=level) for level in levels], axis=1))
-    locations, _, valid = mixtures.modes(*mixture)
-    recall = mode_recall(locations, valid, equivalent_labels, radius_deg)
+    if modes is None:
+      modes = mixtures.modes(*mixture)[::2]
+    recall = mode_recall(*modes, equivalent_labels, radius_deg)
     sums['mode_recall'] = total(recall)
     sums['mode_recall_all'] = total(recall == 1.0)
   return sums

@@ -132,6 +132,27 @@ def test_outputs_save_and_load_round_trip(tmp_path, mixture, full):
       np.testing.assert_array_equal(got, want)
   else:
     assert loaded.mixture is None
+  assert loaded.modes is None
+  if mixture:
+    locations, _, valid = map(np.asarray, outputs.mixture.modes())
+    outputs.modes = {'locations': locations, 'valid': valid}
+    outputs.save(tmp_path / 'modes.npz')
+    loaded = evaluation.Outputs.load(tmp_path / 'modes.npz')
+    np.testing.assert_array_equal(loaded.modes['locations'], locations)
+    np.testing.assert_array_equal(loaded.modes['valid'], valid)
+
+
+@pytest.mark.parametrize('full', [False, True])
+def test_modes_from_the_predict_step_are_used_in_degrees(full):
+  """Modes the outputs carry (in [0, 1] units) score as the ones searched here."""
+  info = make_info(2)
+  outputs = make_outputs(2, mixture=True, full=full)
+  searched = evaluation.compute_metrics(outputs, info)
+  locations, _, valid = map(np.asarray, outputs.mixture.modes())
+  outputs.modes = {'locations': locations, 'valid': valid}
+  assert evaluation.compute_metrics(outputs, info) == searched
+  outputs.modes = {'locations': locations, 'valid': np.zeros_like(valid)}
+  assert evaluation.compute_metrics(outputs, info)['mode_recall'] == 0.0
 
 
 def test_mode_recall_all_counts_examples_with_every_mode_found():

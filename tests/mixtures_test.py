@@ -136,6 +136,16 @@ def test_modes_2d_batched_and_jitted():
   assert log_p[0, 0] > log_p[0, 1]
 
 
+def test_modes_of_a_nan_example_do_not_stop_the_others():
+  means = np.array([[[-1.1], [1.1]], [[np.nan], [0.0]]])  # Example 0 takes a few steps.
+  scales = np.array([[[1.0], [1.0]], [[1.0], [1.0]]])
+  x, _, valid = mixtures.modes(means, scales, num_iters=100, tol=1e-4)
+  expected_x, _ = _grid_modes_1d(means[0], scales[0], np.log([0.5, 0.5]))
+  np.testing.assert_allclose(np.sort(np.asarray(x[0, :, 0])), np.sort(expected_x), atol=1e-4)
+  assert np.asarray(valid[0]).tolist() == [True, True]
+  assert not np.any(valid[1])
+
+
 def test_modes_tolerances_scale_with_the_narrowest_component():
   # Two narrow modes 0.05 apart (50 of their σ) beside a wide component: the
   # merge and convergence tolerances are in units of the smallest scale, so
@@ -587,3 +597,91 @@ def test_full_mixture_type_methods_and_shape_errors():
   with pytest.raises(ValueError, match=(r'scales shape \(3, 2, 2, 3\) must equal means '
                                         r'shape \(3, 2, 2\).*or be \(3, 2, 2, 2\)')):
     mixtures.log_prob(x, means, np.ones((3, 2, 2, 3)))
+
+
+def _reference_modes(means, covariances, log_w):
+  """The local maxima of one mixture (float64 NumPy): (locations [M, n], log p [M]).
+
+  Plain fixed-point iteration x ← (Σ r_i Σ_i⁻¹)⁻¹ Σ r_i Σ_i⁻¹ μ_i from every
+  mean until it stops moving, duplicates dropped, densest first; every point
+  is then checked to be a maximum from the definition: zero gradient and a
+  negative definite Hessian of log p by central differences.
+  """
+  precisions = np.linalg.inv(covariances)
+  log_p = lambda x: np.log(sum(np.exp(lw) * stats.multivariate_normal.pdf(x, m, c)
+                               for m, c, lw in zip(means, covariances, log_w)))
+  found = []
+  for x in means:
+    for _ in range(100_000):
+      log_c = log_w + np.array([stats.multivariate_normal.logpdf(x, m, c)
+                                for m, c in zip(means, covariances)])
+      r = np.exp(log_c - special.logsumexp(log_c))
+      new_x = np.linalg.solve(np.einsum('i,inm->nm', r, precisions),
+                              np.einsum('i,inm,im->n', r, precisions, means))
+      done = np.max(np.abs(new_x - x)) < 1e-13
+      x = new_x
+      if done:
+        break
+    else:
+      raise AssertionError('the reference iteration did not converge')
+    if not any(np.max(np.abs(x - y)) < 1e-6 for y in found):
+      found.append(x)
+  # Differences in steps of 1e-3 of the narrowest scale; the gradient in its units.
+  unit = np.sqrt(np.min(np.diagonal(covariances, axis1=-2, axis2=-1)))
+  h = 1e-3 * unit
+  eye = np.eye(means.shape[-1]) * h
+  for x in found:
+    grad = [(log_p(x + e) - log_p(x - e)) / (2 * h) for e in eye]
+    hessian = [[(log_p(x + a + b) - log_p(x + a - b) - log_p(x - a + b) + log_p(x - a - b))
+                / (4 * h * h) for b in eye] for a in eye]
+    assert np.max(np.abs(grad)) * unit < 1e-6 and np.all(np.linalg.eigvalsh(hessian) < 0)
+  found = np.array(found)
+  values = np.array([log_p(x) for x in found])
+  order = np.argsort(-values)
+  return found[order], values[order]
+
+
+def _assert_modes_match(got, expected, atol):
+  x, log_p, valid = map(np.asarray, got)
+  num = len(expected[0])
+  assert int(np.sum(valid)) == num and np.all(valid[:num]), (valid, expected)
+  np.testing.assert_allclose(x[:num], expected[0], atol=atol)
+  np.testing.assert_allclose(log_p[:num], expected[1], atol=100 * atol)
+
+
+@pytest.mark.parametrize('full', [False, True])
+def test_modes_of_random_mixtures_match_the_fixed_point_reference(full):
+  """Random 2-D and 3-D mixtures, diagonal and full, in float64 and float32."""
+  rng = np.random.default_rng(50 + full)
+  for dim in (2, 3):
+    make = random_full_mixture if full else random_mixture
+    means, scales, log_w = make(rng, (12,), 6, dim)
+    covariances = (full_covariances(scales) if full
+                   else scales[..., None] * scales[..., None, :] * np.eye(dim))
+    expected = [_reference_modes(*a) for a in zip(means, covariances, log_w)]
+    assert len({len(e[0]) for e in expected}) >= 3  # Merged and separate components.
+    with enable_x64():
+      got = jax.jit(mixtures.modes)(means, scales, log_w)
+    for b, e in enumerate(expected):
+      _assert_modes_match([a[b] for a in got], e, atol=1e-7)
+    got = jax.jit(mixtures.modes)(*(a.astype(np.float32) for a in (means, scales, log_w)))
+    for b, e in enumerate(expected):
+      _assert_modes_match([a[b] for a in got], e, atol=2e-4)
+
+
+def test_modes_keep_a_shallow_mode_beside_a_steep_basin():
+  """A trained mixture (rounded) where an unchecked Newton step from the
+  second mean jumps past a shallow mode (Hessian eigenvalues −384, −16) into
+  the basin of another: the safeguards keep all six modes."""
+  means = np.array([[0.3963, 0.1954], [0.4893, 0.662], [0.4788, 0.0446], [0.4848, 0.7942],
+                    [0.5187, 0.9274], [0.5518, 0.6363], [0.2999, 0.6828], [0.4636, 0.0966]])
+  scales = np.array([[0.0345, 0.0514], [0.0769, 0.2279], [0.0334, 0.0175], [0.041, 0.1665],
+                     [0.0383, 0.043], [0.0128, 0.1369], [0.0684, 0.028], [0.0449, 0.0541]])
+  log_w = np.full(8, -np.log(8))
+  expected = _reference_modes(means, scales[:, :, None] * scales[:, None, :] * np.eye(2),
+                              log_w)
+  assert len(expected[0]) == 6
+  _assert_modes_match(mixtures.modes(*(a.astype(np.float32) for a in (means, scales, log_w))),
+                      expected, atol=1e-4)
+  with enable_x64():
+    _assert_modes_match(mixtures.modes(means, scales, log_w), expected, atol=1e-9)

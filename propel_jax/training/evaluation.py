@@ -81,6 +81,8 @@ class Outputs:
     label: [N, n].
     equivalent_labels: [N, K, n].
     images: the first few images [m, H, W, C], for the plots.
+    modes: the Gaussian mixture's modes {'locations': [N, I, n], 'valid':
+      [N, I]} (see `mixtures.modes`) or None: not searched for again.
   """
   loss: np.ndarray
   predictions: dict[str, np.ndarray]
@@ -88,6 +90,7 @@ class Outputs:
   label: np.ndarray
   equivalent_labels: np.ndarray
   images: np.ndarray
+  modes: dict[str, np.ndarray] | None = None
 
   def save(self, path: str) -> None:
     """Writes a compressed .npz that `load` reads back."""
@@ -98,6 +101,8 @@ class Outputs:
       arrays['mixture_type'] = np.asarray(type(self.mixture).__name__)
       arrays.update({f'mixture/{k}': np.asarray(v)
                      for k, v in self.mixture._asdict().items()})
+    if self.modes is not None:
+      arrays.update({f'modes/{k}': v for k, v in self.modes.items()})
     np.savez_compressed(path, **arrays)
 
   @classmethod
@@ -108,11 +113,13 @@ class Outputs:
     if 'mixture_type' in arrays:
       fields = {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith('mixture/')}
       mixture = _MIXTURE_TYPES[str(arrays['mixture_type'])](**fields)
+    modes = {k.split('/', 1)[1]: v for k, v in arrays.items() if k.startswith('modes/')}
     return cls(loss=arrays['loss'],
                predictions={k.split('/', 1)[1]: v for k, v in arrays.items()
                             if k.startswith('prediction/')},
                mixture=mixture, label=arrays['label'],
-               equivalent_labels=arrays['equivalent_labels'], images=arrays['images'])
+               equivalent_labels=arrays['equivalent_labels'], images=arrays['images'],
+               modes=modes or None)
 
 
 @dataclasses.dataclass
@@ -192,13 +199,17 @@ def run(predict: Callable[..., dict[str, Any]], *, state: Any,
 
 
 @functools.partial(jax.jit, static_argnames=('labels',))
-def _metric_sums(predictions, equivalent_labels, mixture, *, labels: labels_lib.LabelSpec):
+def _metric_sums(predictions, equivalent_labels, mixture, modes, *,
+                 labels: labels_lib.LabelSpec):
   """`scoring.batch_sums` in degrees, jitted: op by op it would compile for seconds."""
   predictions = {name: labels.to_degrees(value) for name, value in predictions.items()}
   if mixture is not None:
     mixture = labels.mixture_to_degrees(mixture)
+  if modes is not None:
+    # Modes map with the mixture: the mode search is affine equivariant.
+    modes = (labels.to_degrees(modes['locations']), modes['valid'])
   return scoring.batch_sums(predictions, labels.to_degrees(equivalent_labels),
-                            mixture=mixture, radius_deg=MODE_RADIUS_DEG)
+                            mixture=mixture, modes=modes, radius_deg=MODE_RADIUS_DEG)
 
 
 # Per-example scores of unit-vector labels, by LabelSpec kind.
@@ -237,7 +248,7 @@ def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
     result = _directional_metrics(outputs, info.labels.kind)
   else:
     sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
-                        labels=info.labels)
+                        outputs.modes, labels=info.labels)
     result = scoring.summarize(sums, info.labels.names)
     result['saturated'] = max(float(np.mean(np.minimum(p, 1 - p) < SATURATION_MARGIN))
                               for p in outputs.predictions.values())

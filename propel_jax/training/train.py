@@ -45,6 +45,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from propel_jax import mixtures
 from propel_jax.training import checkpointing
 from propel_jax.training import evaluation
 from propel_jax.data import input_pipeline
@@ -318,14 +319,22 @@ def predict_step(graph: nnx.GraphDef, state: TrainState,
 
   Returns:
     'loss' [B]; 'predictions' {decoder: [B, n] in [0, 1]} for each of the
-    head's decoders; and 'mixture', the predicted `mixtures.Mixture` in
-    [0, 1] units (None for heads without a density).
+    head's decoders; 'mixture', the predicted `mixtures.Mixture` in [0, 1]
+    units (None for heads without a density); and for a Gaussian mixture
+    'modes', its {'locations': [B, I, n], 'valid': [B, I]} from
+    `mixtures.modes` (else None), so that the metrics need not search again.
   """
   model = nnx.merge(graph, state.params, state.model_state)
   outputs = model(batch['image'])
+  mixture = model.head.mixture(outputs)
+  modes = None
+  if isinstance(mixture, mixtures.Mixture):
+    # The same search as the 'mode' decoder's: XLA computes it once.
+    locations, _, valid = mixture.modes()
+    modes = {'locations': locations, 'valid': valid}
   return {'loss': model.head.loss(outputs, batch),
           'predictions': model.head.decode(outputs),
-          'mixture': model.head.mixture(outputs)}
+          'mixture': mixture, 'modes': modes}
 
 
 def jit_train_step(model: Model, tx: optax.GradientTransformation, schedule: optax.Schedule,
