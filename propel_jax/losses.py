@@ -27,7 +27,6 @@ import jax
 from jax import lax
 from jax.experimental import checkify
 import jax.numpy as jnp
-from jax.scipy import linalg
 from jax.typing import ArrayLike
 import numpy as np
 
@@ -274,8 +273,8 @@ def _solve(cov, diff):
   vmapping over the pairs turns into elementwise [I, J] slabs: an order of
   magnitude faster on XLA:CPU than a batched `jnp.linalg.cholesky` of
   [I, J, n, n], whose per-matrix cost dominates for small n. Its size grows
-  like n³ though (compiling n = 16 takes minutes), so above that a batched
-  Cholesky S = C Cᵀ and triangular solves do the same job (D_k = C_kk²).
+  like n³ though (compiling n = 16 takes minutes), so above that the same
+  factorisation runs as loops over k on whole [n, n] arrays.
 
   Either way log det S = Σ_k log D_k and the Mahalanobis term dᵀ S⁻¹ d comes
   from a triangular solve, with no inverse and no determinant. S⁻¹, which
@@ -292,7 +291,7 @@ def _solve(cov, diff):
   """
   if diff.shape[0] <= _MAX_UNROLLED_DIMS:
     return _solve_unrolled(cov, diff)
-  return _solve_batched(cov, diff)
+  return _solve_looped(cov, diff)
 
 
 def _solve_unrolled(cov, diff):
@@ -329,19 +328,45 @@ def _solve_unrolled(cov, diff):
   return pivots, mahalanobis, u, inverse
 
 
-def _solve_batched(cov, diff):
-  """`_solve` by a Cholesky factor S = C Cᵀ and triangular solves."""
+def _solve_looped(cov, diff):
+  """`_solve` by the same S = U D Uᵀ, as loops over k on whole [n, n] arrays.
+
+  The unrolled code's algorithm with a `fori_loop` per stage, so that its
+  size stays O(n²) whatever n. Plain jnp rather than `jnp.linalg.cholesky`
+  and triangular solves: on XLA:CPU (jax 0.10), jitted functions calling
+  those LAPACK routines from vmapped pair code hung on their second call on
+  a 2-core machine (the worker pool idle, the caller waiting forever).
+  """
   num_dims = diff.shape[0]
   positions = _tril_positions(num_dims)
   index = np.array([[positions[max(r, c), min(r, c)] for c in range(num_dims)]
                     for r in range(num_dims)])
-  factor = jnp.linalg.cholesky(cov[index])
-  z = linalg.solve_triangular(factor, diff, lower=True)
-  u = linalg.solve_triangular(factor, z, lower=True, trans='T')
-  inverse = linalg.cho_solve(
-      (factor, True), jnp.eye(num_dims, dtype=cov.dtype))
-  pivots = jnp.square(jnp.diagonal(factor))
-  return ([pivots[k] for k in range(num_dims)], jnp.sum(jnp.square(z)),
+  dims = jnp.arange(num_dims)
+
+  def eliminate(k, carry):
+    # Right-looking elimination: pivot D_k, column k of U, Schur complement.
+    remaining, unit, pivots = carry
+    pivot = remaining[k, k]
+    column = jnp.where(dims > k, remaining[:, k] / pivot, 0.0)
+    remaining = remaining - pivot * jnp.outer(column, column)
+    return (remaining, unit.at[:, k].set(column), pivots.at[k].set(pivot))
+
+  zeros = jnp.zeros((num_dims, num_dims), cov.dtype)
+  _, below, pivots = lax.fori_loop(
+      0, num_dims, eliminate, (cov[index], zeros, jnp.zeros(num_dims, cov.dtype)))
+
+  def forward(k, rhs):
+    # U⁻¹ applied to every column of rhs: subtract row k's multiple below it.
+    return rhs - jnp.outer(below[:, k], rhs[k])
+
+  # U⁻¹ [d | I]: y = U⁻¹ d and U⁻¹ itself, in one pass.
+  solved = lax.fori_loop(0, num_dims, forward,
+                         jnp.concatenate([diff[:, None], jnp.eye(num_dims, dtype=cov.dtype)], 1))
+  y, unit_inverse = solved[:, 0], solved[:, 1:]
+  scaled = unit_inverse / pivots[:, None]  # D⁻¹ U⁻¹
+  inverse = unit_inverse.T @ scaled  # S⁻¹ = U⁻ᵀ D⁻¹ U⁻¹
+  u = inverse @ diff
+  return ([pivots[k] for k in range(num_dims)], jnp.sum(y * y / pivots),
           [u[k] for k in range(num_dims)],
           {rc: inverse[rc] for rc in positions})
 

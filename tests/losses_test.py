@@ -916,7 +916,7 @@ def ref_full_propel(means, factors, target, target_scale, weights=None):
                            covariances_of(factors), weights)
 
 
-# n = 9 takes the batched-Cholesky path (`losses._MAX_UNROLLED_DIMS` = 8).
+# n = 9 takes the looped factorisation (`losses._MAX_UNROLLED_DIMS` = 8).
 @pytest.mark.parametrize('num,dim', [(1, 1), (3, 2), (4, 3), (2, 5), (2, 9)])
 @pytest.mark.parametrize('weighted', [False, True])
 def test_full_covariance_matches_float64_reference(num, dim, weighted):
@@ -1044,6 +1044,29 @@ def test_full_covariance_check_grads_and_finite_differences():
     np.testing.assert_allclose(grad[index], expected, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize('dim', [3, 9])  # unrolled and looped factorisations
+def test_full_covariance_check_grads_order_2_each_factorisation(dim):
+  rng = np.random.default_rng(110 + dim)
+  means, factors, targets = random_full_problem(rng, (1,), 2, dim)
+  with enable_x64():
+    loss = jax.jit(lambda m, f: losses.propel_loss(m, f, targets, target_scale=0.4).sum())
+    check_grads(loss, (means, np.tril(factors)), order=2, modes=('fwd', 'rev'), eps=1e-5)
+
+
+def test_full_covariance_above_the_unrolled_size_runs_repeatedly():
+  """Regression: the looped path is called many times under jit (LAPACK calls hung here)."""
+  rng = np.random.default_rng(111)
+  means, factors, targets = (a.astype(np.float32)
+                             for a in random_full_problem(rng, (32,), 4, 12))
+  step = jax.jit(jax.value_and_grad(
+      lambda m, f: losses.propel_loss(m, f, targets, target_scale=0.4).mean(), argnums=(0, 1)))
+  first = step(means, factors)
+  for _ in range(10):
+    again = step(means, factors)
+  for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_full_covariance_jit_vmap_and_broadcasting():
   rng = np.random.default_rng(106)
   means, factors, targets = random_full_problem(rng, (4, 2), 3, 2)
@@ -1106,7 +1129,7 @@ def test_full_covariance_scales_from_1e_minus_3_to_1e3():
 
 
 def test_full_covariance_sixteen_dimensions_and_32_components():
-  """n = 16 (the batched-Cholesky path), I = 32, in float32."""
+  """n = 16 (the looped factorisation), I = 32, in float32."""
   rng = np.random.default_rng(109)
   means, factors, targets = random_full_problem(rng, (1,), 32, 16)
   factors = np.tril(factors) / 4  # keep Σ well conditioned: ≈ I/4 + noise
