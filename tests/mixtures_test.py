@@ -50,18 +50,17 @@ def test_log_prob_far_away_is_finite():
                              rtol=1e-6)
 
 
-def _grid_2d(means, scales, log_w, half_width=12.0, points=801):
+def _grid_2d(means, scales, log_w, half_width=12.0, points=801, pdf_fn=None):
   axis = np.linspace(-half_width, half_width, points)
   x, y = np.meshgrid(axis, axis, indexing='ij')
-  pdf = scipy_pdf(np.stack([x, y], -1), means, scales, log_w)
+  pdf = (pdf_fn or scipy_pdf)(np.stack([x, y], -1), means, scales, log_w)
   integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
   return x, y, pdf, integral
 
 
-def test_mean_and_covariance_match_numerical_integration():
-  rng = np.random.default_rng(1)
-  means, scales, log_w = random_mixture(rng, (), 3, 2)
-  x, y, pdf, integral = _grid_2d(means, scales, log_w)
+def _assert_moments_match_integration(means, scales, log_w, grid, cov_atol):
+  """mixtures.mean and .covariance against the moments of the density on a 2-D grid."""
+  x, y, pdf, integral = grid
   assert abs(integral(pdf) - 1) < 1e-8
   mean = np.array([integral(x * pdf), integral(y * pdf)])
   dx, dy = x - mean[0], y - mean[1]
@@ -69,7 +68,14 @@ def test_mean_and_covariance_match_numerical_integration():
                   [integral(dy * dx * pdf), integral(dy * dy * pdf)]])
   with enable_x64():
     np.testing.assert_allclose(mixtures.mean(means, scales, log_w), mean, atol=1e-8)
-    np.testing.assert_allclose(mixtures.covariance(means, scales, log_w), cov, atol=1e-8)
+    np.testing.assert_allclose(mixtures.covariance(means, scales, log_w), cov, atol=cov_atol)
+
+
+def test_mean_and_covariance_match_numerical_integration():
+  rng = np.random.default_rng(1)
+  means, scales, log_w = random_mixture(rng, (), 3, 2)
+  _assert_moments_match_integration(means, scales, log_w, _grid_2d(means, scales, log_w),
+                                    cov_atol=1e-8)
 
 
 def test_marginal_cdf_matches_scipy_and_integration():
@@ -473,18 +479,8 @@ def test_full_log_prob_nll_and_components_match_scipy():
 def test_full_mean_and_covariance_match_numerical_integration():
   rng = np.random.default_rng(41)
   means, factors, log_w = random_full_mixture(rng, (), 3, 2)
-  axis = np.linspace(-14, 14, 1001)
-  x, y = np.meshgrid(axis, axis, indexing='ij')
-  pdf = scipy_full_pdf(np.stack([x, y], -1), means, factors, log_w)
-  integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
-  assert abs(integral(pdf) - 1) < 1e-8
-  mean = np.array([integral(x * pdf), integral(y * pdf)])
-  dx, dy = x - mean[0], y - mean[1]
-  cov = np.array([[integral(dx * dx * pdf), integral(dx * dy * pdf)],
-                  [integral(dy * dx * pdf), integral(dy * dy * pdf)]])
-  with enable_x64():
-    np.testing.assert_allclose(mixtures.mean(means, factors, log_w), mean, atol=1e-8)
-    np.testing.assert_allclose(mixtures.covariance(means, factors, log_w), cov, atol=1e-7)
+  grid = _grid_2d(means, factors, log_w, half_width=14.0, points=1001, pdf_fn=scipy_full_pdf)
+  _assert_moments_match_integration(means, factors, log_w, grid, cov_atol=1e-7)
 
 
 def test_full_marginal_cdf_and_marginal_match_scipy():
