@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from propel_jax.data import labels as labels_lib
+from propel_jax.data.builders import generated
 
 _DTYPE = np.float32
 # Circumradius of the regular polygons (units: image half-width at scale 1).
@@ -245,20 +246,9 @@ class SymmetricShapes(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     cfg = self.builder_config
-    size = cfg.image_size
-    k = math.lcm(*(SHAPES[s][0] for s in cfg.shapes))
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            'label': tfds.features.Tensor(shape=(2,), dtype=np.float32),
-            'equivalent_labels': tfds.features.Tensor(shape=(k, 2), dtype=np.float32),
-            'symmetry_order': tfds.features.Tensor(shape=(), dtype=np.int32),
-        }),
-        supervised_keys=('image', 'label'),
-    )
+    return generated.dataset_info(
+        self, description=__doc__, image_size=cfg.image_size, label_dim=2,
+        num_equivalents=math.lcm(*(SHAPES[s][0] for s in cfg.shapes)), kind_key='symmetry_order')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
@@ -268,17 +258,11 @@ class SymmetricShapes(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, num_examples, split_id):
     cfg = self.builder_config
-    rng = np.random.default_rng([cfg.seed, split_id])
-    images, labels, equivalents, order = generate(
-        rng, num_examples, shapes=cfg.shapes, image_size=cfg.image_size)
-    for i in range(num_examples):
-      yield i, {'image': images[i], 'label': labels[i],
-                'equivalent_labels': equivalents[i], 'symmetry_order': order[i]}
+    generate_split = lambda rng, num: generate(rng, num, shapes=cfg.shapes,
+                                               image_size=cfg.image_size)
+    return generated.examples(cfg.seed, split_id, num_examples, generate_split, 'symmetry_order')
 
 
 def build(data_dir, config_name='mixed_small'):
   """Builds a config as array_record into data_dir (for tests and demos)."""
-  builder = tfds.builder(f'symmetric_shapes/{config_name}', data_dir=data_dir,
-                         file_format='array_record')
-  builder.download_and_prepare()
-  return builder
+  return generated.build('symmetric_shapes', data_dir, config_name)

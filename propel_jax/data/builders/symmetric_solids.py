@@ -45,6 +45,7 @@ import tensorflow_datasets as tfds
 
 from propel_jax import directional
 from propel_jax.data import labels as labels_lib
+from propel_jax.data.builders import generated
 
 _DTYPE = np.float32
 _SUPERSAMPLING = 4
@@ -362,20 +363,10 @@ class SymmetricSolids(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     cfg = self.builder_config
-    size = cfg.image_size
-    k = math.lcm(*(len(symmetry_group(s)) for s in cfg.solids))
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(size, size, 1), dtype=np.uint8,
-                                          encoding=tfds.features.Encoding.BYTES),
-            'label': tfds.features.Tensor(shape=(4,), dtype=np.float32),
-            'equivalent_labels': tfds.features.Tensor(shape=(k, 4), dtype=np.float32),
-            'solid': tfds.features.Tensor(shape=(), dtype=np.int32),
-        }),
-        supervised_keys=('image', 'label'),
-    )
+    return generated.dataset_info(
+        self, description=__doc__, image_size=cfg.image_size, label_dim=4,
+        num_equivalents=math.lcm(*(len(symmetry_group(s)) for s in cfg.solids)),
+        kind_key='solid')
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
@@ -385,17 +376,11 @@ class SymmetricSolids(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, num_examples, split_id):
     cfg = self.builder_config
-    rng = np.random.default_rng([cfg.seed, split_id])
-    images, labels, equivalents, which = generate(
-        rng, num_examples, solids=cfg.solids, image_size=cfg.image_size)
-    for i in range(num_examples):
-      yield i, {'image': images[i], 'label': labels[i],
-                'equivalent_labels': equivalents[i], 'solid': which[i]}
+    generate_split = lambda rng, num: generate(rng, num, solids=cfg.solids,
+                                               image_size=cfg.image_size)
+    return generated.examples(cfg.seed, split_id, num_examples, generate_split, 'solid')
 
 
 def build(data_dir, config_name='mixed_small'):
   """Builds a config as array_record into data_dir (for tests and demos)."""
-  builder = tfds.builder(f'symmetric_solids/{config_name}', data_dir=data_dir,
-                         file_format='array_record')
-  builder.download_and_prepare()
-  return builder
+  return generated.build('symmetric_solids', data_dir, config_name)
