@@ -82,6 +82,17 @@ def _row_sums(*arrays, axis=1):
                     lambda x, y: tuple(a + b for a, b in zip(x, y)), (axis,))
 
 
+def _sum_over_dims(array):
+  """Σ over the leading (dimension) axis of [n, ...].
+
+  For few dimensions an unrolled sum of slices, which fuses into its
+  consumer; a short-axis reduction is a kernel of its own on XLA:CPU.
+  """
+  if array.shape[0] <= _MAX_UNROLL:
+    return sum(array[1:], start=array[0])
+  return jnp.sum(array, axis=0)
+
+
 def _all_pairs(fn, axis=0):
   """fn(*a_args, *b_args) for every component of a against every one of b.
 
@@ -173,7 +184,7 @@ def _self_overlap_terms(means_t, vars_t, log_weights):
   num_dims, num = means_t.shape
   # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
   log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
-           - 0.25 * jnp.sum(jnp.log(vars_t), axis=0))
+           - 0.25 * _sum_over_dims(jnp.log(vars_t)))
   shift = jnp.max(log_c)
   c = jnp.exp(log_c - shift)
 
