@@ -16,11 +16,11 @@ On a shared machine the medians are still noisy: re-run when it is quiet.
 import argparse
 import os
 import platform
-import time
 
 import jax
 import numpy as np
 
+from loss_benchmark import time_interleaved  # pylint: disable=g-bad-import-order
 from propel_jax import directional
 from propel_jax import losses
 
@@ -52,24 +52,6 @@ def gaussian_step(batch, num, dim, seed=0):
       lambda m, s, y: losses.propel_loss(m, s, y, target_scale=0.2).mean(),
       argnums=(0, 1)))
   return lambda: jax.block_until_ready(fn(*args))
-
-
-def time_interleaved(steps, reps):
-  """Median wall and CPU seconds per call of each step, alternating their order."""
-  for step in steps.values():  # compile and warm up
-    step()
-    step()
-  wall = {name: [] for name in steps}
-  cpu = {name: [] for name in steps}
-  names = list(steps)
-  for rep in range(reps):
-    for name in (names if rep % 2 == 0 else names[::-1]):
-      start, start_cpu = time.perf_counter(), time.process_time()
-      steps[name]()
-      cpu[name].append(time.process_time() - start_cpu)
-      wall[name].append(time.perf_counter() - start)
-  return {name: (float(np.median(wall[name])), float(np.median(cpu[name])))
-          for name in steps}
 
 
 def main():
