@@ -236,31 +236,22 @@ def _configs():
   return configs
 
 
-class SymmetricShapes(tfds.core.GeneratorBasedBuilder):
+class SymmetricShapes(generated.GeneratedSplits, tfds.core.GeneratorBasedBuilder):
   """In-plane rotation of flat shapes with k-fold symmetry (label: a unit vector)."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIGS = _configs()
   label_spec = LABEL_SPEC
+  label_dim = 2
+  kind_key = 'symmetry_order'
 
-  def _info(self):
-    cfg = self.builder_config
-    return generated.dataset_info(
-        self, description=__doc__, image_size=cfg.image_size, label_dim=2,
-        num_equivalents=math.lcm(*(SHAPES[s][0] for s in cfg.shapes)), kind_key='symmetry_order')
+  def _num_equivalents(self):
+    return math.lcm(*(SHAPES[s][0] for s in self.builder_config.shapes))
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    cfg = self.builder_config
-    return {'train': self._generate_examples(cfg.num_train, 0),
-            'test': self._generate_examples(cfg.num_test, 1)}
-
-  def _generate_examples(self, num_examples, split_id):
-    cfg = self.builder_config
-    generate_split = lambda rng, num: generate(rng, num, shapes=cfg.shapes,
-                                               image_size=cfg.image_size)
-    return generated.examples(cfg.seed, split_id, num_examples, generate_split, 'symmetry_order')
+  def _generate(self, rng, num_examples):
+    return generate(rng, num_examples, shapes=self.builder_config.shapes,
+                    image_size=self.builder_config.image_size)
 
 
 def build(data_dir, config_name='mixed_small'):

@@ -352,7 +352,7 @@ def _configs():
   return configs
 
 
-class SymmetricSolids(tfds.core.GeneratorBasedBuilder):
+class SymmetricSolids(generated.GeneratedSplits, tfds.core.GeneratorBasedBuilder):
   """3-D rotations of Platonic solids (label: a unit quaternion with all its equivalents)."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -360,25 +360,15 @@ class SymmetricSolids(tfds.core.GeneratorBasedBuilder):
                             'cylinder added as their own configs).'}
   BUILDER_CONFIGS = _configs()
   label_spec = LABEL_SPEC
+  label_dim = 4
+  kind_key = 'solid'
 
-  def _info(self):
-    cfg = self.builder_config
-    return generated.dataset_info(
-        self, description=__doc__, image_size=cfg.image_size, label_dim=4,
-        num_equivalents=math.lcm(*(len(symmetry_group(s)) for s in cfg.solids)),
-        kind_key='solid')
+  def _num_equivalents(self):
+    return math.lcm(*(len(symmetry_group(s)) for s in self.builder_config.solids))
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    cfg = self.builder_config
-    return {'train': self._generate_examples(cfg.num_train, 0),
-            'test': self._generate_examples(cfg.num_test, 1)}
-
-  def _generate_examples(self, num_examples, split_id):
-    cfg = self.builder_config
-    generate_split = lambda rng, num: generate(rng, num, solids=cfg.solids,
-                                               image_size=cfg.image_size)
-    return generated.examples(cfg.seed, split_id, num_examples, generate_split, 'solid')
+  def _generate(self, rng, num_examples):
+    return generate(rng, num_examples, solids=self.builder_config.solids,
+                    image_size=self.builder_config.image_size)
 
 
 def build(data_dir, config_name='mixed_small'):
