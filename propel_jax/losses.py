@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.experimental import checkify
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -40,11 +41,14 @@ _LOG_4PI = math.log(4.0 * math.pi)
 _MAX_UNROLL = 8
 
 
-# Every term is built from one-dimensional single-pair functions
-# (`_log_overlap_1d`, `_normalized_overlap_1d`, `_overlap_gradients_1d`),
-# vmapped over all component pairs (`_all_pairs`), accumulated over the
-# dimensions by `_over_dims` and vmapped over the batch; the gradient's sums
-# over pairs are one multi-operand reduction per dimension (`_row_sums`).
+# Each mixture is dimension-major ([n, I] per example, vmapped over the
+# batch). The self overlap's pair terms are built one dimension at a time
+# (`_normalized_overlap_1d` over all pairs, `_all_pairs`, accumulated by
+# `_over_dims`); the cross overlap and the gradients use every pair's
+# per-dimension differences and summed variances at once (`_pair_planes`,
+# [n, I, J]), and the gradients' sums over pairs are one multi-operand
+# reduction (`_row_sums`). The layout is what XLA:CPU vectorises: see
+# `_contiguous` and docs/benchmarks.md.
 
 
 def _over_dims(body, init, *per_dim):
@@ -69,9 +73,10 @@ def _over_dims(body, init, *per_dim):
 
 
 def _row_sums(*arrays, axis=1):
-  """Σ_j of each [I, J] array, as one variadic reduction ([I] each).
+  """Σ over `axis` of each array, as one variadic reduction.
 
-  axis=0 gives the column sums Σ_i instead ([J] each).
+  For [I, J] arrays axis=1 gives the row sums Σ_j ([I] each) and axis=0 the
+  column sums Σ_i ([J] each); for [n, I, J], axis=2 and axis=1.
 
   One reduction over several operands is one loop on XLA:CPU, and unlike
   single-operand sums it is not handed to the YNNPACK library, which is
@@ -82,15 +87,17 @@ def _row_sums(*arrays, axis=1):
                     lambda x, y: tuple(a + b for a, b in zip(x, y)), (axis,))
 
 
-def _sum_over_dims(array):
-  """Σ over the leading (dimension) axis of [n, ...].
+def _sum_over_dims(fn, *arrays):
+  """Σ_d fn(*per-dimension slices) over the leading (dimension) axis of [n, ...].
 
-  For few dimensions an unrolled sum of slices, which fuses into its
-  consumer; a short-axis reduction is a kernel of its own on XLA:CPU.
+  For few dimensions an unrolled sum that fuses into its consumer; a
+  short-axis reduction is a kernel of its own on XLA:CPU. fn is applied to
+  each slice rather than to the whole stack: an expensive elementwise op
+  (log) on the stack would be written out once for its n slices to read.
   """
-  if array.shape[0] <= _MAX_UNROLL:
-    return sum(array[1:], start=array[0])
-  return jnp.sum(array, axis=0)
+  if arrays[0].shape[0] <= _MAX_UNROLL:
+    return sum((fn(*dim) for dim in zip(*arrays)))
+  return jnp.sum(fn(*arrays), axis=0)
 
 
 def _all_pairs(fn, axis=0):
@@ -104,21 +111,6 @@ def _all_pairs(fn, axis=0):
     per_b = jax.vmap(fn, in_axes=(None,) * half + (axis,) * half)
     return jax.vmap(per_b, in_axes=(axis,) * half + (None,) * half)(*args)
   return pairs
-
-
-def _log_overlap_1d(mean_a, var_a, mean_b, var_b):
-  """One dimension's term of log G(a, b), without its constant -½ log 2π.
-
-  log G(a, b) = Σ_d [-½ log 2π - ½ log(v_ad + v_bd) - ½ (μ_ad - μ_bd)² / (v_ad + v_bd)].
-
-  Args:
-    mean_a, var_a, mean_b, var_b: scalars.
-
-  Returns:
-    A scalar.
-  """
-  var = var_a + var_b
-  return -0.5 * (jnp.log(var) + jnp.square(mean_a - mean_b) / var)
 
 
 def _normalized_overlap_1d(mean_a, var_a, mean_b, var_b):
@@ -142,21 +134,37 @@ def _normalized_overlap_1d(mean_a, var_a, mean_b, var_b):
           jnp.square(mean_a - mean_b) / var)
 
 
-def _overlap_gradients_1d(mean_a, var_a, mean_b, var_b):
-  """Partial derivatives of log G(a, b) in one dimension, for the a side.
+def _pair_planes(means_a, vars_a, means_b, vars_b):
+  """Every pair's per-dimension difference of means and sum of variances.
+
+  Args:
+    means_a, vars_a: [n, I].
+    means_b, vars_b: [n, J].
+
+  Returns:
+    (μ_a - μ_b, v_a + v_b), each [n, I, J]: all dimensions at once, so that a
+    quantity that both a value and its gradient use is one kernel on
+    XLA:CPU, not one per dimension.
+  """
+  return (means_a[:, :, None] - means_b[:, None, :],
+          vars_a[:, :, None] + vars_b[:, None, :])
+
+
+def _overlap_gradients(diff, var):
+  """Partial derivatives of log G(a, b) per dimension, for the a side.
 
   ∂ log G / ∂μ_a = -(μ_a - μ_b) / (v_a + v_b) and
   ∂ log G / ∂v_a = ½ [(μ_a - μ_b)² / (v_a + v_b)² - 1 / (v_a + v_b)];
   by symmetry ∂/∂μ_b = -∂/∂μ_a and ∂/∂v_b = ∂/∂v_a.
 
   Args:
-    mean_a, var_a, mean_b, var_b: scalars.
+    diff, var: μ_a - μ_b and v_a + v_b (see `_pair_planes`).
 
   Returns:
-    (∂ log G / ∂μ_a, 2 ∂ log G / ∂v_a), scalars.
+    (∂ log G / ∂μ_a, 2 ∂ log G / ∂v_a), shaped like diff.
   """
-  inv_var = 1.0 / (var_a + var_b)
-  scaled_diff = (mean_a - mean_b) * inv_var
+  inv_var = 1.0 / var
+  scaled_diff = diff * inv_var
   return -scaled_diff, scaled_diff * scaled_diff - inv_var
 
 
@@ -184,7 +192,7 @@ def _self_overlap_terms(means_t, vars_t, log_weights):
   num_dims, num = means_t.shape
   # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
   log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
-           - 0.25 * _sum_over_dims(jnp.log(vars_t)))
+           - 0.25 * _sum_over_dims(jnp.log, vars_t))
   shift = jnp.max(log_c)
   c = jnp.exp(log_c - shift)
 
@@ -218,15 +226,9 @@ def _self_overlap_gradients(means_t, vars_t, terms, row_terms):
     Gradients with respect to means_t [n, I], vars_t [n, I], log weights [I].
   """
   weights = 2.0 * terms
-
-  def per_dim(carry, dim):
-    # One [I, I] slab per dimension, reduced over j right away.
-    d_mean, d_var = _all_pairs(_overlap_gradients_1d)(*dim, *dim)
-    sum_mean, sum_var = _row_sums(weights * d_mean, weights * d_var)
-    return carry, (sum_mean, 0.5 * sum_var)
-
-  _, (grad_means, grad_vars) = _over_dims(per_dim, None, means_t, vars_t)
-  return grad_means, grad_vars, 2.0 * row_terms
+  d_mean, d_var = _overlap_gradients(*_pair_planes(means_t, vars_t, means_t, vars_t))
+  grad_means, grad_vars = _row_sums(weights * d_mean, weights * d_var, axis=2)
+  return grad_means, 0.5 * grad_vars, 2.0 * row_terms
 
 
 # A custom JVP (rather than VJP) so that forward mode and higher derivatives
@@ -237,26 +239,94 @@ def _log_self_overlap(means_t, vars_t, log_weights):
   return _self_overlap_terms(means_t, vars_t, log_weights)[0]
 
 
-@_log_self_overlap.defjvp
+def _perturbed(tangents):
+  """Whether any of a custom JVP's tangents is not a symbolic zero."""
+  return any(not isinstance(t, SymbolicZero) for t in tangents)
+
+
+def _tangent(value, grads, tangents):
+  """Σ ⟨gradient, tangent⟩ over the perturbed inputs (0 if there are none)."""
+  return sum((jnp.sum(g * t) for g, t in zip(grads, tangents)
+              if not isinstance(t, SymbolicZero)), start=jnp.zeros_like(value))
+
+
 def _log_self_overlap_jvp(primals, tangents):
   value, terms, row_terms = _self_overlap_terms(*primals)
+  if not _perturbed(tangents):  # e.g. the label's Gaussian in PROPEL
+    return value, jnp.zeros_like(value)
   grads = _self_overlap_gradients(primals[0], primals[1], terms, row_terms)
-  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+  return value, _tangent(value, grads, tangents)
 
 
+# Symbolic zeros tell which inputs are differentiated, so that the gradients
+# of the others (the label and the label's scale, in PROPEL) are not built.
+_log_self_overlap.defjvp(_log_self_overlap_jvp, symbolic_zeros=True)
+
+
+def _log_sum_and_shares(logits):
+  """log Σ exp(logits) and the shares exp(logits) / Σ exp(logits).
+
+  The shares are exp(logits - max) / Σ, not exp(logits - log Σ): for a label
+  far from every component the logits are large, and log Σ carries their
+  rounding error (ulp(700) ≈ 6e-5) into every share and gradient.
+  """
+  top = jnp.max(logits)
+  top = lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+  shifted = jnp.exp(logits - top)
+  total = jnp.sum(shifted)
+  return top + jnp.log(total), shifted / total
+
+
+def _cross_overlap_terms(p_means_t, p_vars_t, p_log_weights, q_means_t,
+                         q_vars_t, q_log_weights):
+  """log ∫pq and its normalised terms for one pair of diagonal mixtures.
+
+  Args:
+    p_means_t, p_vars_t, p_log_weights: [n, I], [n, I], [I].
+    q_means_t, q_vars_t, q_log_weights: [n, J], [n, J], [J].
+
+  Returns:
+    (log ∫pq [], Q [I, J]) with Q_ij = a_i b_j G(i, j) / ∫pq.
+  """
+  num_dims = p_means_t.shape[0]
+  diff, var = _pair_planes(p_means_t, p_vars_t, q_means_t, q_vars_t)
+  log_g = -0.5 * (num_dims * _LOG_2PI
+                  + _sum_over_dims(lambda d, v: jnp.log(v) + d * d / v, diff, var))
+  return _log_sum_and_shares(p_log_weights[:, None] + q_log_weights[None, :]
+                             + log_g)
+
+
+@jax.custom_jvp
 def _log_cross_overlap(p_means_t, p_vars_t, p_log_weights, q_means_t, q_vars_t,
                        q_log_weights):
   """log ∫pq for one pair of mixtures ([n, I], [n, I], [I]; [n, J], [n, J], [J])."""
-  num_dims = p_means_t.shape[0]
+  return _cross_overlap_terms(p_means_t, p_vars_t, p_log_weights, q_means_t,
+                              q_vars_t, q_log_weights)[0]
 
-  def accumulate(log_g, dim):
-    return log_g + _all_pairs(_log_overlap_1d)(*dim), None
 
-  init = jnp.full((p_means_t.shape[1], q_means_t.shape[1]),
-                  -0.5 * num_dims * _LOG_2PI, p_means_t.dtype)
-  log_g, _ = _over_dims(accumulate, init, p_means_t, p_vars_t, q_means_t, q_vars_t)
-  return jax.nn.logsumexp(p_log_weights[:, None] + q_log_weights[None, :]
-                          + log_g)
+def _log_cross_overlap_jvp(primals, tangents):
+  """Closed form: ∂/∂θ_i = Σ_j Q_ij ∂ log G(i, j)/∂θ_i, and Σ_i for q's side.
+
+  Autodiff would store every dimension's [I, J] pieces for the backward
+  pass; here each side's sums are one reduction over [n, I, J], and a side
+  whose inputs are not differentiated (the label's, in PROPEL) is skipped.
+  """
+  p_means_t, p_vars_t, _, q_means_t, q_vars_t, _ = primals
+  value, terms = _cross_overlap_terms(*primals)
+  d_mean, d_var = _overlap_gradients(*_pair_planes(p_means_t, p_vars_t,
+                                                   q_means_t, q_vars_t))
+  grads = (None,) * 6
+  if _perturbed(tangents[:3]):
+    sums = _row_sums(terms * d_mean, terms * d_var, axis=2)
+    grads = (sums[0], 0.5 * sums[1], jnp.sum(terms, axis=1)) + grads[3:]
+  if _perturbed(tangents[3:]):
+    # The b side's partials are -∂/∂μ_a and the same ∂/∂v_a.
+    sums = _row_sums(terms * d_mean, terms * d_var, axis=1)
+    grads = grads[:3] + (-sums[0], 0.5 * sums[1], jnp.sum(terms, axis=0))
+  return value, _tangent(value, grads, tangents)
+
+
+_log_cross_overlap.defjvp(_log_cross_overlap_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------
@@ -518,10 +588,9 @@ def _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
   num_dims = p_means_t.shape[0]
   log_g = _all_pairs(_log_overlap_full, axis=1)(p_means_t, p_covs_t, q_means_t,
                                                 q_covs_t)
-  logits = p_log_weights[:, None] + q_log_weights[None, :] + log_g
-  log_total = jax.nn.logsumexp(logits)
-  return (log_total - 0.5 * num_dims * _LOG_2PI,
-          jnp.exp(logits - log_total))
+  log_total, terms = _log_sum_and_shares(
+      p_log_weights[:, None] + q_log_weights[None, :] + log_g)
+  return log_total - 0.5 * num_dims * _LOG_2PI, terms
 
 
 @jax.custom_jvp
@@ -641,6 +710,31 @@ def _prefixed(prefix):
   return {role: prefix + role for role in ('means', 'scales', 'log_weights')}
 
 
+@jax.custom_jvp
+def _contiguous(array):
+  """array [B, k, I], copied out by a product with the identity.
+
+  XLA:CPU fuses the transpose that makes the dimension-major [B, n, I]
+  layout into every kernel that reads it, so the pair kernels would read the
+  [B, I, n] input with a stride of n, which defeats vectorisation: 8x slower
+  at I = 8. A dot is never fused into its consumers, so its result is written
+  out contiguously once. Exact: every output is one input times 1 plus zeros.
+  """
+  eye = jnp.eye(array.shape[1], dtype=array.dtype)
+  return jnp.einsum('bki,kl->bli', array, eye, precision=lax.Precision.HIGHEST)
+
+
+@_contiguous.defjvp
+def _contiguous_jvp(primals, tangents):
+  # The identity's derivative: the backward pass stays a plain, fusible copy.
+  return _contiguous(*primals), tangents[0]
+
+
+def _contiguous_on_cpu(array):
+  """`_contiguous` where XLA:CPU compiles it; elsewhere array itself."""
+  return lax.platform_dependent(array, cpu=_contiguous, default=lambda a: a)
+
+
 def _flatten(means, scales, log_weights, batch, dtype):
   """A batch of mixtures [..., I, n] -> a `_Diagonal` or `_Full` of [B, ...] arrays.
 
@@ -663,7 +757,10 @@ def _flatten(means, scales, log_weights, batch, dtype):
     rows, cols = np.tril_indices(means.shape[-1])
     covariances = mixtures.component_covariances(means, scales)[..., rows, cols]
     return _Full(flat(means), flat(covariances), log_weights)
-  return _Diagonal(flat(means), flat(jnp.square(scales)), log_weights)
+  means, variances = flat(means), flat(jnp.square(scales))
+  if num > 1:  # The pair kernels are where the layout matters.
+    means, variances = _contiguous_on_cpu(means), _contiguous_on_cpu(variances)
+  return _Diagonal(means, variances, log_weights)
 
 
 def _checked_distance(p, q, batch, dtype):
