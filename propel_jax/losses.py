@@ -113,7 +113,7 @@ def _all_pairs(fn, axis=0):
   return pairs
 
 
-def _normalized_overlap_1d(mean_a, var_a, mean_b, var_b):
+def _normalized_overlap_1d(mean_a, var_a, root_a, mean_b, var_b, root_b):
   """One dimension's factors of ρ(a, b) = G(a, b) / √(G(a, a) G(b, b)).
 
   ρ ∈ (0, 1], the L² cosine of the two densities, is
@@ -124,14 +124,15 @@ def _normalized_overlap_1d(mean_a, var_a, mean_b, var_b):
   self terms are dominated by their diagonal (ρ = 1).
 
   Args:
-    mean_a, var_a, mean_b, var_b: scalars.
+    mean_a, var_a, root_a, mean_b, var_b, root_b: scalars; root = 1/√(2v),
+      computed once per component so that a pair costs no square root per
+      dimension (spread = (v_a + v_b) · root_a · root_b).
 
   Returns:
     (spread, sq_dist), scalars.
   """
   var = var_a + var_b
-  return (var * lax.rsqrt(4.0 * var_a * var_b),
-          jnp.square(mean_a - mean_b) / var)
+  return var * root_a * root_b, jnp.square(mean_a - mean_b) / var
 
 
 def _pair_planes(means_a, vars_a, means_b, vars_b):
@@ -168,7 +169,7 @@ def _overlap_gradients(diff, var):
   return -scaled_diff, scaled_diff * scaled_diff - inv_var
 
 
-def _self_overlap_terms(means_t, vars_t, log_weights):
+def _self_overlap_terms(means_t, vars_t, roots_t, log_weights):
   """log ∫p² and its normalised terms for one mixture.
 
   ∫p² is bounded below by its diagonal, which lets it skip the per-dimension
@@ -182,7 +183,8 @@ def _self_overlap_terms(means_t, vars_t, log_weights):
   pair instead of one `log` per pair and dimension.
 
   Args:
-    means_t, vars_t: [n, I] (dimension-major, see `_over_dims`).
+    means_t, vars_t, roots_t: [n, I] (dimension-major, see `_over_dims`),
+      roots_t = 1/√(2 vars_t).
     log_weights: [I].
 
   Returns:
@@ -201,7 +203,7 @@ def _self_overlap_terms(means_t, vars_t, log_weights):
     return (carry[0] * spread, carry[1] + sq_dist), None
 
   pairs = (jnp.ones((num, num), means_t.dtype), jnp.zeros((num, num), means_t.dtype))
-  (spread, sq_dist), _ = _over_dims(accumulate, pairs, means_t, vars_t)
+  (spread, sq_dist), _ = _over_dims(accumulate, pairs, means_t, vars_t, roots_t)
   rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
   terms = c[:, None] * c[None, :] * rho
   rows, = _row_sums(terms)
@@ -234,9 +236,9 @@ def _self_overlap_gradients(means_t, vars_t, terms, row_terms):
 # A custom JVP (rather than VJP) so that forward mode and higher derivatives
 # work too; reverse mode transposes the linear map below.
 @jax.custom_jvp
-def _log_self_overlap(means_t, vars_t, log_weights):
-  """log ∫p² = log Σ_ij w_i w_j G(i, j) for one mixture ([n, I], [n, I], [I])."""
-  return _self_overlap_terms(means_t, vars_t, log_weights)[0]
+def _log_self_overlap(means_t, vars_t, roots_t, log_weights):
+  """log ∫p² = log Σ_ij w_i w_j G(i, j) for one mixture ([n, I], [n, I], [n, I], [I])."""
+  return _self_overlap_terms(means_t, vars_t, roots_t, log_weights)[0]
 
 
 def _perturbed(tangents):
@@ -247,14 +249,18 @@ def _perturbed(tangents):
 def _tangent(value, grads, tangents):
   """Σ ⟨gradient, tangent⟩ over the perturbed inputs (0 if there are none)."""
   return sum((jnp.sum(g * t) for g, t in zip(grads, tangents)
-              if not isinstance(t, SymbolicZero)), start=jnp.zeros_like(value))
+              if g is not None and not isinstance(t, SymbolicZero)),
+             start=jnp.zeros_like(value))
 
 
 def _log_self_overlap_jvp(primals, tangents):
   value, terms, row_terms = _self_overlap_terms(*primals)
   if not _perturbed(tangents):  # e.g. the label's Gaussian in PROPEL
     return value, jnp.zeros_like(value)
-  grads = _self_overlap_gradients(primals[0], primals[1], terms, row_terms)
+  grad_means, grad_vars, grad_log_weights = _self_overlap_gradients(
+      primals[0], primals[1], terms, row_terms)
+  # roots_t = 1/√(2 vars_t) is a function of vars_t, whose gradient is total.
+  grads = (grad_means, grad_vars, None, grad_log_weights)
   return value, _tangent(value, grads, tangents)
 
 
@@ -627,9 +633,10 @@ def _log_cross_overlap_full_jvp(primals, tangents):
 
 
 class _Diagonal(NamedTuple):
-  """One mixture of diagonal Gaussians: means, variances [n, I]; log weights [I]."""
+  """One diagonal mixture: means, variances, 1/√(2 variances) [n, I]; log weights [I]."""
   means: jax.Array
   variances: jax.Array
+  roots: jax.Array
   log_weights: jax.Array
 
 
@@ -660,7 +667,8 @@ def _log_self_integral(mixture):
 def _log_cross_integral(p, q):
   """log ∫pq; by the full-covariance path if either side has full covariances."""
   if isinstance(p, _Diagonal) and isinstance(q, _Diagonal):
-    return _log_cross_overlap(*p, *q)
+    return _log_cross_overlap(p.means, p.variances, p.log_weights, q.means,
+                              q.variances, q.log_weights)
   return _log_cross_overlap_full(*_as_full(p), *_as_full(q))
 
 
@@ -738,8 +746,9 @@ def _contiguous_on_cpu(array):
 def _flatten(means, scales, log_weights, batch, dtype):
   """A batch of mixtures [..., I, n] -> a `_Diagonal` or `_Full` of [B, ...] arrays.
 
-  Means [B, n, I]; variances [B, n, I] or the covariances' lower-triangle
-  entries [B, m, I]; normalised log weights [B, I].
+  Means [B, n, I]; variances and 1/√(2 variances) [B, n, I], or the
+  covariances' lower-triangle entries [B, m, I]; normalised log weights
+  [B, I].
   """
   means = means.astype(dtype)
   if log_weights is not None:
@@ -757,10 +766,11 @@ def _flatten(means, scales, log_weights, batch, dtype):
     rows, cols = np.tril_indices(means.shape[-1])
     covariances = mixtures.component_covariances(means, scales)[..., rows, cols]
     return _Full(flat(means), flat(covariances), log_weights)
-  means, variances = flat(means), flat(jnp.square(scales))
+  variances = jnp.square(scales)
+  arrays = (flat(means), flat(variances), flat(lax.rsqrt(2.0 * variances)))
   if num > 1:  # The pair kernels are where the layout matters.
-    means, variances = _contiguous_on_cpu(means), _contiguous_on_cpu(variances)
-  return _Diagonal(means, variances, log_weights)
+    arrays = tuple(map(_contiguous_on_cpu, arrays))
+  return _Diagonal(*arrays, log_weights)
 
 
 def _checked_distance(p, q, batch, dtype):
