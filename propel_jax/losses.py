@@ -296,8 +296,12 @@ def _cross_overlap_terms(p_means_t, p_vars_t, p_log_weights, q_means_t,
   """
   num_dims = p_means_t.shape[0]
   diff, var = _pair_planes(p_means_t, p_vars_t, q_means_t, q_vars_t)
+  # 1/var as the gradient computes it: XLA:CPU then writes it out once,
+  # rather than one division kernel per dimension here.
+  inv_var = 1.0 / var
   log_g = -0.5 * (num_dims * _LOG_2PI
-                  + _sum_over_dims(lambda d, v: jnp.log(v) + d * d / v, diff, var))
+                  + _sum_over_dims(lambda d, v, inv: jnp.log(v) + d * d * inv,
+                                   diff, var, inv_var))
   return _log_sum_and_shares(p_log_weights[:, None] + q_log_weights[None, :]
                              + log_g)
 
