@@ -730,7 +730,9 @@ def _contiguous(array):
   layout into every kernel that reads it, so the pair kernels would read the
   [B, I, n] input with a stride of n, which defeats vectorisation: 8x slower
   at I = 8. A dot is never fused into its consumers, so its result is written
-  out contiguously once. Exact: every output is one input times 1 plus zeros.
+  out contiguously once. Exact for finite inputs (each output is one input
+  times 1 plus zeros); an infinite entry turns its component's other
+  dimensions into NaN, and `check_inputs` rejects it anyway.
   """
   eye = jnp.eye(array.shape[1], dtype=array.dtype)
   return jnp.einsum('bki,kl->bli', array, eye, precision=lax.Precision.HIGHEST)
