@@ -14,12 +14,11 @@ On a shared machine the medians are still noisy: re-run when it is quiet.
 """
 
 import argparse
-import os
-import platform
 
 import jax
 import numpy as np
 
+from loss_benchmark import describe_machine  # pylint: disable=g-bad-import-order
 from loss_benchmark import time_interleaved  # pylint: disable=g-bad-import-order
 from propel_jax import directional
 from propel_jax import losses
@@ -60,10 +59,7 @@ def main():
   parser.add_argument('--antipodal', action='store_true',
                       help='time the symmetrised (antipodal=True) vMF loss')
   args = parser.parse_args()
-  device = jax.devices()[0]
-  print(f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
-        f'{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, '
-        f'{platform.processor() or platform.machine()}; antipodal={args.antipodal}')
+  print(f'{describe_machine()}; antipodal={args.antipodal}')
   print('value + gradient of the mean loss, float32, median ms of wall and CPU time')
   print('    B    I   d | vMF wall      cpu | Gauss wall      cpu | ratio wall    cpu')
   for point in POINTS:

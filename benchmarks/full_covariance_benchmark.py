@@ -28,13 +28,12 @@ The goal: full covariance at n = 3 costs at most 3× the diagonal path.
 
 import argparse
 import math
-import os
-import platform
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from loss_benchmark import describe_machine  # pylint: disable=g-bad-import-order
 from loss_benchmark import time_interleaved  # pylint: disable=g-bad-import-order
 from propel_jax import propel_loss
 
@@ -105,10 +104,8 @@ def measure(point, reps, with_naive):
   np.testing.assert_allclose(full, ref, rtol=1e-4)
   for got, want in zip(full_grads, ref_grads):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
-  if not with_naive:
-    return (time_interleaved({k: steps[k] for k in ('diagonal', 'full')}, reps),)
-  return (time_interleaved({k: steps[k] for k in ('diagonal', 'full')}, reps),
-          time_interleaved({k: steps[k] for k in ('full', 'naive')}, reps))
+  pairs = [('diagonal', 'full')] + ([('full', 'naive')] if with_naive else [])
+  return tuple(time_interleaved({k: steps[k] for k in pair}, reps) for pair in pairs)
 
 
 def main():
@@ -117,10 +114,7 @@ def main():
   parser.add_argument('--naive', action=argparse.BooleanOptionalAction, default=True,
                       help='also time the naive version (see above: one core only)')
   args = parser.parse_args()
-  device = jax.devices()[0]
-  print(f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
-        f'{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, '
-        f'{platform.processor() or platform.machine()}')
+  print(describe_machine())
   print('value + gradient of the mean loss w.r.t. means and scales, float32, '
         'median ms of wall | CPU time')
   print('    B    I   n |   diagonal    |     full      | full/diagonal' +

@@ -79,6 +79,14 @@ def default_torch_device():
   return 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
 
 
+def describe_machine():
+  """'jax <version> on <platform> (<device>), <cores> of <all> CPU cores, <cpu>'."""
+  device = jax.devices()[0]
+  return (f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
+          f'{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, '
+          f'{platform.processor() or platform.machine()}')
+
+
 def time_interleaved(steps, reps):
   """Median wall and CPU seconds per call of each step, alternating their order.
 
@@ -134,9 +142,7 @@ def main():
   if with_torch:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-  device = jax.devices()[0]
-  print(f'jax {jax.__version__} on {device.platform} ({device.device_kind}), '
-        f'{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}'
+  print(describe_machine()
         + (f'; torch {torch.__version__} on {torch_device}'
            + (f' ({torch.cuda.get_device_name()})' if torch_device == 'cuda' else
               f' with {torch.get_num_threads()} threads')
