@@ -577,11 +577,15 @@ def _log_self_overlap_full(means_t, covs_t, log_weights):
   return _self_overlap_terms_full(means_t, covs_t, log_weights)[0]
 
 
-@_log_self_overlap_full.defjvp
 def _log_self_overlap_full_jvp(primals, tangents):
   value, terms, row_terms = _self_overlap_terms_full(*primals)
+  if not _perturbed(tangents):
+    return value, jnp.zeros_like(value)
   grads = _self_overlap_gradients_full(primals[0], primals[1], terms, row_terms)
-  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+  return value, _tangent(value, grads, tangents)
+
+
+_log_self_overlap_full.defjvp(_log_self_overlap_full_jvp, symbolic_zeros=True)
 
 
 def _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
@@ -611,7 +615,6 @@ def _log_cross_overlap_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
                                    q_means_t, q_covs_t, q_log_weights)[0]
 
 
-@_log_cross_overlap_full.defjvp
 def _log_cross_overlap_full_jvp(primals, tangents):
   """Closed form: ∂/∂θ_i = Σ_j Q_ij ∂ log G(i, j)/∂θ_i, and Σ_i for q's side.
 
@@ -623,13 +626,20 @@ def _log_cross_overlap_full_jvp(primals, tangents):
   d_mean, d_cov = _all_pairs(_overlap_gradients_full, axis=1)(
       p_means_t, p_covs_t, q_means_t, q_covs_t)
   weighted = [terms * g for g in d_mean + d_cov] + [terms]
-  p_sums = _row_sums(*weighted)
-  # The b side's partials: -∂/∂μ_a and the same ∂/∂Σ_a.
-  q_sums = _row_sums(*weighted, axis=0)
-  grads = (jnp.stack(p_sums[:num_dims]), jnp.stack(p_sums[num_dims:-1]),
-           p_sums[-1], -jnp.stack(q_sums[:num_dims]),
-           jnp.stack(q_sums[num_dims:-1]), q_sums[-1])
-  return value, sum(jnp.sum(g * t) for g, t in zip(grads, tangents))
+  grads = (None,) * 6
+  if _perturbed(tangents[:3]):
+    sums = _row_sums(*weighted)
+    grads = (jnp.stack(sums[:num_dims]), jnp.stack(sums[num_dims:-1]),
+             sums[-1]) + grads[3:]
+  if _perturbed(tangents[3:]):
+    # The b side's partials: -∂/∂μ_a and the same ∂/∂Σ_a.
+    sums = _row_sums(*weighted, axis=0)
+    grads = grads[:3] + (-jnp.stack(sums[:num_dims]),
+                         jnp.stack(sums[num_dims:-1]), sums[-1])
+  return value, _tangent(value, grads, tangents)
+
+
+_log_cross_overlap_full.defjvp(_log_cross_overlap_full_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------

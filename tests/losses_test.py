@@ -262,7 +262,7 @@ def test_gradient_of_each_argument_alone_matches_all_at_once():
 
   Each argument's gradient taken alone (the others then have symbolic-zero
   tangents) must equal its part of the gradient with respect to all of them,
-  for PROPEL and for a mixture against a mixture.
+  for PROPEL and for a mixture against a mixture, diagonal and full.
   """
   rng = np.random.default_rng(11)
   means, scales, targets = random_problem(rng, (4,), 3, 2)
@@ -278,14 +278,18 @@ def test_gradient_of_each_argument_alone_matches_all_at_once():
     return losses.mixture_distance(pm, ps, qm, qs, p_log_weights=plw,
                                    q_log_weights=qlw).sum()
 
+  # Full covariance: Cholesky factors with the same diagonal, correlated.
+  factors = np.tril(rng.normal(size=(4, 3, 2, 2)) * 0.2, -1) + scales[..., None] * np.eye(2)
   for fn, args in ((propel, (means, scales, targets, np.array([[0.3, 0.5]]), log_w)),
-                   (distance, (means, scales, log_w, qm, qs, q_log_w))):
+                   (propel, (means, factors, targets, np.array([[0.3, 0.5]]), log_w)),
+                   (distance, (means, scales, log_w, qm, qs, q_log_w)),
+                   (distance, (means, factors, log_w, qm, qs, q_log_w))):
     args = tuple(np.asarray(a, np.float32) for a in args)
     together = jax.grad(fn, argnums=tuple(range(len(args))))(*args)
     for i, expected in enumerate(together):
       alone = jax.jit(jax.grad(fn, argnums=i))(*args)
       np.testing.assert_allclose(alone, expected, rtol=1e-5, atol=1e-6,
-                                 err_msg=f'{fn.__name__} argument {i}')
+                                 err_msg=f'{fn.__name__}, scales {args[1].shape}, argument {i}')
       assert np.abs(expected).max() > 1e-3  # every argument matters here
 
 
