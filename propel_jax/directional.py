@@ -71,6 +71,8 @@ import jax.numpy as jnp
 from jax.scipy import special
 from jax.scipy import linalg
 
+from propel_jax import _shapes
+
 _SUPPORTED_DIMS = (2, 3, 4)
 _LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
@@ -138,11 +140,6 @@ def _log_scaled_bessel(kappa, dim):
   from_series = (_log_bessel_at_zero(dim) + _log_series(kappa_small * kappa_small, dim)
                  - kappa_small)
   return jnp.where(small, from_series, _log_scaled_bessel_large(kappa_large, dim))
-
-
-def _log_normalizer(kappa, dim):
-  """log C_d(κ) = -(d/2) log 2π - κ - h(κ)."""
-  return -0.5 * dim * _LOG_2PI - kappa - _log_scaled_bessel(kappa, dim)
 
 
 def _resultant_ratio_over_radius(s, dim):
@@ -399,14 +396,27 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
     ValueError: if a shape does not fit, d is not 2, 3 or 4, I or J is 0, the
       two d differ, or an input is complex; the message names the arguments.
   """
+  (p_mean_directions, p_concentrations, p_log_weights, q_mean_directions,
+   q_concentrations, q_log_weights) = _shapes.as_arrays(
+       p_mean_directions, p_concentrations, p_log_weights, q_mean_directions,
+       q_concentrations, q_log_weights)
   p_dim = _check_mixture(p_mean_directions, p_concentrations, p_log_weights, 'p_')
   q_dim = _check_mixture(q_mean_directions, q_concentrations, q_log_weights, 'q_')
+  p_shape, q_shape = p_mean_directions.shape, q_mean_directions.shape
+  if len(p_shape) != len(q_shape):
+    fewer = 'p' if len(p_shape) < len(q_shape) else 'q'
+    raise ValueError(
+        f'p_mean_directions {p_shape} and q_mean_directions {q_shape} must '
+        'have the same number of axes ([..., I, d] and [..., J, d]; leading '
+        'axes broadcast, size 1 included). If {0} is one component per '
+        'example, add its component axis with {0}_mean_directions[..., None, '
+        ':] and {0}_concentrations[..., None]; to share one {0} across the '
+        'batch, use {0}_mean_directions[None] and {0}_concentrations[None].'
+        .format(fewer))
   if p_dim != q_dim:
-    raise ValueError(f'p_mean_directions {jnp.shape(p_mean_directions)} and '
-                     f'q_mean_directions {jnp.shape(q_mean_directions)} must have '
-                     'the same d (last axis).')
-  _batch_shape(p_mean_directions=jnp.shape(p_mean_directions)[:-2],
-               q_mean_directions=jnp.shape(q_mean_directions)[:-2])
+    raise ValueError(f'p_mean_directions {p_shape} and q_mean_directions '
+                     f'{q_shape} must have the same d (last axis).')
+  _batch_shape(p_mean_directions=p_shape[:-2], q_mean_directions=q_shape[:-2])
   return _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
                            q_mean_directions, q_concentrations, q_log_weights,
                            antipodal)
@@ -424,36 +434,22 @@ def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
   return _distance(p, q, antipodal)
 
 
-def _check_targets(mean_directions, targets, target_concentration):
-  """The PROPEL shape rules: one more axis on mean_directions than on targets."""
-  md_shape, t_shape = jnp.shape(mean_directions), jnp.shape(targets)
-  if len(t_shape) < 1:
-    raise ValueError(f'targets must be [..., d]; got shape {t_shape}.')
-  if len(md_shape) != len(t_shape) + 1:
-    if len(md_shape) <= len(t_shape):
-      hint = ('Probably meant: one component per example, so add the I axis '
-              '(mean_directions[..., None, :] and concentrations[..., None]); '
-              'or one mixture shared by the whole batch, so add a batch axis '
-              '(mean_directions[None] and concentrations[None]).')
-    else:
-      hint = ('Probably meant: one target shared by the batch, so give it the '
-              'batch axes too (e.g. targets[None] or jnp.broadcast_to).')
-    raise ValueError(
-        f'mean_directions shape {md_shape} must have exactly one more axis than '
-        f'targets shape {t_shape} ([..., I, d] against [..., d]). {hint}')
-  if md_shape[-1] != t_shape[-1]:
-    raise ValueError(f'targets shape {t_shape} and mean_directions shape '
-                     f'{md_shape} must have the same d (last axis).')
-  batch = _batch_shape(targets=t_shape[:-1], mean_directions=md_shape[:-2])
-  tc_shape = jnp.shape(target_concentration)
-  try:
-    if len(tc_shape) > len(t_shape) - 1:
-      raise ValueError
-    jnp.broadcast_shapes(tc_shape, batch)
-  except ValueError:
-    raise ValueError(f'target_concentration shape {tc_shape} must be () or '
-                     f'broadcast against the batch shape {t_shape[:-1]} of '
-                     f'targets (one per example).') from None
+def _check_points(x, mean_directions, name):
+  """The rule of both families: mean_directions has one more axis than x."""
+  md_shape, x_shape = mean_directions.shape, x.shape
+  _reject_complex(**{name: x})
+  if len(x_shape) < 1:
+    raise ValueError(f'{name} must be [..., d]; got shape {x_shape}.')
+  if len(md_shape) != len(x_shape) + 1:
+    raise _shapes.point_axes_error(
+        x_shape, md_shape, x=name, means='mean_directions',
+        one_component='mean_directions[..., None, :] and concentrations[..., None]',
+        shared='mean_directions[None] and concentrations[None]')
+  if md_shape[-1] != x_shape[-1]:
+    raise ValueError(f'{name} shape {x_shape} must be [..., d] with d = '
+                     f'{md_shape[-1]}, the same d (last axis) as mean_directions '
+                     f'shape {md_shape}.')
+  _batch_shape(**{name: x_shape[:-1]}, mean_directions=md_shape[:-2])
 
 
 def propel_loss(mean_directions, concentrations, targets, *, target_concentration,
@@ -466,11 +462,12 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
     mean_directions: [..., I, d] component mean directions (raw vectors are
       fine: they are normalised inside; a zero vector gives NaN).
     concentrations: [..., I] component concentrations κ ≥ 0.
-    targets: [..., d] label directions (normalised inside). The batch axes of
-      targets and mean_directions broadcast (size-1 axes), but their number
-      must be equal.
-    target_concentration: κ of the ground-truth vMF: a scalar, or an array
-      broadcasting against targets.shape[:-1] (one per example).
+    targets: [..., d] label directions (normalised inside), with exactly one
+      axis fewer than mean_directions; the batch axes broadcast, size 1
+      included.
+    target_concentration: κ of the ground-truth vMF: a scalar, or one per
+      example: [...] with the batch axes of targets or [..., 1] with all of
+      their axes (sizes broadcast, size 1 included).
     log_weights: optional [..., I] logits of the mixture weights (log_softmax
       is applied inside; default equal weights, the paper's choice).
     antipodal: treat x and -x as one point (axes; unit quaternions): every
@@ -484,9 +481,14 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
       targets (the message says what was probably meant), another shape does
       not fit, d is not 2, 3 or 4, I is 0, or an input is complex.
   """
+  (mean_directions, concentrations, targets, target_concentration,
+   log_weights) = _shapes.as_arrays(mean_directions, concentrations, targets,
+                                    target_concentration, log_weights)
   _check_mixture(mean_directions, concentrations, log_weights)
-  _reject_complex(targets=targets, target_concentration=target_concentration)
-  _check_targets(mean_directions, targets, target_concentration)
+  _check_points(targets, mean_directions, 'targets')
+  target_concentration = _shapes.target_width(
+      target_concentration, targets.shape, name='target_concentration',
+      per_dimension=False)
   return _propel_loss(mean_directions, concentrations, targets,
                       target_concentration, log_weights, antipodal)
 
@@ -495,10 +497,11 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
 def _propel_loss(mean_directions, concentrations, targets, target_concentration,
                  log_weights, antipodal):
   dtype = _compute_dtype(mean_directions, concentrations, targets)
-  target_kappa = jnp.broadcast_to(jnp.asarray(target_concentration, dtype),
-                                  jnp.shape(targets)[:-1])
-  p = _prepare(jnp.asarray(targets)[..., None, :], target_kappa[..., None], None,
-               dtype)
+  # target_concentration is () or [..., 1], the rank of targets.
+  batch = jnp.broadcast_shapes(targets.shape[:-1],
+                               target_concentration.shape[:-1])
+  p = _prepare(jnp.broadcast_to(targets, batch + targets.shape[-1:])[..., None, :],
+               jnp.broadcast_to(target_concentration, batch + (1,)), None, dtype)
   q = _prepare(mean_directions, concentrations, log_weights, dtype)
   return _distance(p, q, antipodal)
 
@@ -532,8 +535,9 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
   """Mixture log-density with respect to the surface measure of S^{d-1}.
 
   Args:
-    x: [..., d] points (normalised inside). Its batch axes broadcast with the
-      mixture's (e.g. a grid [N, d] against one mixture [I, d]).
+    x: [..., d] points (normalised inside), with exactly one axis fewer than
+      mean_directions; the batch axes broadcast, size 1 included (a grid
+      [N, d] against one mixture: mean_directions [1, I, d]).
     mean_directions: [..., I, d] (normalised inside).
     concentrations: [..., I].
     log_weights: optional [..., I] logits.
@@ -545,13 +549,10 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
   Raises:
     ValueError: if the shapes do not fit or an input is complex.
   """
-  dim = _check_mixture(mean_directions, concentrations, log_weights)
-  _reject_complex(x=x)
-  if jnp.ndim(x) < 1 or jnp.shape(x)[-1] != dim:
-    raise ValueError(f'x shape {jnp.shape(x)} must be [..., d] with d = {dim} '
-                     f'from mean_directions shape {jnp.shape(mean_directions)}.')
-  _batch_shape(x=jnp.shape(x)[:-1],
-               mean_directions=jnp.shape(mean_directions)[:-2])
+  x, mean_directions, concentrations, log_weights = _shapes.as_arrays(
+      x, mean_directions, concentrations, log_weights)
+  _check_mixture(mean_directions, concentrations, log_weights)
+  _check_points(x, mean_directions, 'x')
   return _log_prob(x, mean_directions, concentrations, log_weights, antipodal)
 
 
@@ -559,7 +560,7 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
 def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
   dtype = _compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
-  x = _normalize(jnp.asarray(x).astype(dtype))
+  x = _normalize(x.astype(dtype))
   log_peak = _log_peak(kappa, mu.shape[-1])
   return jax.nn.logsumexp(
       log_w + _component_log_prob(x, mu, kappa, log_peak, antipodal), axis=-1)
@@ -585,6 +586,8 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
   Returns:
     [..., d] a unit vector.
   """
+  mean_directions, concentrations, log_weights = _shapes.as_arrays(
+      mean_directions, concentrations, log_weights)
   _check_mixture(mean_directions, concentrations, log_weights)
   return _mean_direction(mean_directions, concentrations, log_weights, antipodal)
 
@@ -638,6 +641,8 @@ def modes(mean_directions, concentrations, log_weights=None, *,
     sorted so that valid (distinct) modes come first, by density descending;
     invalid slots hold duplicates and are to be ignored.
   """
+  mean_directions, concentrations, log_weights = _shapes.as_arrays(
+      mean_directions, concentrations, log_weights)
   _check_mixture(mean_directions, concentrations, log_weights)
   return _modes(mean_directions, concentrations, log_weights, antipodal=antipodal,
                 num_iters=num_iters, tol=tol, merge_tol=merge_tol)
@@ -709,9 +714,16 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
     i, x, _ = state
     new_x = step(x)
     moved = jnp.sqrt(jnp.sum(jnp.square(new_x - x), axis=-1)) / unit
-    return i + 1, new_x, jnp.max(moved)
+    # The initial 0 ends the search at once for an empty batch.
+    return i + 1, new_x, jnp.max(moved, initial=0.0)
 
-  _, points, _ = lax.while_loop(cond, body, (0, mu, jnp.array(jnp.inf, dtype)))
+  # The starts are typed like every input (the peak densities carry κ and
+  # the weights), so that under shard_map they vary over the mesh axes
+  # wherever the inputs do, as the body's outputs do: the loop needs the
+  # same types.
+  start = mu + jnp.zeros_like(log_w_peak)[..., None]
+  _, points, _ = lax.while_loop(
+      cond, body, (0, start, jnp.full_like(start, jnp.inf, shape=())))
   log_density = log_density_at(points)[0]
 
   order = jnp.argsort(-log_density, axis=-1)
@@ -796,8 +808,10 @@ def _sample_vmf(key, mu, kappa, tangent_normals):
               + m1 * jnp.log((one_minus_x0 + x0 * new_t) / one_minus_x0_sq)) >= log_u
     return key, jnp.where(done, t, new_t), done | accept
 
-  _, t, _ = lax.while_loop(cond, body, (key, jnp.zeros(shape, dtype),
-                                        jnp.zeros(shape, bool)))
+  # Made like b (from κ and the drawn component), so that under shard_map
+  # the state varies wherever the inputs do, as the body's outputs do.
+  _, t, _ = lax.while_loop(cond, body, (key, jnp.zeros_like(b),
+                                        jnp.zeros_like(b, bool)))
   t = jnp.clip(t, 0.0, 2.0)
   g = tangent_normals
   # Gram-Schmidt twice: one pass leaves a component along μ of the order of
@@ -825,6 +839,8 @@ def sample(key, mean_directions, concentrations, log_weights=None,
   Returns:
     [*sample_shape, ..., d] samples (not differentiable: rejection sampling).
   """
+  mean_directions, concentrations, log_weights = _shapes.as_arrays(
+      mean_directions, concentrations, log_weights)
   _check_mixture(mean_directions, concentrations, log_weights)
   return _sample(key, mean_directions, concentrations, log_weights,
                  tuple(sample_shape), antipodal)

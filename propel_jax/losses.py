@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
+from propel_jax import _shapes
 from propel_jax import mixtures
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -60,6 +61,11 @@ def _over_dims(body, init, *per_dim):
   reducing its short last axis, and unrolling keeps small n loop-free while
   large n (64) still compiles quickly.
 
+  The initial carry (constants) is typed like the inputs by adding a zero
+  made with `zeros_like` from each: under `jax.shard_map` the body's output
+  varies over the mesh axes wherever the inputs do, and a loop's carry must
+  keep its type. Elsewhere the zeros are constants that XLA folds away.
+
   Args:
     body: scan body (carry, per-dimension slices) -> (carry, output).
     init: initial carry.
@@ -69,6 +75,8 @@ def _over_dims(body, init, *per_dim):
     (final carry, stacked outputs [n, ...]).
   """
   num_dims = per_dim[0].shape[0]
+  zero = sum(jnp.zeros_like(a, shape=()) for a in per_dim)
+  init = jax.tree.map(lambda c: c + zero.astype(c.dtype), init)
   return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
 
 
@@ -442,17 +450,20 @@ def _solve_looped(cov, diff):
     remaining = remaining - pivot * jnp.outer(column, column)
     return (remaining, unit.at[:, k].set(column), pivots.at[k].set(pivot))
 
-  zeros = jnp.zeros((num_dims, num_dims), cov.dtype)
+  # The loops' initial values are made like cov (and diff), so that they
+  # vary under shard_map wherever the inputs do, as the loops' outputs do.
+  zeros = jnp.zeros_like(cov, shape=(num_dims, num_dims))
   _, below, pivots = lax.fori_loop(
-      0, num_dims, eliminate, (cov[index], zeros, jnp.zeros(num_dims, cov.dtype)))
+      0, num_dims, eliminate, (cov[index], zeros, zeros[0]))
 
   def forward(k, rhs):
     # U⁻¹ applied to every column of rhs: subtract row k's multiple below it.
     return rhs - jnp.outer(below[:, k], rhs[k])
 
   # U⁻¹ [d | I]: y = U⁻¹ d and U⁻¹ itself, in one pass.
+  identity = zeros + jnp.eye(num_dims, dtype=cov.dtype)
   solved = lax.fori_loop(0, num_dims, forward,
-                         jnp.concatenate([diff[:, None], jnp.eye(num_dims, dtype=cov.dtype)], 1))
+                         jnp.concatenate([diff[:, None], identity], 1))
   y, unit_inverse = solved[:, 0], solved[:, 1:]
   scaled = unit_inverse / pivots[:, None]  # D⁻¹ U⁻¹
   inverse = unit_inverse.T @ scaled  # S⁻¹ = U⁻ᵀ D⁻¹ U⁻¹
@@ -720,14 +731,6 @@ def _batch_shape(**shapes):
                      f'{described}.') from None
 
 
-def _broadcasts(*shapes):
-  try:
-    jnp.broadcast_shapes(*shapes)
-    return True
-  except ValueError:
-    return False
-
-
 def _prefixed(prefix):
   return {role: prefix + role for role in ('means', 'scales', 'log_weights')}
 
@@ -810,7 +813,7 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
   The general form serves ambiguous labels (p a mixture over the equally
   valid answers) and learned mixture weights. p_means and q_means must have
   the same number of axes; their leading (batch) axes broadcast, size 1
-  included.
+  included (the rule of `propel_loss`).
 
   For full covariances each pair's log-overlap log N(μ_a; μ_b, Σ_a + Σ_b) is
   computed from a Cholesky factorisation of Σ_a + Σ_b (a triangular solve for
@@ -865,8 +868,9 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
     >>> [round(abs(v), 4) for v in same.tolist()]
     [0.0]
   """
-  p_means, p_scales, q_means, q_scales = map(
-      jnp.asarray, (p_means, p_scales, q_means, q_scales))
+  (p_means, p_scales, p_log_weights, q_means, q_scales,
+   q_log_weights) = _shapes.as_arrays(p_means, p_scales, p_log_weights,
+                                      q_means, q_scales, q_log_weights)
   mixtures.check_shapes(p_means, p_scales, p_log_weights,
                         names=_prefixed('p_'))
   mixtures.check_shapes(q_means, q_scales, q_log_weights,
@@ -890,36 +894,6 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
                            (q_means, q_scales, q_log_weights), batch, dtype)
 
 
-def _target_scale_per_dim(target_scale, targets):
-  """target_scale as an array that broadcasts against targets [..., n].
-
-  Per the rule of `propel_loss`: a shape that broadcasts against targets is
-  used as it is; else one that broadcasts against the batch shape
-  targets.shape[:-1] is one scale per example (a trailing axis is added).
-  """
-  scale_shape, targets_shape = target_scale.shape, targets.shape
-  num_dims = targets_shape[-1]
-  if jnp.iscomplexobj(target_scale):
-    raise ValueError(f'target_scale must be real; got dtype '
-                     f'{target_scale.dtype}.')
-  if (len(scale_shape) == 1 and scale_shape[0] == num_dims > 1
-      and len(targets_shape) >= 2 and targets_shape[-2] == num_dims):
-    raise ValueError(
-        f'target_scale shape {scale_shape} is ambiguous for targets shape '
-        f'{targets_shape}: it could be one scale per example or one per '
-        'dimension. Pass target_scale[:, None] for one per example or '
-        'target_scale[None, :] for one per dimension.')
-  if _broadcasts(scale_shape, targets_shape):
-    return target_scale
-  if _broadcasts(scale_shape, targets_shape[:-1]):
-    return target_scale[..., None]
-  raise ValueError(
-      f'target_scale shape {scale_shape} does not fit targets shape '
-      f'{targets_shape}: pass a scalar, [n] = [{num_dims}] (one per '
-      f'dimension), the batch shape {targets_shape[:-1]} (one per example) or '
-      f'{targets_shape} (per example and dimension); leading axes broadcast.')
-
-
 def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
                 target_scale: ArrayLike,
                 log_weights: ArrayLike | None = None) -> jax.Array:
@@ -933,13 +907,14 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
   triangle is read), as scipy's `multivariate_normal` tells a 2-D `cov` from
   a 1-D one; see `mixture_distance` for how it is computed.
 
-  means has exactly one more axis (I) than targets; the leading (batch) axes
-  broadcast, size 1 included. target_scale stays diagonal: it is used as it is if
-  its shape broadcasts against targets' (so [n] is per dimension, [B, n] and
-  [B, 1] per example); otherwise, if it broadcasts against the batch shape
-  targets.shape[:-1], it is one scale per example (so [B] works). A 1-D
-  target_scale of length n is ambiguous when the batch's last axis is also n,
-  and raises.
+  The shapes follow the rule of both mixture families (docs/loss.md): axes
+  match by rank, sizes broadcast. means has exactly one more axis (I) than
+  targets; the leading (batch) axes broadcast, size 1 included. target_scale
+  stays diagonal: a scalar; one per example, [...] with the batch axes of
+  targets ([B]) or [..., 1] with all of their axes ([B, 1]); one per
+  dimension, [n]; or per example and dimension, [..., n]. A 1-D target_scale
+  of length n is ambiguous when the batch is [n] too, and raises. Array-likes
+  (lists included) are accepted everywhere.
 
   Args:
     means: [..., I, n] component means.
@@ -991,15 +966,13 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
     >>> [round(v, 2) for v in loss.tolist()]
     [1.46, 7.12]
   """
-  means, scales, targets, target_scale = map(
-      jnp.asarray, (means, scales, targets, target_scale))
+  means, scales, targets, target_scale, log_weights = _shapes.as_arrays(
+      means, scales, targets, target_scale, log_weights)
   mixtures.check_shapes(means, scales, log_weights, targets,
                         names={'x': 'targets'})
-  gt_scale = _target_scale_per_dim(target_scale, targets)
-  targets_and_scale = jnp.broadcast_shapes(targets.shape, gt_scale.shape)
+  gt_scale = _target_scale(target_scale, targets)
   batch = _batch_shape(targets=(targets.shape, targets.shape[:-1]),
-                       target_scale=(target_scale.shape,
-                                     targets_and_scale[:-1]),
+                       target_scale=(target_scale.shape, gt_scale.shape[:-1]),
                        means=(means.shape, means.shape[:-2]))
   dtype = _compute_dtype(means, scales, targets)
   shape = batch + targets.shape[-1:]
@@ -1008,6 +981,12 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
   return _checked_distance(
       (targets[..., None, :], gt_scale[..., None, :], None),
       (means, scales, log_weights), batch, dtype)
+
+
+def _target_scale(target_scale, targets):
+  """target_scale by the shared width rule: it broadcasts against targets [..., n]."""
+  return _shapes.target_width(target_scale, targets.shape, name='target_scale',
+                              per_dimension=True)
 
 
 def mse_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
@@ -1026,8 +1005,9 @@ def mse_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
     >>> losses.mse_loss(jnp.array([[1.0, 3.0]]), jnp.zeros((1, 2))).tolist()
     [5.0]
   """
+  predictions, targets = _shapes.as_arrays(predictions, targets)
   _check_same_shape(predictions, targets)
-  return jnp.mean(jnp.square(jnp.asarray(predictions) - targets), axis=-1)
+  return jnp.mean(jnp.square(predictions - targets), axis=-1)
 
 
 def l1_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
@@ -1046,19 +1026,20 @@ def l1_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
     >>> losses.l1_loss(jnp.array([[1.0, -3.0]]), jnp.zeros((1, 2))).tolist()
     [2.0]
   """
+  predictions, targets = _shapes.as_arrays(predictions, targets)
   _check_same_shape(predictions, targets)
-  return jnp.mean(jnp.abs(jnp.asarray(predictions) - targets), axis=-1)
+  return jnp.mean(jnp.abs(predictions - targets), axis=-1)
 
 
 def _check_same_shape(predictions, targets):
   for name, value in (('predictions', predictions), ('targets', targets)):
     if jnp.iscomplexobj(value):
       raise ValueError(f'{name} must be real; got dtype '
-                       f'{jnp.result_type(value)}.')
-  shape = jnp.shape(predictions)
-  if shape != jnp.shape(targets):
+                       f'{value.dtype}.')
+  shape = predictions.shape
+  if shape != targets.shape:
     raise ValueError(f'predictions shape {shape} must equal '
-                     f'targets shape {jnp.shape(targets)} ([..., n]).')
+                     f'targets shape {targets.shape} ([..., n]).')
   if not shape or shape[-1] == 0:
     raise ValueError(f'predictions and targets must be [..., n] with n >= 1; '
                      f'got shape {shape}.')
@@ -1069,7 +1050,7 @@ def mixture_nll(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
   """Negative log-likelihood of the targets under the mixture (the MDN loss).
 
   means has exactly one more axis (I) than targets; the leading axes
-  broadcast, size 1 included.
+  broadcast, size 1 included (the rule of `propel_loss`).
 
   Args:
     means: [..., I, n] component means.
@@ -1095,7 +1076,8 @@ def mixture_nll(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
     >>> [round(v, 4) for v in nll.tolist()]  # ½ log 2π
     [0.9189, 0.9189]
   """
-  means, scales, targets = map(jnp.asarray, (means, scales, targets))
+  means, scales, targets, log_weights = _shapes.as_arrays(
+      means, scales, targets, log_weights)
   mixtures.check_shapes(means, scales, log_weights, targets,
                         names={'x': 'targets'})
   return -mixtures.log_prob(targets, means, scales, log_weights)
@@ -1139,10 +1121,12 @@ def check_inputs(means: ArrayLike, scales: ArrayLike,
     >>> print(err.get().split(' (')[0])
     scales must be finite and > 0; smallest is 0.0.
   """
+  means, scales, targets, target_scale, log_weights = _shapes.as_arrays(
+      means, scales, targets, target_scale, log_weights)
   mixtures.check_shapes(means, scales, log_weights, targets,
                         names={'x': 'targets'})
   if targets is not None and target_scale is not None:
-    _target_scale_per_dim(jnp.asarray(target_scale), jnp.asarray(targets))
+    _target_scale(target_scale, targets)
   checkify.check(jnp.all(jnp.isfinite(means)), 'means contain NaN or inf.')
   if mixtures.is_full_covariance(means, scales):
     diagonal = jnp.abs(jnp.diagonal(scales, axis1=-2, axis2=-1))
@@ -1150,19 +1134,18 @@ def check_inputs(means: ArrayLike, scales: ArrayLike,
         jnp.all(jnp.isfinite(jnp.tril(scales))) & jnp.all(diagonal > 0),
         'scales (Cholesky factors) must have a finite lower triangle and a '
         'nonzero diagonal; smallest |diagonal entry| is {m}.',
-        m=jnp.min(diagonal))
+        m=jnp.min(diagonal, initial=jnp.inf))
   else:
     checkify.check(jnp.all(jnp.isfinite(scales) & (scales > 0)),
                    'scales must be finite and > 0; smallest is {m}.',
-                   m=jnp.min(scales))
+                   m=jnp.min(scales, initial=jnp.inf))
   if targets is not None:
     checkify.check(jnp.all(jnp.isfinite(targets)), 'targets contain NaN or inf.')
   if target_scale is not None:
     checkify.check(jnp.all(jnp.isfinite(target_scale) & (target_scale > 0)),
                    'target_scale must be finite and > 0; got {s}.',
-                   s=jnp.min(target_scale))
+                   s=jnp.min(target_scale, initial=jnp.inf))
   if log_weights is not None:
-    log_weights = jnp.asarray(log_weights)
     checkify.check(jnp.all(~jnp.isnan(log_weights) & (log_weights < jnp.inf)),
                    'log_weights contain NaN or +inf.')
     checkify.check(jnp.all(jnp.max(log_weights, axis=-1) > -jnp.inf),

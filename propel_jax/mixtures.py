@@ -28,6 +28,8 @@ from jax.scipy import special
 from jax.typing import ArrayLike
 import numpy as np
 
+from propel_jax import _shapes
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -69,7 +71,7 @@ class Mixture(NamedTuple):
   @classmethod
   def uniform(cls, means: ArrayLike, scales: ArrayLike) -> 'Mixture':
     """The mixture with equal weights 1/I (the paper's choice)."""
-    means, scales = jnp.asarray(means), jnp.asarray(scales)
+    means, scales = _shapes.as_arrays(means, scales)
     check_shapes(means, scales)
     return cls(means, scales, normalized_log_weights(means))
 
@@ -137,31 +139,6 @@ class Mixture(NamedTuple):
 _ROLES = ('x', 'means', 'scales', 'log_weights')
 
 
-def _point_axes_error(x_shape, means_shape, x_name, means_name, scales_name):
-  """The ValueError for points whose axes do not line up with the means'."""
-  got = (f'got {x_name} {x_shape} and {means_name} {means_shape}')
-  rule = (f'{means_name} must have exactly one more axis than {x_name} '
-          f'({means_name} [..., I, n] for {x_name} [..., n]; leading axes '
-          f'broadcast, size 1 included); {got}.')
-  if len(x_shape) == len(means_shape):
-    hint = (f' Probably: add the component axis I with '
-            f'{means_name}[..., None, :] and {scales_name}[..., None, :] (one '
-            f'Gaussian per example); or, to share one mixture across the '
-            f'batch, use {means_name}[None] and {scales_name}[None].')
-  elif len(means_shape) < 2:
-    hint = (f' {means_name} needs the component axis I and as many leading '
-            f'axes as {x_name} has ({len(x_shape) - 1}); size-1 axes '
-            f'broadcast.')
-  elif len(x_shape) > len(means_shape):
-    hint = (f' To share one mixture across the leading axes of {x_name}, add '
-            f'size-1 axes in front of {means_name} and {scales_name}, e.g. '
-            f'{means_name}[None].')
-  else:
-    hint = (f' To evaluate the same {x_name} under every mixture, add size-1 '
-            f'axes in front of {x_name}, e.g. {x_name}[None].')
-  return ValueError(rule + hint)
-
-
 def check_shapes(means: ArrayLike, scales: ArrayLike,
                  log_weights: ArrayLike | None = None,
                  x: ArrayLike | None = None, *,
@@ -170,11 +147,13 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
 
   Requires real dtypes, means [..., I, n] with I ≥ 1 and n ≥ 1, scales of the
   same shape or [..., I, n, n] (Cholesky factors), log_weights [..., I] with
-  means' leading shape, and points x
-  [..., n] with exactly one axis fewer than means, whose leading axes
-  broadcast with means'. The one-more-axis rule catches a forgotten component
-  axis: means [B, n] with x [B, n] would otherwise read as one B-component
-  mixture shared by the batch. Shape-only, so it is free under `jit`.
+  means' leading shape, and points x [..., n] with exactly one axis fewer
+  than means, whose leading axes broadcast with means' (size 1 included).
+  This is the shape rule of both mixture families (axes match by rank, sizes
+  broadcast; docs/loss.md): it catches a forgotten component axis, since
+  means [B, n] with x [B, n] would otherwise read as one B-component mixture
+  shared by the batch. Shape-only, so it is free under `jit`. Accepts
+  array-likes (lists included).
 
   Args:
     means: [..., I, n].
@@ -199,6 +178,8 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
     ...   print(str(e)[:50])
     means must have exactly one more axis than targets
   """
+  means, scales, log_weights, x = _shapes.as_arrays(means, scales, log_weights,
+                                                    x)
   name = {role: role for role in _ROLES}
   name.update(names or {})
   arrays = {'x': x, 'means': means, 'scales': scales,
@@ -216,7 +197,10 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
                        f'{m} {means_shape}); got a scalar. For n = 1 pass '
                        f'{name["x"]}[..., None].')
     if len(means_shape) != len(x_shape) + 1:
-      raise _point_axes_error(x_shape, means_shape, name['x'], m, s)
+      raise _shapes.point_axes_error(
+          x_shape, means_shape, x=name['x'], means=m,
+          one_component=f'{m}[..., None, :] and {s}[..., None, :]',
+          shared=f'{m}[None] and {s}[None]')
   if len(means_shape) < 2:
     raise ValueError(f'{m} must be [..., I, n] (I components, n dimensions); '
                      f'got shape {means_shape}. For one Gaussian use '
@@ -240,13 +224,11 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
     if x_shape[-1] != means_shape[-1]:
       raise ValueError(f'{name["x"]} shape {x_shape} must be [..., n] with n = '
                        f'{means_shape[-1]} from {m} shape {means_shape}.')
-    try:
-      jnp.broadcast_shapes(x_shape[:-1], means_shape[:-2])
-    except ValueError:
+    if not _shapes.broadcasts(x_shape[:-1], means_shape[:-2]):
       raise ValueError(
           f'The leading (batch) axes of {name["x"]} {x_shape} and {m} '
           f'{means_shape} do not broadcast: {x_shape[:-1]} and '
-          f'{means_shape[:-2]}.') from None
+          f'{means_shape[:-2]}.')
 
 
 def normalized_log_weights(means: ArrayLike,
@@ -275,14 +257,14 @@ def normalized_log_weights(means: ArrayLike,
     >>> [round(v, 4) for v in lw.tolist()]
     [-2.1269, -0.1269]
   """
+  means, log_weights = _shapes.as_arrays(means, log_weights)
   if log_weights is None:
-    shape = jnp.shape(means)[:-1]
+    shape = means.shape[:-1]
     if not shape or shape[-1] < 1:
       raise ValueError(f'means must be [..., I, n] with I >= 1; got shape '
-                       f'{jnp.shape(means)}.')
+                       f'{means.shape}.')
     dtype = jnp.promote_types(jnp.result_type(means), jnp.float32)
     return jnp.full(shape, -math.log(shape[-1]), dtype)
-  log_weights = jnp.asarray(log_weights)
   log_weights = log_weights.astype(
       jnp.promote_types(log_weights.dtype, jnp.float32))
   return jax.nn.log_softmax(log_weights, axis=-1)
@@ -306,7 +288,7 @@ def is_full_covariance(means: ArrayLike, scales: ArrayLike) -> bool:
     >>> mixtures.is_full_covariance(means, np.ones((4, 2, 3, 3)))
     True
   """
-  return jnp.ndim(scales) == jnp.ndim(means) + 1
+  return np.ndim(scales) == np.ndim(means) + 1
 
 
 def _event_axes(means, scales):
@@ -334,7 +316,7 @@ def component_covariances(means: ArrayLike, scales: ArrayLike) -> jax.Array:
     >>> mixtures.component_covariances(means, tril).tolist()
     [[[4.0, 2.0], [2.0, 2.0]]]
   """
-  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  means, scales = _shapes.as_arrays(means, scales)
   check_shapes(means, scales)
   if is_full_covariance(means, scales):
     tril = jnp.tril(scales)
@@ -362,7 +344,7 @@ def marginal_scales(means: ArrayLike, scales: ArrayLike) -> jax.Array:
     >>> mixtures.marginal_scales(jnp.zeros((1, 2)), tril).tolist()
     [[3.0, 5.0]]
   """
-  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  means, scales = _shapes.as_arrays(means, scales)
   check_shapes(means, scales)
   if is_full_covariance(means, scales):
     return jnp.sqrt(jnp.sum(jnp.square(jnp.tril(scales)), axis=-1))
@@ -467,7 +449,7 @@ def component_log_prob(x: ArrayLike, means: ArrayLike,
     >>> [round(v, 4) for v in lp.tolist()]
     [-0.9189, -1.4189]
   """
-  x, means, scales = map(jnp.asarray, (x, means, scales))
+  x, means, scales = _shapes.as_arrays(x, means, scales)
   check_shapes(means, scales, x=x)
   return _component_log_prob(x, means, scales)
 
@@ -504,7 +486,8 @@ def log_prob(x: ArrayLike, means: ArrayLike, scales: ArrayLike,
     >>> [round(v, 2) for v in lp.tolist()]
     [-1.53, -11.01]
   """
-  x, means, scales = map(jnp.asarray, (x, means, scales))
+  x, means, scales, log_weights = _shapes.as_arrays(x, means, scales,
+                                                   log_weights)
   check_shapes(means, scales, log_weights, x)
   return _log_prob(x, means, scales,
                    normalized_log_weights(means, log_weights))
@@ -531,7 +514,7 @@ def mean(means: ArrayLike, scales: ArrayLike,
     >>> mixtures.mean(means, jnp.ones_like(means), logits).tolist()
     [1.0, 0.5]
   """
-  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  means, scales, log_weights = _shapes.as_arrays(means, scales, log_weights)
   check_shapes(means, scales, log_weights)
   weights = jnp.exp(normalized_log_weights(means, log_weights))
   return jnp.sum(weights[..., None] * means, axis=-2)
@@ -557,7 +540,7 @@ def covariance(means: ArrayLike, scales: ArrayLike,
     >>> mixtures.covariance(means, jnp.full((2, 2), 0.5)).tolist()
     [[1.25, 0.0], [0.0, 0.25]]
   """
-  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  means, scales, log_weights = _shapes.as_arrays(means, scales, log_weights)
   check_shapes(means, scales, log_weights)
   weights = jnp.exp(normalized_log_weights(means, log_weights))
   centred = means - jnp.sum(weights[..., None] * means, axis=-2)[..., None, :]
@@ -617,11 +600,11 @@ def modes(means: ArrayLike, scales: ArrayLike,
     >>> x.round(3).tolist(), valid.tolist()
     ([[2.0], [-2.0]], [True, True])
   """
-  means = jnp.asarray(means)
+  means, scales, log_weights = _shapes.as_arrays(means, scales, log_weights)
   check_shapes(means, scales, log_weights)
   dtype = jnp.promote_types(means.dtype, jnp.float32)
   means = means.astype(dtype)
-  scales = jnp.asarray(scales, dtype)
+  scales = scales.astype(dtype)
   log_weights = normalized_log_weights(means, log_weights).astype(dtype)
   unit = jnp.min(marginal_scales(means, scales), axis=-2,
                  keepdims=True)  # [..., 1, n]
@@ -695,8 +678,9 @@ def modes(means: ArrayLike, scales: ArrayLike,
     keep = lambda new, old: jnp.where(
         accept.reshape(accept.shape + (1,) * (new.ndim - accept.ndim)), new, old)
     stretch = jnp.where(accept & ~use_newton, 2.0 * stretch, 1.0)
-    # nanmax: one example with NaN parameters must not stop the others.
-    change = jnp.nanmax(jnp.abs(step) / unit)
+    # nanmax: one example with NaN parameters must not stop the others; the
+    # initial 0 ends the search at once for an empty batch.
+    change = jnp.nanmax(jnp.abs(step) / unit, initial=0.0)
     return (i + 1, jax.tree.map(keep, new, (x, d, r, g, log_p)), accept,
             stretch, change)
 
@@ -704,8 +688,13 @@ def modes(means: ArrayLike, scales: ArrayLike,
     i, *_, change = state
     return (i < num_iters) & (change > tol)
 
-  ones = jnp.ones(means.shape[:-1], dtype)
-  state = (0, evaluate(means), ones > 0, ones, jnp.array(jnp.inf, dtype))
+  # The state is built from the density at the starts, which every input
+  # enters, so that it varies wherever the inputs do (over the mesh axes of
+  # shard_map), as the body's outputs do: the loop needs the same types.
+  _, *start, log_p = evaluate(means)
+  points = means + jnp.zeros_like(log_p)[..., None]
+  state = (0, (points, *start, log_p), jnp.ones_like(log_p, bool),
+           jnp.ones_like(log_p), jnp.full_like(log_p, jnp.inf, shape=()))
   points = lax.while_loop(cond, body, state)[1][0]
   scales_k = jnp.expand_dims(scales, -2 - _event_axes(means, scales))
   log_density = _log_prob(points, means_k, scales_k, log_weights[..., None, :])
@@ -777,7 +766,7 @@ def sample(key: jax.Array, means: ArrayLike, scales: ArrayLike,
     ...                 sample_shape=(10,)).shape
     (10, 4, 3)
   """
-  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  means, scales, log_weights = _shapes.as_arrays(means, scales, log_weights)
   check_shapes(means, scales, log_weights)
   log_weights = normalized_log_weights(means, log_weights)
   shape = tuple(sample_shape) + means.shape[:-2]
@@ -823,7 +812,8 @@ def marginal_cdf(x: ArrayLike, means: ArrayLike, scales: ArrayLike,
     ...                       jnp.ones((2, 2))).round(4).tolist()
     [0.5, 0.5]
   """
-  x, means, scales = map(jnp.asarray, (x, means, scales))
+  x, means, scales, log_weights = _shapes.as_arrays(x, means, scales,
+                                                   log_weights)
   check_shapes(means, scales, log_weights, x)
   weights = jnp.exp(normalized_log_weights(means, log_weights))
   cdf = special.ndtr((x[..., None, :] - means) / marginal_scales(means, scales))
@@ -848,9 +838,10 @@ def affine(means: ArrayLike, scales: ArrayLike,
     scales: [..., I, n] component standard deviations, or [..., I, n, n]
       lower-triangular Cholesky factors of the covariances.
     log_weights: optional [..., I] logits (default: equal weights).
-    shift: a scalar or [..., n] (per dimension; leading axes broadcast with
-      the mixture's batch axes).
-    scale: a scalar or [..., n], nonzero.
+    shift: a scalar, [n] (per dimension) or [..., n] with one axis fewer
+      than means (per example and dimension; leading axes broadcast with the
+      mixture's batch axes, size 1 included).
+    scale: the same shapes, nonzero.
 
   Returns:
     The mapped `Mixture`, all fields broadcast to a common batch shape;
@@ -871,19 +862,22 @@ def affine(means: ArrayLike, scales: ArrayLike,
     >>> jnp.diagonal(flipped.scales[0]).tolist(), flipped.covariance().tolist()
     ([2.0, 1.0], [[4.0, -1.0], [-1.0, 1.25]])
   """
-  means, scales, shift, scale = map(jnp.asarray, (means, scales, shift, scale))
+  means, scales, log_weights, shift, scale = _shapes.as_arrays(
+      means, scales, log_weights, shift, scale)
   check_shapes(means, scales, log_weights)
   points_shape = means.shape[:-2] + means.shape[-1:]
   for arg, value in (('shift', shift), ('scale', scale)):
     if jnp.iscomplexobj(value):
       raise ValueError(f'{arg} must be real; got dtype {value.dtype}.')
-    try:
-      jnp.broadcast_shapes(value.shape, points_shape)
-    except ValueError:
+    # The rule of the points, with [n] (one per dimension) allowed too.
+    if value.ndim and not (
+        value.ndim in (1, len(points_shape))
+        and value.shape[-1] in (1, points_shape[-1])
+        and _shapes.broadcasts(value.shape, points_shape)):
       raise ValueError(
-          f'{arg} shape {value.shape} must be a scalar or [..., n] and '
-          f'broadcast against {points_shape}, the points of means '
-          f'{means.shape}.') from None
+          f'{arg} shape {value.shape} must be a scalar, [n] or [..., n] with '
+          f'the rank of the points {points_shape} of means {means.shape} '
+          '(leading axes broadcast, size 1 included).')
   # Per dimension: the I axis goes in front of n.
   per_component = lambda a: a[..., None, :] if a.ndim else a
   new_means = per_component(shift) + per_component(scale) * means
@@ -903,7 +897,7 @@ def affine(means: ArrayLike, scales: ArrayLike,
   return Mixture(
       jnp.broadcast_to(new_means, batch + means.shape[-2:]),
       jnp.broadcast_to(new_scales, batch + scales.shape[-1 - event_axes:]),
-      jnp.broadcast_to(jnp.asarray(log_weights), batch + means.shape[-2:-1]))
+      jnp.broadcast_to(log_weights, batch + means.shape[-2:-1]))
 
 
 def marginal(means: ArrayLike, scales: ArrayLike,
@@ -939,7 +933,7 @@ def marginal(means: ArrayLike, scales: ArrayLike,
     >>> pair.means.tolist(), pair.covariance().round(4).tolist()
     ([[3.0, 2.0]], [[8.0, 2.0], [2.0, 2.0]])
   """
-  means, scales = jnp.asarray(means), jnp.asarray(scales)
+  means, scales, log_weights = _shapes.as_arrays(means, scales, log_weights)
   check_shapes(means, scales, log_weights)
   num_dims = means.shape[-1]
   dims = [int(d) for d in dims]
@@ -956,4 +950,4 @@ def marginal(means: ArrayLike, scales: ArrayLike,
   if log_weights is None:
     log_weights = normalized_log_weights(means)
   return Mixture(means[..., index], new_scales,
-                 jnp.broadcast_to(jnp.asarray(log_weights), means.shape[:-1]))
+                 jnp.broadcast_to(log_weights, means.shape[:-1]))

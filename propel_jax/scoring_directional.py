@@ -95,11 +95,11 @@ def log_density(distribution, points, grid=None) -> jax.Array:
   Returns:
     [N] or [M, N].
   """
-  if isinstance(distribution, directional.VonMisesFisherMixture):
-    return distribution.log_prob(points)
-  grid = circle_grid() if grid is None else grid
   # The mixture's axes must match the points' one for one (no implicit broadcast).
   lead = lambda m, n: [None if a is None else a[(None,) * n] for a in m]
+  if isinstance(distribution, directional.VonMisesFisherMixture):
+    return directional.log_prob(points, *lead(distribution, points.ndim - 2))
+  grid = circle_grid() if grid is None else grid
   raw = mixtures.log_prob(points, *lead(distribution, points.ndim - 2))
   on_grid = mixtures.log_prob(grid[:, None, :], *lead(distribution, 1))  # [G, N]
   log_normalizer = (jax.nn.logsumexp(on_grid, axis=0)
