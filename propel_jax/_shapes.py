@@ -51,27 +51,28 @@ def broadcasts(*shapes: Sequence[int]) -> bool:
 
 
 def point_axes_error(x_shape, means_shape, *, x, means, one_component,
-                     shared) -> ValueError:
+                     shared, n='n') -> ValueError:
   """The ValueError for points whose axes do not line up with the means'.
 
   Args:
     x_shape, means_shape: the two shapes.
     x, means: the caller's argument names.
-    one_component: how to add the component axis to the mixture's arrays,
-      e.g. "means[..., None, :] and scales[..., None, :]".
+    one_component: how to add the component axis to the mixture's arrays
+      and what that means, e.g. "means[..., None, :] and scales[..., None, :]
+      (one Gaussian per example)".
     shared: how to share one mixture across the batch, e.g. "means[None]
       and scales[None]".
+    n: the name of the last axis (d on spheres).
 
   Returns:
     The error, naming the shapes and the likely fix.
   """
   rule = (f'{means} must have exactly one more axis than {x} ({means} '
-          f'[..., I, n] for {x} [..., n]; leading axes broadcast, size 1 '
+          f'[..., I, {n}] for {x} [..., {n}]; leading axes broadcast, size 1 '
           f'included); got {x} {x_shape} and {means} {means_shape}.')
   if len(x_shape) == len(means_shape):
-    hint = (f' Probably: add the component axis I with {one_component} (one '
-            f'component per example); or, to share one mixture across the '
-            f'batch, use {shared}.')
+    hint = (f' Probably: add the component axis I with {one_component}; or, '
+            f'to share one mixture across the batch, use {shared}.')
   elif len(means_shape) < 2:
     hint = (f' {means} needs the component axis I and as many leading axes '
             f'as {x} has ({len(x_shape) - 1}); size-1 axes broadcast.')

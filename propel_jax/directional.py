@@ -443,8 +443,9 @@ def _check_points(x, mean_directions, name):
   if len(md_shape) != len(x_shape) + 1:
     raise _shapes.point_axes_error(
         x_shape, md_shape, x=name, means='mean_directions',
-        one_component='mean_directions[..., None, :] and concentrations[..., None]',
-        shared='mean_directions[None] and concentrations[None]')
+        one_component=('mean_directions[..., None, :] and '
+                       'concentrations[..., None] (one component per example)'),
+        shared='mean_directions[None] and concentrations[None]', n='d')
   if md_shape[-1] != x_shape[-1]:
     raise ValueError(f'{name} shape {x_shape} must be [..., d] with d = '
                      f'{md_shape[-1]}, the same d (last axis) as mean_directions '

@@ -199,7 +199,8 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
     if len(means_shape) != len(x_shape) + 1:
       raise _shapes.point_axes_error(
           x_shape, means_shape, x=name['x'], means=m,
-          one_component=f'{m}[..., None, :] and {s}[..., None, :]',
+          one_component=(f'{m}[..., None, :] and {s}[..., None, :] (one '
+                         'Gaussian per example)'),
           shared=f'{m}[None] and {s}[None]')
   if len(means_shape) < 2:
     raise ValueError(f'{m} must be [..., I, n] (I components, n dimensions); '

@@ -184,7 +184,7 @@ def test_log_prob_matches_definition_and_integrates_to_one(d):
   x, w = grid(d)
   for antipodal in (False, True):
     with enable_x64():
-      got = np.exp(directional.log_prob(x, mus[0], kappas[0], logits[0],
+      got = np.exp(directional.log_prob(x, mus[:1], kappas[:1], logits[:1],
                                         antipodal=antipodal))
     np.testing.assert_allclose(got, ref_pdf(x, mus[0], kappas[0], logits[0], antipodal),
                                rtol=1e-11)
@@ -503,8 +503,9 @@ def test_shape_errors_name_the_arguments():
     call(md, conc, np.ones((3, 3)))
   with pytest.raises(ValueError, match=r'target_concentration shape \(3,\)'):
     call(md, conc, y, target_concentration=np.ones(3))
-  with pytest.raises(ValueError, match=r'target_concentration shape \(4, 1\)'):
-    call(md, conc, y, target_concentration=np.ones((4, 1)))
+  with pytest.raises(ValueError, match=r'target_concentration shape \(4, 3\).*one number '
+                     r'per example, not per axis'):
+    call(md, conc, y, target_concentration=np.ones((4, 3)))
   for name, args in [('mean_directions', (md + 1j, conc, y)),
                      ('concentrations', (md, conc + 0j, y)),
                      ('targets', (md, conc, y * 1j))]:

@@ -423,11 +423,14 @@ def test_affine_maps_the_density_with_its_jacobian(shift, scale):
 
 def test_affine_broadcasts_and_checks_shapes():
   means, scales, _ = random_mixture(np.random.default_rng(18), (), 3, 2)
-  y = mixtures.affine(means, scales, shift=np.zeros((5, 2)), scale=1.0)
+  y = mixtures.affine(means[None], scales[None], shift=np.zeros((5, 2)), scale=1.0)
   assert y.batch_shape == (5,) and y.log_weights.shape == (5, 3)
   np.testing.assert_allclose(y.log_weights, -np.log(3), rtol=1e-6)
-  with pytest.raises(ValueError, match=r'^scale shape \(3,\) must be a scalar or \[\.\.\., n\]'):
+  with pytest.raises(ValueError, match=r'^scale shape \(3,\) must be a scalar, \[n\] or \[\.\.\., n\]'):
     mixtures.affine(means, scales, shift=0.0, scale=np.ones(3))
+  # Axes match by rank: a shift with more axes than the points does not add any.
+  with pytest.raises(ValueError, match=r'^shift shape \(5, 2\).*rank of the points \(2,\)'):
+    mixtures.affine(means, scales, shift=np.zeros((5, 2)), scale=1.0)
   with pytest.raises(ValueError, match=r'^shift shape \(4, 2\)'):
     mixtures.affine(means[None].repeat(3, 0), scales[None].repeat(3, 0), shift=np.zeros((4, 2)),
                     scale=1.0)
