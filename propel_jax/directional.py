@@ -34,6 +34,11 @@ Conventions.
   along the vector. A zero vector gives NaN.
 - Concentrations must be ≥ 0 (e.g. a softplus output). Like the Gaussian
   loss, values are not checked: a negative κ gives a wrong value or NaN.
+- Shapes follow the rule of both mixture families (`propel_jax._shapes`,
+  docs/loss.md): axes match by rank, sizes broadcast. Points and targets
+  [..., d] have exactly one axis fewer than mean_directions; a
+  target_concentration is a scalar, [...] or [..., 1]. Array-likes (lists
+  included) are accepted wherever arrays are.
 - Only d = 2, 3 and 4 are supported (the Bessel functions JAX provides).
 - Inputs in bfloat16/float16 are computed in float32 (float64 stays float64).
 

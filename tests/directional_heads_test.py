@@ -110,7 +110,8 @@ def test_classifier_bins_loss_and_density():
   # The density is normalised on the circle (midpoint rule, 0.1° steps).
   grid = np.arange(3600) * (2 * np.pi / 3600)
   points = np.stack([np.cos(grid), np.sin(grid)], -1)[:, None]
-  density = np.exp(np.asarray(head.mixture(logits).log_prob(jnp.asarray(points))))
+  shared = jax.tree.map(lambda a: a[None], head.mixture(logits))  # one per grid point
+  density = np.exp(np.asarray(shared.log_prob(jnp.asarray(points))))
   np.testing.assert_allclose(density.sum(0) * (2 * np.pi / 3600), 1.0, rtol=1e-4)
 
 
