@@ -25,14 +25,19 @@ TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
         '--config.eval_split=test[:64]', '--config.test_split=test[:64]']
 
 
-def config(data_dir, *overrides):
-  """The tiny synthetic config with `--config.KEY=VALUE` overrides, parsed like the binary."""
-  argv = ['prog', f'--config={CONFIG}', f'--config.data_dir={data_dir}', *TINY, *overrides]
+def parse_config(argv):
+  """The config of `--config=FILE[:variant]` and `--config.KEY=VALUE` flags, parsed like the binary."""
+  argv = ['prog', *argv]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
                                   sys_argv=argv)
   flag_values(argv)
   return flag_values.config
+
+
+def config(data_dir, *overrides):
+  """The tiny synthetic config with `--config.KEY=VALUE` overrides, parsed like the binary."""
+  return parse_config([f'--config={CONFIG}', f'--config.data_dir={data_dir}', *TINY, *overrides])
 
 
 def train_command(workdir, data_dir, *overrides):

@@ -103,7 +103,11 @@ def _weight_gradient_row_blocks(images, cotangent):
   mismatch"). With the sum outside, every collective is a top-level one,
   issued in program order on every process.
   """
-  mesh = jax.typeof(images).sharding.mesh
+  # The mesh the batch may be split over: the caller's (jax.set_mesh), else the one
+  # the values carry (a network's input may carry none where its activations do).
+  mesh = next((m for m in (jax.sharding.get_abstract_mesh(), jax.typeof(images).sharding.mesh,
+                           jax.typeof(cotangent).sharding.mesh) if not m.empty),
+              jax.sharding.get_abstract_mesh())
   # Inside a shard_map (manual axes) or with explicit shardings the batch here is
   # already the local one, or the caller decides where its sums go.
   if (mesh.empty or mesh.size == 1 or images.shape[0] % mesh.size

@@ -347,10 +347,20 @@ def jit_train_step(model: Model, tx: optax.GradientTransformation, schedule: opt
 
 
 def jit_predict_step(model: Model, mesh: jax.sharding.Mesh):
-  """The jitted predict step: replicated state, batch and outputs sharded on 'data'."""
+  """The jitted predict step: replicated state, batch and outputs sharded on 'data'.
+
+  Every output is per example, so each device predicts its own rows
+  (shard_map): the step's loops (the mode searches) then stop on their own
+  rows' convergence, with no cross-device reduction in them. Collectives
+  inside loops are what multi-process CPU runs must avoid (see
+  `layers._weight_gradient_row_blocks`).
+  """
   sharded = parallel.batch_sharded(mesh)
-  return jax.jit(functools.partial(predict_step, model.eval_graph),
-                 in_shardings=(parallel.replicated(mesh), sharded), out_shardings=sharded)
+  rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+  per_device = jax.shard_map(functools.partial(predict_step, model.eval_graph), mesh=mesh,
+                             in_specs=(jax.sharding.PartitionSpec(), rows), out_specs=rows, check_vma=False)
+  return jax.jit(per_device, in_shardings=(parallel.replicated(mesh), sharded),
+                 out_shardings=sharded)
 
 
 # ----------------------------------------------------------------------------
