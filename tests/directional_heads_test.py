@@ -218,6 +218,7 @@ def test_rotation_classifier_loss_decoder_and_density():
   np.testing.assert_allclose(head.loss(logits, batch), -log_p[np.arange(B), label_cells],
                              rtol=1e-5)
   np.testing.assert_allclose(head.decode(logits)['argmax'], cells[log_p.argmax(1)], atol=1e-6)
-  # Density w.r.t. the normalised Haar measure: p_cell · G.
+  # Density w.r.t. the Haar measure of volume π²: p_cell over the cell's volume π²/G.
   np.testing.assert_allclose(head.mixture(logits).log_prob(batch['label']),
-                             log_p[np.arange(B), label_cells] + math.log(576), rtol=1e-5)
+                             log_p[np.arange(B), label_cells] + math.log(576 / math.pi**2),
+                             rtol=1e-5)

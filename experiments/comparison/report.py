@@ -123,6 +123,7 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'dataset': config.dataset,
       'label_names': list(info.labels.names),
       'label_kind': info.labels.kind,
+      'log_likelihood_measure': scoring_directional.LOG_LIKELIHOOD_MEASURES.get(info.labels.kind),
       'split_sizes': dict(info.split_sizes),
       'methods': [m.name for m in methods[:num_main]],
       'sweep': [m.name for m in methods[num_main:]],
@@ -310,16 +311,12 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
 
 
 _DENSITY_NOTES = {
-    'circle': ('Log-likelihood of the label: log p(θ) + log 2π in nats, i.e. w.r.t. the uniform '
-               'distribution on the circle (uniform: 0; higher is better; Implicit-PDF\'s '
-               'convention on SO(3) carried to the circle). The Euclidean PROPEL density is its '
-               'Gaussian mixture restricted to the circle and normalised there; the classifier\'s '
-               'spreads each bin\'s probability with a von Mises kernel of the bin width.'),
-    'rotation': ('Log-likelihood of the label: nats w.r.t. the normalised Haar measure on SO(3) '
-                 '(uniform: 0; higher is better; Implicit-PDF\'s convention, comparable in kind '
-                 'with its SYMSOL table). The vMF heads\' density is the antipodally symmetric '
-                 'mixture on S³ (spread: Monte Carlo over 256 draws); the grid classifier\'s is '
-                 'each cell\'s probability over its volume (spread: exact over the cells).'),
+    'circle': ('The Euclidean PROPEL density is its Gaussian mixture restricted to the circle and '
+               'normalised there; the classifier\'s spreads each bin\'s probability with a von '
+               'Mises kernel of the bin width.'),
+    'rotation': ('The vMF heads\' density is the antipodally symmetric mixture on S³ (spread: '
+                 'Monte Carlo over 256 draws); the grid classifier\'s is each cell\'s probability '
+                 'over its volume (spread: exact over the cells, as Implicit-PDF computes it).'),
 }
 
 
@@ -341,20 +338,26 @@ def _directional_tables(results: dict[str, Any]) -> list[str]:
           _fmt(stats.get(f'median_angular_error/{decoder}')),
           _fmt(stats.get(f'acc15/{decoder}'), 3), _fmt(stats.get(f'acc30/{decoder}'), 3)])
                    + ' |')
+  kind = results['label_kind']
   lines += ['', '## Density, modes and cost', '',
-            _DENSITY_NOTES[results['label_kind']] + ' Spread: expected angle (°) from the '
+            f'Log-likelihood in {scoring_directional.LOG_LIKELIHOOD_MEASURES[kind]}; higher is '
+            'better. "label": of the label; "all equivalents": its mean over every equivalent '
+            'label of the image (SYMSOL I\'s protocol; a density on one of k equivalents loses '
+            'about log k). ' + _DENSITY_NOTES[kind] + ' Spread: expected angle (°) from the '
             'predicted density to the nearest equivalent label. Mode recall: share of equivalent '
             'labels with a mode (a local maximum at least twice the uniform density) within '
             f'{scoring_directional.MODE_RADIUS_DEG:g}°; all modes: share of test images where '
             'every equivalent label has one. Train time: wall seconds of train_and_evaluate '
             '(compilation and evaluation included).', '',
-            '| method | log-likelihood | spread (°) | mode recall | all modes | params | '
-            'train time (s) | steps/s |', '|---|---|---|---|---|---|---|---|']
+            '| method | log-likelihood (label) | log-likelihood (all equivalents) | spread (°) | '
+            'mode recall | all modes | params | train time (s) | steps/s |',
+            '|---|---|---|---|---|---|---|---|---|']
   for name in results['methods']:
     stats = summary.get(name, {})
     params = stats.get('num_params')
     lines.append(' | '.join([
-        f'| {name}', _fmt(stats.get('log_likelihood'), 3), _fmt(stats.get('spread')),
+        f'| {name}', _fmt(stats.get('log_likelihood'), 3),
+        _fmt(stats.get('log_likelihood_all_equivalents'), 3), _fmt(stats.get('spread')),
         _fmt(stats.get('mode_recall'), 3), _fmt(stats.get('mode_recall_all'), 3),
         f'{int(params["mean"]):,}' if params else '–', _fmt(stats.get('train_seconds'), 0),
         _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
