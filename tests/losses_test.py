@@ -629,7 +629,7 @@ def ref_propel_direct(means, scales, target, target_scale, weights):
 
 @pytest.mark.parametrize('fn', ['propel_loss', 'mixture_nll'])
 def test_forgotten_component_axis_raises(fn):
-  """means [B, n] with targets [B, n] used to read as one B-component mixture."""
+  """means [B, n] with targets [B, n] is refused, not read as one B-component mixture."""
   rng = np.random.default_rng(30)
   means, scales, targets = random_problem(rng, (4,), 1, 3)
   kwargs = {'target_scale': 0.2} if fn == 'propel_loss' else {}
@@ -1102,7 +1102,11 @@ def test_full_covariance_check_grads_order_2_each_factorisation(dim, enable_x64)
 
 
 def test_full_covariance_above_the_unrolled_size_runs_repeatedly():
-  """Regression: the looped path is called many times under jit (LAPACK calls hung here)."""
+  """The looped path (n > 8) runs many jitted calls on XLA:CPU.
+
+  Jitted `jnp.linalg.cholesky` and triangular solves hang there after a few
+  calls on two cores (docs/benchmarks.md#full-covariance); the loop does not.
+  """
   rng = np.random.default_rng(111)
   means, factors, targets = (a.astype(np.float32)
                              for a in random_full_problem(rng, (32,), 4, 12))

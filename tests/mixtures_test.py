@@ -236,7 +236,7 @@ def test_functions_vmap_and_differentiate():
 
 @pytest.mark.parametrize('fn', ['log_prob', 'marginal_cdf', 'component_log_prob'])
 def test_forgotten_component_axis_raises(fn):
-  """means [B, n] with x [B, n] used to read as one B-component mixture."""
+  """means [B, n] with x [B, n] is refused, not read as one B-component mixture."""
   means, scales, _ = random_mixture(np.random.default_rng(10), (4,), 1, 3)
   x = np.zeros((4, 3))
   with pytest.raises(ValueError, match=(
