@@ -27,7 +27,7 @@ install: $(STAMP)
 # The API reference from the docstrings and the guides in docs/, into site/ (mkdocs.yml). Strict:
 # a broken link or a docstring that does not parse is an error, so `make test` catches them.
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet
+	$(VENV)/bin/mkdocs build --strict
 
 # Everything: the docs, unit tests, doctests of the pure core, the examples, the slow end-to-end runs.
 test: $(STAMP) docs
