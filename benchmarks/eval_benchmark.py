@@ -16,8 +16,9 @@ interleaved (order alternating), medians of wall and CPU time of
                        trained mixtures, in the predict step's (full)
                        batches and all at once
 
-and the ratio PROPEL / MSE of the first two (issue 13's goal: at most 1.3 for the
-whole evaluation). The dataset is built into --data_dir on first use.
+and the ratio PROPEL / MSE of the first two (the goal: at most 1.3 for the
+whole evaluation; measurements in docs/benchmarks.md#evaluation). The
+dataset is built into --data_dir on first use.
 
   python benchmarks/eval_benchmark.py [--reps 5] [--train_steps 300]
   python benchmarks/eval_benchmark.py --small --train_steps 50   # CPU-sized

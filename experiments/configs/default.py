@@ -1,6 +1,6 @@
 """The shared base configuration; every experiment config starts from it.
 
-Every key `propel_jax.train` reads is here, so `--config.KEY=VALUE` can
+Every key `propel_jax.training.train` reads is here, so `--config.KEY=VALUE` can
 override any of them from the command line; `train.validate_config` checks
 them before any work starts.
 """
@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # Data (see propel_jax.input_pipeline). image_size None keeps the dataset's.
+  # Data (see propel_jax.data.input_pipeline). image_size None keeps the dataset's.
   config.dataset = 'synthetic_hands/ambiguous'
   config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default.
   config.image_size = ml_collections.config_dict.placeholder(int)
@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 0.0  # Used by 'adamw' only.
   config.grad_clip_norm = 10.0  # 0: no clipping.
 
-  # Model and loss (see propel_jax.models).
+  # Model and loss (see propel_jax.nn.models).
   config.loss = 'propel'
   config.num_gaussians = 2
   # σ of the ground-truth Gaussian in normalised label units ([0, 1] spans the

@@ -332,7 +332,8 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         description=__doc__,
         features=tfds.features.FeaturesDict({
             # Raw bytes: writing and reading are a copy (as an integer list,
-            # TFDS's default, they cost ~0.5 ms per image each way).
+            # TFDS's default, they cost ~0.5 ms per image each way;
+            # docs/benchmarks.md#input-pipeline).
             'image': tfds.features.Tensor(
                 shape=(size, size, 1), dtype=np.uint8,
                 encoding=tfds.features.Encoding.BYTES),
