@@ -97,16 +97,18 @@ def finish(processes, timeout=300):
   return [(p.returncode, output) for p, output in zip(processes, outputs)]
 
 
-def signal_after_checkpoint(processes, workdir, step, sig):
-  """Sends `sig` to every process of a run as soon as its checkpoint `step` is complete."""
+def signal_after_checkpoint(processes, workdir, step, sig, which=None):
+  """Sends `sig` to the processes of a run (`which` indices, default all) once checkpoint `step`
+  is complete; then waits for all of them: [(returncode, output)]."""
   checkpoint = os.path.join(workdir, 'checkpoints', str(step))
   deadline = time.monotonic() + 300
   # Orbax renames a checkpoint to its final name only when it is complete.
   while not os.path.isdir(checkpoint) and all(p.poll() is None for p in processes):
     assert time.monotonic() < deadline, 'no checkpoint appeared'
     time.sleep(0.01)
-  for process in processes:
-    process.send_signal(sig)
+  for i, process in enumerate(processes):
+    if which is None or i in which:
+      process.send_signal(sig)
   return finish(processes)
 
 
