@@ -12,6 +12,7 @@ from absl import logging
 
 from experiments import plots
 from propel_jax.data import input_pipeline
+from propel_jax.training import config as config_lib
 from propel_jax.training import parallel
 from propel_jax.training import reporting
 from propel_jax.training import train
@@ -33,7 +34,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config = train.load_config(_WORKDIR.value)
+  config = config_lib.load(_WORKDIR.value)
   if _DATA_DIR.value:
     config.data_dir = _DATA_DIR.value
   # Logs the summary and where the files went.

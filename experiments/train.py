@@ -1,7 +1,7 @@
 """Trains (or resumes) a run, then evaluates it.
 
     python -m experiments.train --config=experiments/configs/synthetic.py --workdir=DIR \
-        [--config.loss=mse --config.num_train_steps=2000 ...]
+        [--config.head=mse --config.num_train_steps=2000 ...]
 
 Rerunning the same command resumes from the latest checkpoint in DIR. For a
 multi-process run, start one process per host with the same flags plus
@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from experiments import plots
 from propel_jax.data import input_pipeline
+from propel_jax.training import config as config_lib
 from propel_jax.training import parallel
 from propel_jax.training import reporting
 from propel_jax.training import train
@@ -35,7 +36,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = config_lib.resolve_flag(flags.FLAGS[_CONFIG.name]), _WORKDIR.value
   results = train.train_and_evaluate(config, workdir)
   if results is not None and parallel.is_main_process():
     info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
