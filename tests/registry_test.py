@@ -2,6 +2,7 @@
 others, and the programs that name heads (validation, models, the comparison) read it."""
 
 import dataclasses
+import pathlib
 
 from flax import nnx
 import jax.numpy as jnp
@@ -190,3 +191,20 @@ def test_register_refuses_a_taken_name(dummy_head):
     registry.register(dummy_head)
   with pytest.raises(ValueError, match="'propel' is registered already"):
     registry.register(dataclasses.replace(DUMMY, name='propel'))
+
+
+def test_the_heads_table_in_docs_training_md_is_the_registry():
+  text = (pathlib.Path(__file__).resolve().parent.parent / 'docs' / 'training.md').read_text()
+  section = text.split('### Heads')[1].split('\n#')[0]
+  rows = {}
+  for line in section.splitlines():
+    if line.startswith('| `'):
+      cells = [c.strip() for c in line.strip('|').split('|')]
+      rows[cells[0].strip('`')] = cells[1:]
+  assert sorted(rows) == sorted(registry.names())
+  for name, (kinds, _, weights, full, width) in rows.items():
+    head = registry.get(name)
+    assert kinds == ', '.join(head.label_kinds), name
+    assert weights == ('–' if head.learned_weights == 'never' else head.learned_weights), name
+    assert full == (', '.join(head.full_covariance) or '–'), name
+    assert width.split(' ')[0] == (f'`{head.target_width.key}`' if head.target_width else '–')

@@ -244,6 +244,16 @@ def register(head: Head) -> None:
 
   Raises:
     ValueError: if a head of that name is registered already.
+
+  Examples:
+    >>> from propel_jax.nn import heads, registry
+    >>> def build(args):
+    ...   return heads.DirectHead(args.in_features, args.num_targets, loss='l1',
+    ...                           rngs=args.rngs)
+    >>> registry.register(registry.Head('median', {'interval': build}, 'one point, L1'))
+    >>> registry.get('median').label_kinds
+    ('interval',)
+    >>> registry.unregister('median')
   """
   if head.name in HEADS:
     raise ValueError(f'A head named {head.name!r} is registered already.')
@@ -257,7 +267,13 @@ def unregister(name: str) -> None:
 
 
 def names(label_kind: str | None = None) -> tuple[str, ...]:
-  """The registered heads' names, all or those that accept `label_kind`."""
+  """The registered heads' names, all or those that accept `label_kind`.
+
+  Examples:
+    >>> from propel_jax.nn import registry
+    >>> registry.names('rotation')
+    ('mse', 'vmfpropel', 'vmfmdn', 'classifier')
+  """
   return tuple(name for name, head in HEADS.items()
                if label_kind is None or label_kind in head.build)
 

@@ -87,6 +87,13 @@ def resolve(config: ml_collections.ConfigDict | Mapping[str, Any],
 
   Raises:
     ValueError: if an old key and its new key are set to different values.
+
+  Examples:
+    >>> from propel_jax.training import config as config_lib
+    >>> saved = {'loss': 'vmfpropel', 'num_gaussians': 6, 'target_scale': 0.05}
+    >>> resolved = config_lib.resolve(saved, warn=False)
+    >>> resolved.head, resolved.num_components, resolved.target_concentration
+    ('vmfpropel', 6, 400.0)
   """
   values = (config.to_dict() if isinstance(config, ml_collections.ConfigDict)
             else json.loads(json.dumps(dict(config))))
