@@ -33,16 +33,17 @@ import numpy as np
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from loss_benchmark import time_interleaved  # pylint: disable=g-import-not-at-top
 
-METHODS = {'propel_i8': dict(loss='propel', num_gaussians=8), 'mse': dict(loss='mse')}
+METHODS = {'propel_i8': dict(head='propel', num_components=8), 'mse': dict(head='mse')}
 
 
 def trained_model(config, train_steps):
   """(predict step, state, mesh, info) of `config`'s model after `train_steps` steps."""
   import jax
   from propel_jax.data import input_pipeline
+  from propel_jax.training import config as config_lib
   from propel_jax.training import parallel
   from propel_jax.training import train
-  train.validate_config(config)
+  config_lib.validate(config)
   mesh = parallel.create_mesh()
   info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
                                          image_size=config.image_size)

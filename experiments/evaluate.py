@@ -13,6 +13,7 @@ from absl import logging
 from experiments import distributed
 from experiments import plots
 from propel_jax.data import input_pipeline
+from propel_jax.training import config as config_lib
 from propel_jax.training import parallel
 from propel_jax.training import reporting
 from propel_jax.training import train
@@ -29,7 +30,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
-  config = train.load_config(_WORKDIR.value)
+  config = config_lib.load(_WORKDIR.value)
   if _DATA_DIR.value:
     config.data_dir = _DATA_DIR.value
   with distributed.joined():

@@ -1,7 +1,7 @@
 """Trains (or resumes) a run, then evaluates it.
 
     python -m experiments.train --config=experiments/configs/synthetic.py --workdir=DIR \
-        [--config.loss=mse --config.num_train_steps=2000 ...]
+        [--config.head=mse --config.num_train_steps=2000 ...]
 
 Rerunning the same command resumes from the latest checkpoint in DIR. For a
 multi-process run, start one process per host with the same flags plus
@@ -16,6 +16,7 @@ from ml_collections import config_flags
 from experiments import distributed
 from experiments import plots
 from propel_jax.data import input_pipeline
+from propel_jax.training import config as config_lib
 from propel_jax.training import parallel
 from propel_jax.training import reporting
 from propel_jax.training import train
@@ -31,7 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = config_lib.resolve_flag(flags.FLAGS[_CONFIG.name]), _WORKDIR.value
   with distributed.joined():
     results = train.train_and_evaluate(config, workdir)
     if results is not None and parallel.is_main_process():

@@ -18,10 +18,10 @@ CONFIG = f'{runs.REPO}/experiments/configs/compare_orientation.py:k2_small'
 def test_vmf_methods_parse():
   assert runner.parse_method('vmfpropel_i6_s0.1') == runner.Method(
       'vmfpropel_i6_s0.1', 'vmfpropel', 6, 0.1)
-  assert runner.parse_method('vmfmdn_i4').is_mixture
-  with pytest.raises(ValueError, match='needs a loss of'):
+  assert runner.parse_method('vmfmdn_i4').spec.mixture
+  with pytest.raises(ValueError, match='needs a head with a target width'):
     runner.parse_method('vmfmdn_i4_s0.1')
-  with pytest.raises(ValueError, match='mixture loss'):
+  with pytest.raises(ValueError, match='mixture head'):
     runner.parse_method('classifier_i4')
 
 

@@ -41,8 +41,8 @@ RTOL = 1e-3
 
 
 def _command(workdir, data_dir, *overrides):
-  return [sys.executable, '-m', 'experiments.train', f'--workdir={workdir}',
-          f'--config.data_dir={data_dir}', *FULL_SIZE, *overrides]
+  return [sys.executable, '-m', 'experiments.train', f'--workdir={workdir}', *FULL_SIZE,
+          f'--config.data_dir={data_dir}', *overrides]
 
 
 def _devices(count):

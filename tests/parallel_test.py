@@ -136,8 +136,8 @@ _COLLECTIVES_IN_LOOPS_SCRIPT = textwrap.dedent('''
     for config_file, overrides in [
         ('synthetic.py', ['--config.model.conv_weight_gradient=' + option])
         for option in ('auto', 'row_blocks', 'xla')] + [
-        ('compare_orientation.py:mixed', ['--config.loss=vmfpropel']),
-        ('compare_orientation.py:cube', ['--config.loss=vmfpropel'])]:
+        ('compare_orientation.py:mixed', ['--config.head=vmfpropel']),
+        ('compare_orientation.py:cube', ['--config.head=vmfpropel'])]:
       argv = [f'--config=experiments/configs/{config_file}', '--config.batch_size=16', *overrides]
       config = runs.parse_config(argv)
       builder = tfds.builder(config.dataset, data_dir=sys.argv[1])

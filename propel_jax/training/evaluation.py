@@ -292,7 +292,7 @@ def report(result: EvalResult, workdir: str, *, num_params: int,
     What was written to the JSON file.
   """
   metrics = dict(result.metrics, num_params=num_params, split=result.split,
-                 dataset=result.dataset, loss_name=config.loss)
+                 dataset=result.dataset, head=config.head)
   if checkpoint_step is not None:
     metrics['checkpoint_step'] = checkpoint_step
   if not parallel.is_main_process():
