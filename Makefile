@@ -10,26 +10,31 @@ TORCH ?= torch==2.13.0
 # Two workers: CI machines have two cores; tests each keep to one XLA thread pool.
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test test-fast mutate demo bench gpu-check clean
+.PHONY: install docs test test-fast mutate demo bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -e '.[experiments,test]'
+	$(PYTHON) -m pip install -q -e '.[experiments,test,docs]'
 	touch $@
 
 $(BENCH_STAMP): $(STAMP)
-	$(PYTHON) -m pip install -q '$(TORCH)' -e '.[experiments,test,bench]'
+	$(PYTHON) -m pip install -q '$(TORCH)' -e '.[experiments,test,docs,bench]'
 	touch $@
 
 install: $(STAMP)
 
-# Everything: unit tests, doctests of the pure core, and the slow end-to-end runs.
-test: $(STAMP)
+# The API reference from the docstrings and the guides in docs/, into site/ (mkdocs.yml). Strict:
+# a broken link or a docstring that does not parse is an error, so `make test` catches them.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+# Everything: the docs, unit tests, doctests of the pure core, the examples, the slow end-to-end runs.
+test: $(STAMP) docs
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --doctest-modules propel_jax tests
 
 # The fast tier: everything but the end-to-end runs marked `slow`.
-test-fast: $(STAMP)
+test-fast: $(STAMP) docs
 	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) -m 'not slow' --doctest-modules propel_jax tests
 
 # Hand-written mutation testing of the core, the input pipeline and the checkpoints: would the
@@ -60,4 +65,4 @@ gpu-check: $(BENCH_STAMP)
 	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache

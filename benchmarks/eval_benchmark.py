@@ -16,8 +16,9 @@ interleaved (order alternating), medians of wall and CPU time of
                        trained mixtures, in the predict step's (full)
                        batches and all at once
 
-and the ratio PROPEL / MSE of the first two (issue 13's goal: at most 1.3 for the
-whole evaluation). The dataset is built into --data_dir on first use.
+and the ratio PROPEL / MSE of the first two (the goal: at most 1.3 for the
+whole evaluation; measurements in docs/benchmarks.md#evaluation). The
+dataset is built into --data_dir on first use.
 
   python benchmarks/eval_benchmark.py [--reps 5] [--train_steps 300]
   python benchmarks/eval_benchmark.py --small --train_steps 50   # CPU-sized
@@ -32,16 +33,17 @@ import numpy as np
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from loss_benchmark import time_interleaved  # pylint: disable=g-import-not-at-top
 
-METHODS = {'propel_i8': dict(loss='propel', num_gaussians=8), 'mse': dict(loss='mse')}
+METHODS = {'propel_i8': dict(head='propel', num_components=8), 'mse': dict(head='mse')}
 
 
 def trained_model(config, train_steps):
   """(predict step, state, mesh, info) of `config`'s model after `train_steps` steps."""
   import jax
   from propel_jax.data import input_pipeline
+  from propel_jax.training import config as config_lib
   from propel_jax.training import parallel
   from propel_jax.training import train
-  train.validate_config(config)
+  config_lib.validate(config)
   mesh = parallel.create_mesh()
   info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
                                          image_size=config.image_size)

@@ -18,10 +18,12 @@ which inflates it by a quarter.)
     python benchmarks/full_covariance_benchmark.py --no-naive [--reps 30]
     taskset -c 0 python benchmarks/full_covariance_benchmark.py   # one core
 
-On XLA:CPU with two or more cores (jax 0.10.2), the naive version's jitted
-step hangs on its second or third call (`jnp.linalg.cholesky` and triangular
-solves of vmapped pairs; the worker pool idles while the caller waits), so
-time it pinned to one core or leave it out with `--no-naive`.
+The loss and its gradient are first checked against a NumPy float64
+evaluation of the same definition (the value, and the gradient along random
+directions by central differences), which runs anywhere. The naive version
+runs `jnp.linalg.cholesky` and triangular solves of vmapped pairs, which hang
+on XLA:CPU with two or more cores (see docs/benchmarks.md#full-covariance),
+so time it pinned to one core or leave it out with `--no-naive`.
 
 The goal: full covariance at n = 3 costs at most 3× the diagonal path.
 """
@@ -77,6 +79,64 @@ def naive_propel(means, factors, targets, target_scale):
   return jax.vmap(one)(means, covariances, targets)
 
 
+def _log_overlaps(mean_a, cov_a, mean_b, cov_b):
+  """log N(mean_a; mean_b, cov_a + cov_b) in float64 NumPy, broadcasting over leading axes."""
+  cov = cov_a + cov_b
+  diff = mean_a - mean_b
+  _, log_det = np.linalg.slogdet(cov)
+  quad = np.sum(diff * np.linalg.solve(cov, diff[..., None])[..., 0], axis=-1)
+  return -0.5 * (diff.shape[-1] * math.log(2 * math.pi) + log_det + quad)
+
+
+def _logsumexp(x, axes):
+  top = np.max(x, axis=axes, keepdims=True)
+  return np.log(np.sum(np.exp(x - top), axis=axes)) + np.squeeze(top, axis=axes)
+
+
+def reference_mean_loss(means, factors, targets, target_scale):
+  """The batch-mean PROPEL loss with full covariances, from its definition in float64 NumPy.
+
+  D = log(∫p² + ∫q²) − log 2 − log ∫pq for p = N(y, s²·1) and q the
+  equal-weight mixture of N(μ_i, L_i L_iᵀ); every integral is a sum of
+  Gaussian overlaps ∫N(x; a, A) N(x; b, B) dx = N(a; b, A + B).
+  """
+  means, targets = np.float64(means), np.float64(targets)
+  lower = np.tril(np.float64(factors))
+  covs = lower @ np.swapaxes(lower, -1, -2)  # [B, I, n, n]
+  num, dim = means.shape[-2:]
+  gt_cov = target_scale ** 2 * np.eye(dim)
+  log_w = -math.log(num)
+  log_model = _logsumexp(2 * log_w + _log_overlaps(
+      means[:, :, None], covs[:, :, None], means[:, None], covs[:, None]), axes=(1, 2))
+  log_gt = _log_overlaps(targets, gt_cov, targets, gt_cov)
+  log_cross = _logsumexp(log_w + _log_overlaps(targets[:, None], gt_cov, means, covs), axes=1)
+  return np.mean(np.logaddexp(log_gt, log_model) - math.log(2.0) - log_cross)
+
+
+def check_against_reference(value, grads, means, factors, targets, name, directions=3):
+  """Asserts a jitted (mean loss, (∂means, ∂factors)) equals the float64 reference.
+
+  The gradient is checked along random directions (lower-triangular for the
+  factors, the only part the loss reads) against central differences of the
+  reference.
+  """
+  reference = lambda m, f: reference_mean_loss(m, f, targets, TARGET_SCALE)
+  np.testing.assert_allclose(value, reference(means, factors), rtol=1e-4,
+                             err_msg=f'{name}: loss value')
+  rng = np.random.default_rng(1)
+  step_size = 1e-5
+  for _ in range(directions):
+    d_means = rng.normal(size=means.shape)
+    d_factors = np.tril(rng.normal(size=factors.shape))
+    along = (np.sum(np.float64(grads[0]) * d_means) +
+             np.sum(np.float64(grads[1]) * d_factors))
+    m64, f64 = np.float64(means), np.float64(factors)
+    differences = (reference(m64 + step_size * d_means, f64 + step_size * d_factors) -
+                   reference(m64 - step_size * d_means, f64 - step_size * d_factors))
+    np.testing.assert_allclose(along, differences / (2 * step_size), rtol=1e-3,
+                               err_msg=f'{name}: gradient along a random direction')
+
+
 def step(loss, means, scales, targets):
   """A closure running one jitted value-and-gradient of the mean loss, blocking until done."""
   fn = jax.jit(jax.value_and_grad(lambda m, s: loss(m, s, targets).mean(), argnums=(0, 1)))
@@ -91,8 +151,9 @@ def measure(point, reps, with_naive):
   """Interleaved timings, {'diagonal', 'full'} and {'full', 'naive'}: (wall s, CPU s).
 
   Checks first (one call each) that the full-covariance loss and its
-  gradient equal the naive version's; without `with_naive` only the first
-  pair is timed.
+  gradient, and the naive version's where it is timed, equal the float64
+  reference; without `with_naive` only the first pair is timed and the naive
+  version never runs.
   """
   means, scales, factors, targets = make_data(*point)
   library = lambda m, s, y: propel_loss(m, s, y, target_scale=TARGET_SCALE)
@@ -100,10 +161,8 @@ def measure(point, reps, with_naive):
   steps = {'diagonal': step(library, means, scales, targets),
            'full': step(library, means, factors, targets),
            'naive': step(naive, means, factors, targets)}
-  (full, full_grads), (ref, ref_grads) = steps['full'](), steps['naive']()
-  np.testing.assert_allclose(full, ref, rtol=1e-4)
-  for got, want in zip(full_grads, ref_grads):
-    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+  for name in ['full'] + (['naive'] if with_naive else []):
+    check_against_reference(*steps[name](), means, factors, targets, name)
   pairs = [('diagonal', 'full')] + ([('full', 'naive')] if with_naive else [])
   return tuple(time_interleaved({k: steps[k] for k in pair}, reps) for pair in pairs)
 

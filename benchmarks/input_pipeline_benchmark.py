@@ -6,7 +6,7 @@ Measures, on this machine:
      sizes 64 and 128: from the in-memory cache (the default for this size),
      streamed from the array_record files, and streamed by Grain worker
      processes;
-  3. if `propel_jax.models` is available, the batches/s that a training step
+  3. if `propel_jax.nn.models` is available, the batches/s that a training step
      of the paper's CNN (forward, backward, SGD update; jitted) consumes at the
      same batch size, and the ratio pipeline / step (goal: >= 5).
 

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from experiments.comparison import report
 from experiments.comparison import runner
+from propel_jax.training import config as config_lib
 from propel_jax.training import reporting
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,7 +37,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
   command = 'python -m experiments.compare ' + ' '.join(shlex.quote(a) for a in sys.argv[1:])
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  config, workdir = config_lib.resolve_flag(flags.FLAGS[_CONFIG.name]), _WORKDIR.value
   runner.validate(config)
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()

@@ -10,8 +10,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import distributed
 from experiments import plots
 from propel_jax.data import input_pipeline
+from propel_jax.training import config as config_lib
 from propel_jax.training import parallel
 from propel_jax.training import reporting
 from propel_jax.training import train
@@ -21,10 +23,6 @@ _SPLIT = flags.DEFINE_string('split', None, "Split to evaluate (default: the con
                              'test_split).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Override the data_dir of the saved config '
                                 '(e.g. the data moved).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0 (multi-process runs).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, "This process's index.")
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -32,18 +30,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   reporting.quiet_library_logs()
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  config = train.load_config(_WORKDIR.value)
+  config = config_lib.load(_WORKDIR.value)
   if _DATA_DIR.value:
     config.data_dir = _DATA_DIR.value
-  # Logs the summary and where the files went.
-  metrics = train.evaluate(config, _WORKDIR.value, _SPLIT.value)
-  if parallel.is_main_process():
-    info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
-                                           image_size=config.image_size)
-    plot_dir = plots.write_for_run(_WORKDIR.value, config, info, _SPLIT.value,
-                                   step=metrics['checkpoint_step'])
-    logging.info('Plots: %s/', plot_dir)
+  with distributed.joined():
+    # Logs the summary and where the files went.
+    metrics = train.evaluate(config, _WORKDIR.value, _SPLIT.value)
+    if parallel.is_main_process():
+      info = input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                             image_size=config.image_size)
+      plot_dir = plots.write_for_run(_WORKDIR.value, config, info, _SPLIT.value,
+                                     step=metrics['checkpoint_step'])
+      logging.info('Plots: %s/', plot_dir)
 
 
 if __name__ == '__main__':

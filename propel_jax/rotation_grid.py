@@ -17,10 +17,15 @@ sphere and along the fibre have about the same length:
 
 A cell is the set of rotations nearest to one grid point (q and −q one
 rotation: the largest |qᵀg|). Monte Carlo in float64 puts every cell's volume
-within a few per cent of 1/G (tests/rotation_grid_test.py), so a
-distribution p over the cells has, w.r.t. the normalised Haar measure
-(total 1), the density p_g · G on cell g: a uniform p scores log 1 = 0,
-Implicit-PDF's convention for SO(3) log-likelihoods.
+within a few per cent of 1/G of the whole (tests/rotation_grid_test.py).
+
+Densities on SO(3) are taken with respect to the Haar measure of total volume
+π² (`SO3_VOLUME`), Implicit-PDF's convention: SO(3) is the unit sphere S³ ⊂ R⁴
+(area 2π²) with q and −q identified, so its volume is half the sphere's. A
+distribution p over the cells then has the density p_g · G / π² on cell g
+(each cell's volume is π²/G), and a uniform p scores log(1/π²) ≈ −2.29 nats.
+An antipodally symmetric density f on S³ (∫ f = 1 over S³) is the density
+2 f on SO(3) in this measure, since every rotation has two preimages.
 
 In closed form, with c = cos(θ/2), s = sin(θ/2), the grid quaternion is
 
@@ -40,6 +45,10 @@ import numpy as np
 # Cells compared with each cell to decide whether it is a local maximum (a
 # mode): about the 3×3×3 neighbourhood of a cubic lattice.
 NUM_NEIGHBOURS = 26
+# The volume of SO(3) in the measure its densities are taken with (the module
+# docstring), and its log.
+SO3_VOLUME = math.pi**2
+LOG_SO3_VOLUME = math.log(SO3_VOLUME)
 
 
 def healpix_centres(nside: int) -> np.ndarray:
@@ -127,6 +136,11 @@ def nearest_cell(quaternions: jax.Array, cells: jax.Array) -> jax.Array:
   return jnp.argmax(jnp.abs(quaternions @ cells.T), axis=-1).astype(jnp.int32)
 
 
+def _cell_log_density(log_p: jax.Array, count: int) -> jax.Array:
+  """log(p_g · G / π²): a cell's log-probability as the log density on it (module docstring)."""
+  return log_p + (math.log(count) - LOG_SO3_VOLUME)
+
+
 class GridDistribution(NamedTuple):
   """A distribution over the cells of `grid(level)`, as a pytree of logits.
 
@@ -151,16 +165,22 @@ class GridDistribution(NamedTuple):
     return jax.nn.log_softmax(self.logits, axis=-1)
 
   def log_prob(self, quaternions: jax.Array) -> jax.Array:
-    """log density at quaternions [..., 4] w.r.t. the normalised Haar measure.
+    """log density at quaternions [..., 4] w.r.t. the Haar measure of volume π².
 
-    log p_g + log G for the cell g holding each rotation; uniform logits give 0.
-    The leading axes of quaternions and logits broadcast.
+    log(p_g · G / π²) for the cell g holding each rotation (Implicit-PDF's
+    log-likelihood); uniform logits give −log π². The leading axes of
+    quaternions and logits broadcast.
+
+    Examples:
+      >>> uniform = GridDistribution(jnp.zeros(576))
+      >>> round(float(uniform.log_prob(jnp.array([1.0, 0.0, 0.0, 0.0]))), 4)
+      -2.2895
     """
     cell = nearest_cell(quaternions, self.cells())
     log_p = jnp.take_along_axis(
         jnp.broadcast_to(self.log_probs(), cell.shape + self.logits.shape[-1:]),
         cell[..., None], axis=-1)[..., 0]
-    return log_p + math.log(self.logits.shape[-1])
+    return _cell_log_density(log_p, self.logits.shape[-1])
 
   def most_likely_cell(self) -> jax.Array:
     """[..., 4] the centre of the most probable cell."""
@@ -170,12 +190,13 @@ class GridDistribution(NamedTuple):
     """The cells that are local maxima among their NUM_NEIGHBOURS nearest cells.
 
     Returns:
-      (locations [..., G, 4], log density w.r.t. Haar [..., G], valid [..., G]):
-      every cell, its log density, and whether it is a local maximum (ties
-      count: a plateau's cells are all maxima).
+      (locations [..., G, 4], log density [..., G], valid [..., G]): every
+      cell, its log density (as `log_prob`: w.r.t. the Haar measure of volume
+      π²), and whether it is a local maximum (ties count: a plateau's cells
+      are all maxima).
     """
     log_p = self.log_probs()
     around = log_p[..., jnp.asarray(neighbours(self.level))]  # [..., G, count]
     valid = log_p >= jnp.max(around, axis=-1)
     locations = jnp.broadcast_to(self.cells(), log_p.shape + (4,))
-    return locations, log_p + math.log(log_p.shape[-1]), valid
+    return locations, _cell_log_density(log_p, log_p.shape[-1]), valid

@@ -142,8 +142,8 @@ def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None, mask
 
   Returns:
     {'count': [], 'abs_error/<decoder>': [n], and with a mixture 'nll': [],
-     'crps': [n], 'coverage': [len(levels), n], 'mode_recall': [],
-     'mode_recall_all': []}: sums over the unmasked rows.
+      'crps': [n], 'coverage': [len(levels), n], 'mode_recall': [],
+      'mode_recall_all': []}: sums over the unmasked rows.
   """
   batch = equivalent_labels.shape[0]
   weight = (jnp.ones((batch,), jnp.float32) if mask is None

@@ -18,10 +18,10 @@ CONFIG = f'{runs.REPO}/experiments/configs/compare_orientation.py:k2_small'
 def test_vmf_methods_parse():
   assert runner.parse_method('vmfpropel_i6_s0.1') == runner.Method(
       'vmfpropel_i6_s0.1', 'vmfpropel', 6, 0.1)
-  assert runner.parse_method('vmfmdn_i4').is_mixture
-  with pytest.raises(ValueError, match='needs a loss of'):
+  assert runner.parse_method('vmfmdn_i4').spec.mixture
+  with pytest.raises(ValueError, match='needs a head with a target width'):
     runner.parse_method('vmfmdn_i4_s0.1')
-  with pytest.raises(ValueError, match='mixture loss'):
+  with pytest.raises(ValueError, match='mixture head'):
     runner.parse_method('classifier_i4')
 
 
@@ -35,7 +35,8 @@ def test_circle_report_tables():
                  'optimizer': 'adam', 'learning_rate': 1e-3, 'lr_schedule': 'cosine',
                  'model': {'channels': (4,), 'hidden_units': 8}},
       'summary': {'vmfpropel_i2': {'angular_error/mode': stat(3.0),
-                                   'log_likelihood': stat(1.25)},
+                                   'log_likelihood': stat(1.25),
+                                   'log_likelihood_all_equivalents': stat(-0.5)},
                   'mse': {'angular_error/direct': stat(40.0)}},
       'by_symmetry_order': {'vmfpropel_i2': {'1': {'mode_recall_all': stat(1.0),
                                                    'angular_error/mode': stat(2.0)},
@@ -46,7 +47,8 @@ def test_circle_report_tables():
   text = report.markdown(results, command='cmd')
   assert '| vmfpropel_i2 | mode | 3.00 ± 0.50 | – | – | – |' in text
   assert '| mse | direct | 40.00 ± 0.50 |' in text
-  assert '| vmfpropel_i2 | 1.250 ± 0.500 | – |' in text
+  assert '| vmfpropel_i2 | 1.250 ± 0.500 | -0.500 ± 0.500 | – |' in text
+  assert 'w.r.t. arc length in radians (uniform: −log 2π' in text
   assert 'CMAE' not in text
   assert '| vmfpropel_i2 | 1.00 / 2.0 | 0.75 / 4.0 |' in text
   assert '| mse | – / 5.0 | – / 60.0 |' in text
@@ -88,9 +90,10 @@ def test_compare_orientation_end_to_end(tmp_path, kind):
   with open(os.path.join(workdir, 'results.json')) as f:
     results = json.load(f)
   assert results['label_kind'] == ('rotation' if kind == 'cube_small' else 'circle')
+  assert ('volume π²' if kind == 'cube_small' else 'arc length') in results['log_likelihood_measure']
   assert results['missing_runs'] == []
-  for name in ('angular_error/mode', 'acc15/mode', 'log_likelihood', 'spread',
-               'mode_recall_all'):
+  for name in ('angular_error/mode', 'acc15/mode', 'log_likelihood',
+               'log_likelihood_all_equivalents', 'spread', 'mode_recall_all'):
     assert name in results['summary']['vmfpropel_i2'], name
   assert 'angular_error/argmax' in results['summary']['classifier']
   assert sorted(os.listdir(os.path.join(workdir, 'plots'))) == [

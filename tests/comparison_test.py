@@ -56,7 +56,7 @@ def _parse(*argv):
 ])
 def test_parse_method(name, expected):
   method = runner.parse_method(name)
-  assert (method.name, method.loss, method.num_gaussians, method.target_scale,
+  assert (method.name, method.head, method.num_components, method.target_sigma,
           method.learn_weights, method.covariance) == (name, *expected)
 
 
@@ -67,17 +67,46 @@ def test_method_suffixes_set_the_model_config():
                                           ('propel_i4_full', False, 'full'),
                                           ('mdn_i2_full', False, 'full')):
     run = runner.run_config(config, runner.parse_method(name), 0)
-    assert (run.num_gaussians, run.model.learn_weights, run.model.covariance) == (
+    assert (run.num_components, run.model.learn_weights, run.model.covariance) == (
         int(name.split('_i')[1][0]), learn_weights, covariance), name
   assert {'propel_i4_lw', 'propel_i4_full'} <= set(config.compare.methods.split(','))
 
 
+def test_a_method_sigma_sets_the_head_target_width():
+  """_s<σ> is σ for the Gaussian heads and κ = 1/σ² for vmfpropel, as it always was."""
+  config = _parse()
+  assert runner.run_config(config, runner.parse_method('propel_i2_s0.05'), 0).target_scale == 0.05
+  vmf = runner.run_config(config, runner.parse_method('vmfpropel_i2_s0.05'), 0)
+  assert vmf.target_concentration == 400.0
+  # Without _s, a base config with no target_concentration reads 1/target_scale².
+  assert runner.run_config(config, runner.parse_method('vmfpropel_i2'), 0
+                           ).target_concentration == 2500.0
+
+
+def test_method_settings_come_from_the_registry():
+  config = _parse()
+  settings = {name: report.method_settings(config, runner.parse_method(name))
+              for name in ('propel_i4_lw', 'mdn_i2', 'vmfmdn_i3', 'vmfpropel_i2_s0.05', 'mse')}
+  assert settings == {
+      'propel_i4_lw': {'head': 'propel', 'num_components': 4, 'learn_weights': True,
+                       'covariance': 'diagonal', 'target_scale': 0.02},
+      'mdn_i2': {'head': 'mdn', 'num_components': 2, 'learn_weights': True,
+                 'covariance': 'diagonal'},
+      'vmfmdn_i3': {'head': 'vmfmdn', 'num_components': 3, 'learn_weights': True},
+      'vmfpropel_i2_s0.05': {'head': 'vmfpropel', 'num_components': 2, 'learn_weights': False,
+                             'target_concentration': 400.0},
+      'mse': {'head': 'mse'}}
+
+
 @pytest.mark.parametrize('name, message', [
-    ('svm', 'Unknown method'), ('mse_i2', 'needs a mixture loss'),
-    ('propel_i0', 'I >= 1'), ('mdn_i2_s0.1', 'needs a loss of'), ('propel_x', 'Unknown'),
-    ('mdn_i2_lw', r'_lw \(learned weights\) needs a loss of'),
-    ('heatmap_full', r'_full \(full covariance\) needs a Gaussian mixture loss'),
-    ('vmfpropel_i2_full', 'needs a Gaussian mixture loss'),
+    ('svm', 'Unknown method'), ('mse_i2', 'needs a mixture head'),
+    ('propel_i0', 'I >= 1'), ('mdn_i2_s0.1', r"needs a head with a target width \('propel', "
+                                            r"'vmfpropel'\)"),
+    ('propel_x', 'Unknown'),
+    ('mdn_i2_lw', r"_lw \(learned weights\) needs a head of \('propel', 'vmfpropel'\)"),
+    ('heatmap_full', r"_full \(full covariance\) needs a Gaussian mixture head \('propel', "
+                     r"'mdn'\)"),
+    ('vmfpropel_i2_full', 'needs a Gaussian mixture head'),
     ('propel_full_lw', r'Unknown method.*\[_lw\]\[_full\]'),
 ])
 def test_parse_method_rejects_bad_names(name, message):
@@ -130,11 +159,11 @@ def test_validate_names_the_bad_key():
 
 
 def test_sensitivity_table_lists_every_propel_setting():
-  propel = {'loss': 'propel', 'num_gaussians': 2, 'target_scale': 0.02,
+  propel = {'head': 'propel', 'num_components': 2, 'target_scale': 0.02,
             'learn_weights': False, 'covariance': 'diagonal'}
   settings = {'propel_i2': propel, 'propel_i2_s0.1': dict(propel, target_scale=0.1),
               'propel_i2_lw_full': dict(propel, learn_weights=True, covariance='full'),
-              'mse': {'loss': 'mse'}}
+              'mse': {'head': 'mse'}}
   cmae = {'mean': 3.0, 'std': 0.5, 'values': [2.5, 3.5]}
   results = {'dataset': 'd', 'label_names': ['a'], 'split_sizes': {'test': 1},
              'config': _parse().to_dict(), 'seeds': [0, 1], 'missing_runs': [], 'runs': {},
@@ -145,9 +174,10 @@ def test_sensitivity_table_lists_every_propel_setting():
   text = report.markdown(results, command='cmd')
   assert '| mse | direct | 3.00 ± 0.50 | – |' in text
   methods = text.split('## Methods')[1].split('##')[0]
-  assert '| propel_i2 | propel | 2 | 0.02 | equal | diagonal |' in methods
-  assert '| propel_i2_lw_full | propel | 2 | 0.02 | learned | full |' in methods
+  assert '| propel_i2 | propel | 2 | target_scale=0.02 | equal | diagonal |' in methods
+  assert '| propel_i2_lw_full | propel | 2 | target_scale=0.02 | learned | full |' in methods
   assert '| mse | mse | – | – | – | – |' in methods
+  assert 'target_scale: σ of the ground-truth Gaussian' in methods
   sensitivity = text.split('## Sensitivity')[1]
   assert '| propel_i2 | 2 | 0.02 | equal | diagonal | 3.00 ± 0.50 | – |' in sensitivity
   assert '| propel_i2_lw_full | 2 | 0.02 | learned | full | – |' in sensitivity

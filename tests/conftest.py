@@ -7,6 +7,7 @@ skips the end-to-end runs marked `slow` (binaries in subprocesses, several
 processes joined by jax.distributed, kill-and-resume).
 """
 
+import jax
 import pytest
 
 
@@ -20,3 +21,17 @@ def data_dir(tmp_path_factory):
 def jax_cache(tmp_path_factory):
   """A JAX compilation cache shared by a module's subprocesses."""
   return str(tmp_path_factory.mktemp('jax_cache'))
+
+
+@pytest.fixture
+def enable_x64():
+  """The float64 switch: `with enable_x64(): ...` runs its block with float64 enabled in JAX.
+
+  Float64 references and finite differences run inside the block; outside it
+  JAX keeps its float32 default, so the code under test runs as users run it.
+  `enable_x64(False)` turns float64 off inside a block.
+  """
+  if hasattr(jax, 'enable_x64'):
+    return jax.enable_x64
+  from jax import experimental  # pylint: disable=g-import-not-at-top
+  return experimental.enable_x64

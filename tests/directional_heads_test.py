@@ -131,9 +131,9 @@ class _Info:
 _CIRCLE = _Info(labels_lib.LabelSpec(('cos', 'sin'), (-1.0, -1.0), (1.0, 1.0), kind='circle'))
 
 
-def _config(loss):
+def _config(head):
   return ml_collections.ConfigDict({
-      'loss': loss, 'num_gaussians': 3, 'target_scale': 0.1,
+      'head': head, 'num_components': 3, 'target_scale': 0.1, 'target_concentration': 100.0,
       'model': {'channels': (4,), 'hidden_units': 8}})
 
 
@@ -147,7 +147,7 @@ def test_create_model_picks_the_directional_head(loss, head_type):
   model = nnx.eval_shape(lambda: models.create_model(_config(loss), _CIRCLE, rngs=nnx.Rngs(0)))
   assert type(model.head) is head_type
   if loss == 'vmfpropel':
-    assert model.head.target_concentration == pytest.approx(100.0)
+    assert model.head.target_concentration == 100.0
 
 
 def test_create_model_refuses_a_loss_of_the_other_label_kind():
@@ -219,6 +219,7 @@ def test_rotation_classifier_loss_decoder_and_density():
   np.testing.assert_allclose(head.loss(logits, batch), -log_p[np.arange(B), label_cells],
                              rtol=1e-5)
   np.testing.assert_allclose(head.decode(logits)['argmax'], cells[log_p.argmax(1)], atol=1e-6)
-  # Density w.r.t. the normalised Haar measure: p_cell · G.
+  # Density w.r.t. the Haar measure of volume π²: p_cell over the cell's volume π²/G.
   np.testing.assert_allclose(head.mixture(logits).log_prob(batch['label']),
-                             log_p[np.arange(B), label_cells] + math.log(576), rtol=1e-5)
+                             log_p[np.arange(B), label_cells] + math.log(576 / math.pi**2),
+                             rtol=1e-5)

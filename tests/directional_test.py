@@ -24,8 +24,6 @@ from scipy.spatial.transform import Rotation
 
 from propel_jax import directional
 
-enable_x64 = jax.enable_x64 if hasattr(jax, 'enable_x64') else (
-    jax.experimental.enable_x64)
 
 DIMS = (2, 3, 4)
 B, I = 4, 3
@@ -159,7 +157,7 @@ def test_quadrature_is_exact_enough():
 
 @pytest.mark.parametrize('d', DIMS)
 @pytest.mark.parametrize('antipodal', [False, True])
-def test_distance_and_loss_match_quadrature(d, antipodal):
+def test_distance_and_loss_match_quadrature(d, antipodal, enable_x64):
   args = problem(d, 10 * d + antipodal)
   args['concentrations'][0, 1] = 0.0  # a uniform component too
   p = mixture(problem(d, 100 + d))
@@ -179,7 +177,7 @@ def test_distance_and_loss_match_quadrature(d, antipodal):
 
 
 @pytest.mark.parametrize('d', DIMS)
-def test_log_prob_matches_definition_and_integrates_to_one(d):
+def test_log_prob_matches_definition_and_integrates_to_one(d, enable_x64):
   mus, kappas, logits = mixture(problem(d, d, kappa_range=(0.0, 8.0)))
   x, w = grid(d)
   for antipodal in (False, True):
@@ -231,7 +229,7 @@ def test_zero_iff_equal(d):
 
 
 @pytest.mark.parametrize('d', [3, 4])
-def test_invariant_under_a_common_rotation(d):
+def test_invariant_under_a_common_rotation(d, enable_x64):
   args = problem(d, 30 + d)
   rotation = stats.special_ortho_group.rvs(d, random_state=d)
   rotated = dict(args, mean_directions=args['mean_directions'] @ rotation.T,
@@ -303,7 +301,7 @@ def extreme_rows(d, kappa):
 
 
 @pytest.mark.parametrize('d', DIMS)
-def test_extreme_inputs_finite_value_and_gradient(d):
+def test_extreme_inputs_finite_value_and_gradient(d, enable_x64):
   """κ = 0, 1e-8, 1e4, 1e5 (and 1) in float32: finite loss and gradient.
 
   Gradients with the symmetry (whose overlaps contain the plain ones: a NaN
@@ -333,7 +331,7 @@ def test_extreme_inputs_finite_value_and_gradient(d):
       np.testing.assert_allclose(values, values64, rtol=2e-5, atol=2e-5)
 
 
-def test_uniform_limits():
+def test_uniform_limits(enable_x64):
   args = extreme_rows(3, 0.0)
   # κ = 0 everywhere: every density uniform, distance 0; tiny κ: nearly 0.
   for kappa in (0.0, 1e-8):
@@ -350,7 +348,7 @@ def test_uniform_limits():
 
 
 @pytest.mark.parametrize('d', DIMS)
-def test_float32_keeps_accuracy_at_large_concentrations(d):
+def test_float32_keeps_accuracy_at_large_concentrations(d, enable_x64):
   # Sharp vMFs a few 1/√κ apart: O(1) losses from exponents of O(κ).
   rng = np.random.default_rng(d)
   for kappa in (1e3, 1e5):
@@ -373,7 +371,7 @@ def test_float32_keeps_accuracy_at_large_concentrations(d):
 
 
 @pytest.mark.parametrize('x64', [False, True])
-def test_continuous_across_the_series_switch(x64):
+def test_continuous_across_the_series_switch(x64, enable_x64):
   """The series and the Bessel forms meet at κ = ½ and r = ½ without a step."""
   # Steps of a few ulps either side: the loss itself moves by far less than atol.
   dtype, atol, eps = (np.float64, 1e-10, 1e-12) if x64 else (np.float32, 2e-6, 1e-7)
@@ -411,7 +409,7 @@ def regime_problem(d):
 
 
 @pytest.mark.parametrize('d', DIMS)
-def test_gradients_match_finite_differences(d):
+def test_gradients_match_finite_differences(d, enable_x64):
   args = regime_problem(d)
   names = list(args)
 
@@ -464,7 +462,7 @@ def test_jit_vmap_and_batching_agree():
   np.testing.assert_allclose(shared[1], loss(one, True), rtol=1e-5)  # antipodal
 
 
-def test_dtypes():
+def test_dtypes(enable_x64):
   args = problem(3, 0)
   assert loss(args).dtype == jnp.float32
   half = dict(args, mean_directions=args['mean_directions'].astype(jnp.bfloat16))
@@ -666,7 +664,7 @@ def test_sample_at_large_concentration_in_float32(d):
                                rtol=0.05)
 
 
-def test_mean_direction_matches_quadrature():
+def test_mean_direction_matches_quadrature(enable_x64):
   with enable_x64():
     for d in (3, 4):
       mus, kappas, logits = (a[0] for a in mixture(problem(d, 11, (0.0, 6.0))))
@@ -682,7 +680,7 @@ def test_mean_direction_matches_quadrature():
       np.testing.assert_allclose(got, axis * np.sign(axis[0]), atol=1e-9)
 
 
-def test_quaternions_match_scipy_and_round_trip():
+def test_quaternions_match_scipy_and_round_trip(enable_x64):
   rng = np.random.default_rng(12)
   q = unit(rng, (50, 4))
   # Half-turns (w = 0) and the identity exercise every branch.

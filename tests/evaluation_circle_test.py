@@ -34,9 +34,11 @@ def test_circle_metrics(tmp_path):
   np.testing.assert_allclose(metrics['median_angular_error/mode'], np.rad2deg(0.1), rtol=1e-4)
   assert metrics['acc15/mode'] == 1.0 and metrics['acc30/mode'] == 1.0
   assert metrics['mode_recall_all'] == 1.0
-  # Three equal modes, one on the label: log(2π · e^κ / (3 · 2π I0(κ))).
-  np.testing.assert_allclose(metrics['log_likelihood'], -np.log(3 * np.i0(400.0) * np.exp(-400.0)),
-                             rtol=1e-4)
+  # Three equal modes, one on each equivalent, per radian of arc: e^κ / (3 · 2π I0(κ)),
+  # the same at every equivalent.
+  expected = -np.log(3 * 2 * np.pi * np.i0(400.0) * np.exp(-400.0))
+  np.testing.assert_allclose(metrics['log_likelihood'], expected, rtol=1e-4)
+  np.testing.assert_allclose(metrics['log_likelihood_all_equivalents'], expected, rtol=1e-4)
   assert 0 < metrics['spread'] < 5
   assert metrics['num_examples'] == 5
   errors = evaluation.per_example_errors(outputs, _Info())

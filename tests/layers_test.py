@@ -70,8 +70,8 @@ def test_conv3x3_value_and_gradients(shape, block_bytes, rows, weight_gradient, 
                              rtol=1e-5, atol=1e-5)
 
 
-def test_row_block_gradient_passes_finite_differences():
-  with jax.enable_x64(True):
+def test_row_block_gradient_passes_finite_differences(enable_x64):
+  with enable_x64():
     images = jnp.asarray(RNG.normal(size=(2, 6, 4, 2)))
     kernel = jnp.asarray(RNG.normal(size=(3, 3, 2, 3)))
     check_grads(lambda x, k: layers.conv3x3(x, k, 'row_blocks'), (images, kernel),
@@ -152,8 +152,8 @@ def test_batch_norm_relu_max_pool_matches_the_composition(shape, train):
                                rtol=1e-5, atol=1e-6)
 
 
-def test_batch_norm_relu_max_pool_gradient_passes_finite_differences():
-  with jax.enable_x64(True):
+def test_batch_norm_relu_max_pool_gradient_passes_finite_differences(enable_x64):
+  with enable_x64():
     images = jnp.asarray(_distinct((2, 4, 6, 3)), jnp.float64)
     scale, bias = jnp.asarray([0.8, 1.2, -0.9]), jnp.asarray([0.1, -0.2, 0.3])
     check_grads(lambda x, s, b: layers._bn_relu_pool(x, s, b, 1e-5)[0], (images, scale, bias),

@@ -23,8 +23,6 @@ from scipy import stats
 from propel_jax import losses
 from propel_jax import mixtures
 
-enable_x64 = jax.enable_x64 if hasattr(jax, 'enable_x64') else (
-    jax.experimental.enable_x64)
 
 
 # ----------------------------------------------------------------------------
@@ -94,7 +92,7 @@ def random_log_weights(rng, shape):
 
 @pytest.mark.parametrize('num,dim', [(1, 1), (2, 1), (1, 3), (3, 2), (4, 5)])
 @pytest.mark.parametrize('weighted', [False, True])
-def test_propel_matches_float64_reference(num, dim, weighted):
+def test_propel_matches_float64_reference(num, dim, weighted, enable_x64):
   rng = np.random.default_rng(num * 10 + dim)
   means, scales, targets = random_problem(rng, (6,), num, dim)
   target_scale = rng.uniform(0.1, 0.5, size=dim)
@@ -122,7 +120,7 @@ def test_scalar_and_per_dimension_target_scale_agree():
       rtol=1e-6)
 
 
-def test_mixture_distance_matches_reference_for_two_mixtures():
+def test_mixture_distance_matches_reference_for_two_mixtures(enable_x64):
   rng = np.random.default_rng(1)
   pm, ps, _ = random_problem(rng, (5,), 2, 3)
   qm, qs, _ = random_problem(rng, (5,), 4, 3)
@@ -166,7 +164,7 @@ def _propel_integrals_by_quadrature_1d(means, scales, target, target_scale):
   return -np.log(2 * cross / squares)
 
 
-def test_matches_quadrature_n1():
+def test_matches_quadrature_n1(enable_x64):
   rng = np.random.default_rng(2)
   for num in (1, 2, 5):
     means = rng.normal(size=num)
@@ -179,7 +177,7 @@ def test_matches_quadrature_n1():
     np.testing.assert_allclose(got, expected, rtol=1e-8)
 
 
-def test_matches_grid_integration_n2():
+def test_matches_grid_integration_n2(enable_x64):
   """Trapezoidal rule on a fine grid: spectrally accurate for Gaussians."""
   rng = np.random.default_rng(3)
   means = rng.normal(size=(3, 2))
@@ -224,7 +222,7 @@ def test_nonnegative_and_positive_away_from_the_target():
   assert np.all(np.asarray(loss) > 0), float(np.min(loss))
 
 
-def test_translation_invariance():
+def test_translation_invariance(enable_x64):
   rng = np.random.default_rng(6)
   means, scales, targets = random_problem(rng, (8,), 3, 4)
   shift = rng.normal(size=4) * 5
@@ -239,7 +237,7 @@ def test_translation_invariance():
 # Gradients.
 
 
-def test_check_grads_all_float_arguments():
+def test_check_grads_all_float_arguments(enable_x64):
   """Finite differences, first order both modes, second order (custom JVP)."""
   rng = np.random.default_rng(7)
   means, scales, targets = random_problem(rng, (2,), 3, 2)
@@ -350,7 +348,7 @@ def poster_partials(means, scales, target, target_scale):
 
 
 @pytest.mark.parametrize('num,dim', [(1, 1), (2, 1), (3, 3), (5, 2)])
-def test_gradients_match_poster_closed_form(num, dim):
+def test_gradients_match_poster_closed_form(num, dim, enable_x64):
   rng = np.random.default_rng(8)
   means, scales, target = random_problem(rng, (), num, dim)
   expected = poster_partials(means, scales, target, 0.25)
@@ -481,7 +479,7 @@ def test_mixed_scales_within_one_mixture():
                              expected, rtol=1e-4)
 
 
-def test_many_components_and_dimensions_finite():
+def test_many_components_and_dimensions_finite(enable_x64):
   """I = 256 components, n = 64 dimensions, in float32."""
   rng = np.random.default_rng(17)
   means, scales, targets = random_problem(rng, (1,), 256, 64)
@@ -631,7 +629,7 @@ def ref_propel_direct(means, scales, target, target_scale, weights):
 
 @pytest.mark.parametrize('fn', ['propel_loss', 'mixture_nll'])
 def test_forgotten_component_axis_raises(fn):
-  """means [B, n] with targets [B, n] used to read as one B-component mixture."""
+  """means [B, n] with targets [B, n] is refused, not read as one B-component mixture."""
   rng = np.random.default_rng(30)
   means, scales, targets = random_problem(rng, (4,), 1, 3)
   kwargs = {'target_scale': 0.2} if fn == 'propel_loss' else {}
@@ -671,7 +669,7 @@ def _logit_shifts(rng, log_w):
   return [log_w, log_w + 5.0, log_w + per_example]
 
 
-def test_propel_logits_shift_invariant_values_and_gradients():
+def test_propel_logits_shift_invariant_values_and_gradients(enable_x64):
   rng = np.random.default_rng(31)
   means, scales, targets = random_problem(rng, (5,), 3, 2)
   log_w = random_log_weights(rng, (5, 3))
@@ -693,7 +691,7 @@ def test_propel_logits_shift_invariant_values_and_gradients():
   np.testing.assert_allclose(value32, expected, rtol=2e-5)
 
 
-def test_mixture_distance_and_nll_logits_shift_invariant():
+def test_mixture_distance_and_nll_logits_shift_invariant(enable_x64):
   rng = np.random.default_rng(32)
   pm, ps, targets = random_problem(rng, (4,), 2, 3)
   qm, qs, _ = random_problem(rng, (4,), 3, 3)
@@ -719,7 +717,7 @@ def test_mixture_distance_and_nll_logits_shift_invariant():
 
 
 @pytest.mark.parametrize('kind', ['scalar', '[n]', '[1, n]', '[B]', '[B, 1]', '[B, n]'])
-def test_target_scale_shapes_match_float64_reference(kind):
+def test_target_scale_shapes_match_float64_reference(kind, enable_x64):
   batch, num, dim = 5, 3, 2
   rng = np.random.default_rng(33)
   means, scales, targets = random_problem(rng, (batch,), num, dim)
@@ -742,7 +740,7 @@ def test_target_scale_shapes_match_float64_reference(kind):
   np.testing.assert_allclose(got32, expected, rtol=2e-5)
 
 
-def test_target_scale_with_leading_batch_axes():
+def test_target_scale_with_leading_batch_axes(enable_x64):
   """[A, B] examples: target_scale [A, B] (per example), [A, B, n] and [A, 1, 1]."""
   rng = np.random.default_rng(34)
   means, scales, targets = random_problem(rng, (3, 4), 2, 2)
@@ -758,7 +756,7 @@ def test_target_scale_with_leading_batch_axes():
     np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-10)
 
 
-def test_target_scale_ambiguous_when_batch_equals_n():
+def test_target_scale_ambiguous_when_batch_equals_n(enable_x64):
   rng = np.random.default_rng(35)
   means, scales, targets = random_problem(rng, (3,), 2, 3)
   target_scale = np.array([0.1, 0.2, 0.4])
@@ -897,7 +895,7 @@ def test_mse_and_l1():
                              rtol=1e-6)
 
 
-def test_mixture_nll_matches_scipy():
+def test_mixture_nll_matches_scipy(enable_x64):
   rng = np.random.default_rng(23)
   means, scales, targets = random_problem(rng, (4,), 3, 2)
   log_w = random_log_weights(rng, (4, 3))
@@ -969,7 +967,7 @@ def ref_full_propel(means, factors, target, target_scale, weights=None):
 # n = 9 takes the looped factorisation (`losses._MAX_UNROLLED_DIMS` = 8).
 @pytest.mark.parametrize('num,dim', [(1, 1), (3, 2), (4, 3), (2, 5), (2, 9)])
 @pytest.mark.parametrize('weighted', [False, True])
-def test_full_covariance_matches_float64_reference(num, dim, weighted):
+def test_full_covariance_matches_float64_reference(num, dim, weighted, enable_x64):
   rng = np.random.default_rng(100 + num * 10 + dim)
   means, factors, targets = random_full_problem(rng, (2,), num, dim)
   target_scale = rng.uniform(0.2, 0.5, size=(1, dim))  # [n] is ambiguous for n = 2
@@ -989,7 +987,7 @@ def test_full_covariance_matches_float64_reference(num, dim, weighted):
   np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_full_covariance_matches_grid_integration_n2():
+def test_full_covariance_matches_grid_integration_n2(enable_x64):
   """The three integrals of the definition on a grid, densities from SciPy."""
   rng = np.random.default_rng(101)
   means, factors, target = random_full_problem(rng, (), 3, 2)
@@ -1009,7 +1007,7 @@ def test_full_covariance_matches_grid_integration_n2():
   np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
-def test_diagonal_factors_reproduce_the_diagonal_path():
+def test_diagonal_factors_reproduce_the_diagonal_path(enable_x64):
   rng = np.random.default_rng(102)
   means, scales, targets = random_problem(rng, (4,), 3, 3)
   factors = scales[..., None] * np.eye(3)
@@ -1030,7 +1028,7 @@ def test_diagonal_factors_reproduce_the_diagonal_path():
 
 
 @pytest.mark.parametrize('p_full,q_full', [(False, True), (True, False), (True, True)])
-def test_mixture_distance_mixed_diagonal_and_full_sides(p_full, q_full):
+def test_mixture_distance_mixed_diagonal_and_full_sides(p_full, q_full, enable_x64):
   rng = np.random.default_rng(103)
   pm, pf, _ = random_full_problem(rng, (3,), 2, 3)
   qm, qf, _ = random_full_problem(rng, (3,), 4, 3)
@@ -1066,7 +1064,7 @@ def test_full_covariance_upper_triangle_and_diagonal_signs_not_read():
   np.testing.assert_array_equal(np.triu(grad, k=1), 0.0)
 
 
-def test_full_covariance_check_grads_and_finite_differences():
+def test_full_covariance_check_grads_and_finite_differences(enable_x64):
   """check_grads (both modes, and order 2), and central differences of the reference."""
   rng = np.random.default_rng(105)
   means, factors, targets = random_full_problem(rng, (1,), 2, 2)
@@ -1095,7 +1093,7 @@ def test_full_covariance_check_grads_and_finite_differences():
 
 
 @pytest.mark.parametrize('dim', [3, 9])  # unrolled and looped factorisations
-def test_full_covariance_check_grads_order_2_each_factorisation(dim):
+def test_full_covariance_check_grads_order_2_each_factorisation(dim, enable_x64):
   rng = np.random.default_rng(110 + dim)
   means, factors, targets = random_full_problem(rng, (1,), 2, dim)
   with enable_x64():
@@ -1104,7 +1102,11 @@ def test_full_covariance_check_grads_order_2_each_factorisation(dim):
 
 
 def test_full_covariance_above_the_unrolled_size_runs_repeatedly():
-  """Regression: the looped path is called many times under jit (LAPACK calls hung here)."""
+  """The looped path (n > 8) runs many jitted calls on XLA:CPU.
+
+  Jitted `jnp.linalg.cholesky` and triangular solves hang there after a few
+  calls on two cores (docs/benchmarks.md#full-covariance); the loop does not.
+  """
   rng = np.random.default_rng(111)
   means, factors, targets = (a.astype(np.float32)
                              for a in random_full_problem(rng, (32,), 4, 12))
@@ -1190,7 +1192,7 @@ def test_full_covariance_sixteen_dimensions_and_32_components():
                              _ref_full_loop(*args, 0.2), rtol=1e-4)
 
 
-def test_full_covariance_zero_at_perfect_prediction_and_translation_invariant():
+def test_full_covariance_zero_at_perfect_prediction_and_translation_invariant(enable_x64):
   rng = np.random.default_rng(110)
   targets = rng.normal(size=(3, 2))
   gt = np.broadcast_to(np.diag([0.3, 0.2]), (3, 1, 2, 2))
@@ -1236,7 +1238,7 @@ def test_check_inputs_full_covariance():
   err.throw()  # the upper triangle is not read
 
 
-def test_full_covariance_mixture_nll_matches_scipy():
+def test_full_covariance_mixture_nll_matches_scipy(enable_x64):
   rng = np.random.default_rng(112)
   means, factors, targets = random_full_problem(rng, (4,), 3, 3)
   log_w = random_log_weights(rng, (4, 3))

@@ -11,8 +11,6 @@ from scipy import stats
 
 from propel_jax import mixtures
 
-enable_x64 = jax.enable_x64 if hasattr(jax, 'enable_x64') else (
-    jax.experimental.enable_x64)
 
 
 def random_mixture(rng, batch, num, dim):
@@ -28,7 +26,7 @@ def scipy_pdf(x, means, scales, log_weights):
              for m, s, lw in zip(means, scales, log_weights))
 
 
-def test_log_prob_matches_scipy():
+def test_log_prob_matches_scipy(enable_x64):
   rng = np.random.default_rng(0)
   means, scales, log_w = random_mixture(rng, (3,), 4, 2)
   x = rng.normal(size=(3, 2))
@@ -59,26 +57,29 @@ def _grid_2d(means, scales, log_w, half_width=12.0, points=801, pdf_fn=None):
 
 
 def _assert_moments_match_integration(means, scales, log_w, grid, cov_atol):
-  """mixtures.mean and .covariance against the moments of the density on a 2-D grid."""
+  """mixtures.mean and .covariance against the moments of the density on a 2-D grid.
+
+  Call it with float64 enabled: the tolerances are float64's.
+  """
   x, y, pdf, integral = grid
   assert abs(integral(pdf) - 1) < 1e-8
   mean = np.array([integral(x * pdf), integral(y * pdf)])
   dx, dy = x - mean[0], y - mean[1]
   cov = np.array([[integral(dx * dx * pdf), integral(dx * dy * pdf)],
                   [integral(dy * dx * pdf), integral(dy * dy * pdf)]])
-  with enable_x64():
-    np.testing.assert_allclose(mixtures.mean(means, scales, log_w), mean, atol=1e-8)
-    np.testing.assert_allclose(mixtures.covariance(means, scales, log_w), cov, atol=cov_atol)
+  np.testing.assert_allclose(mixtures.mean(means, scales, log_w), mean, atol=1e-8)
+  np.testing.assert_allclose(mixtures.covariance(means, scales, log_w), cov, atol=cov_atol)
 
 
-def test_mean_and_covariance_match_numerical_integration():
+def test_mean_and_covariance_match_numerical_integration(enable_x64):
   rng = np.random.default_rng(1)
   means, scales, log_w = random_mixture(rng, (), 3, 2)
-  _assert_moments_match_integration(means, scales, log_w, _grid_2d(means, scales, log_w),
-                                    cov_atol=1e-8)
+  with enable_x64():
+    _assert_moments_match_integration(means, scales, log_w, _grid_2d(means, scales, log_w),
+                                      cov_atol=1e-8)
 
 
-def test_marginal_cdf_matches_scipy_and_integration():
+def test_marginal_cdf_matches_scipy_and_integration(enable_x64):
   rng = np.random.default_rng(2)
   means, scales, log_w = random_mixture(rng, (2,), 3, 2)
   x = rng.normal(size=(2, 2))
@@ -108,7 +109,7 @@ def _grid_modes_1d(means, scales, log_w):
     ([-3.0, -2.8, 0.0, 3.0], [0.3, 0.3, 0.4, 0.6], [0.2, 0.2, 0.3, 0.3]),
     ([0.0, 1.0], [0.5, 1.0], [0.5, 0.5]),            # one mode, pulled by unequal scales
 ])
-def test_modes_1d_match_grid_search(means, scales, weights):
+def test_modes_1d_match_grid_search(means, scales, weights, enable_x64):
   means = np.array(means)[:, None]
   scales = np.array(scales)[:, None]
   log_w = np.log(np.array(weights))
@@ -152,7 +153,7 @@ def test_modes_of_a_nan_example_do_not_stop_the_others():
   assert not np.any(valid[1])
 
 
-def test_modes_tolerances_scale_with_the_narrowest_component():
+def test_modes_tolerances_scale_with_the_narrowest_component(enable_x64):
   # Two narrow modes 0.05 apart (50 of their σ) beside a wide component: the
   # merge and convergence tolerances are in units of the smallest scale, so
   # the wide one does not blur the narrow ones into one mode.
@@ -164,7 +165,7 @@ def test_modes_tolerances_scale_with_the_narrowest_component():
   np.testing.assert_allclose(np.sort(np.asarray(x)[:, 0]), [0.0, 0.05, 100.0], atol=1e-6)
 
 
-def test_modes_just_apart_stay_apart_by_default():
+def test_modes_just_apart_stay_apart_by_default(enable_x64):
   # Two unit Gaussians at ±1.003 are just bimodal: modes at ±0.1334, 0.27σ
   # apart, which the default merge tolerance (1e-2 σ) keeps apart. Near the
   # split the iteration is slow, hence the many iterations.
@@ -235,7 +236,7 @@ def test_functions_vmap_and_differentiate():
 
 @pytest.mark.parametrize('fn', ['log_prob', 'marginal_cdf', 'component_log_prob'])
 def test_forgotten_component_axis_raises(fn):
-  """means [B, n] with x [B, n] used to read as one B-component mixture."""
+  """means [B, n] with x [B, n] is refused, not read as one B-component mixture."""
   means, scales, _ = random_mixture(np.random.default_rng(10), (4,), 1, 3)
   x = np.zeros((4, 3))
   with pytest.raises(ValueError, match=(
@@ -257,7 +258,7 @@ def _shifted_logits(log_w):
   return [log_w + 5.0, log_w + rng.normal(size=log_w.shape[:-1] + (1,)) * 10]
 
 
-def test_every_function_takes_logits():
+def test_every_function_takes_logits(enable_x64):
   """Adding a constant over I to log_weights changes nothing anywhere."""
   rng = np.random.default_rng(12)
   means, scales, log_w = random_mixture(rng, (3,), 4, 2)
@@ -291,7 +292,7 @@ def test_every_function_takes_logits():
         rtol=1e-12)
 
 
-def test_normalized_log_weights():
+def test_normalized_log_weights(enable_x64):
   means = np.zeros((2, 3, 4))
   with enable_x64():
     uniform = mixtures.normalized_log_weights(means)
@@ -393,7 +394,7 @@ def test_mixture_is_a_pytree_under_jit_and_vmap():
     ([-90.0, 10.0], [180.0, -0.5]),
     ('per_example', 'per_example'),
 ])
-def test_affine_maps_the_density_with_its_jacobian(shift, scale):
+def test_affine_maps_the_density_with_its_jacobian(shift, scale, enable_x64):
   """log p_y(shift + scale x) = log p_x(x) - Σ_d log|scale_d|."""
   rng = np.random.default_rng(17)
   means, scales, log_w = random_mixture(rng, (4,), 3, 2)
@@ -459,7 +460,7 @@ def scipy_full_pdf(x, means, factors, log_weights):
              for m, c, lw in zip(means, full_covariances(factors), log_weights))
 
 
-def test_full_log_prob_nll_and_components_match_scipy():
+def test_full_log_prob_nll_and_components_match_scipy(enable_x64):
   rng = np.random.default_rng(40)
   means, factors, log_w = random_full_mixture(rng, (3,), 4, 3)
   x = rng.normal(size=(3, 3))
@@ -481,14 +482,15 @@ def test_full_log_prob_nll_and_components_match_scipy():
   assert not mixtures.is_full_covariance(means, factors[..., 0])
 
 
-def test_full_mean_and_covariance_match_numerical_integration():
+def test_full_mean_and_covariance_match_numerical_integration(enable_x64):
   rng = np.random.default_rng(41)
   means, factors, log_w = random_full_mixture(rng, (), 3, 2)
   grid = _grid_2d(means, factors, log_w, half_width=14.0, points=1001, pdf_fn=scipy_full_pdf)
-  _assert_moments_match_integration(means, factors, log_w, grid, cov_atol=1e-7)
+  with enable_x64():
+    _assert_moments_match_integration(means, factors, log_w, grid, cov_atol=1e-7)
 
 
-def test_full_marginal_cdf_and_marginal_match_scipy():
+def test_full_marginal_cdf_and_marginal_match_scipy(enable_x64):
   """The marginals of a Gaussian are Gaussian: dims of the means and covariance."""
   rng = np.random.default_rng(42)
   means, factors, log_w = random_full_mixture(rng, (2,), 3, 3)
@@ -516,7 +518,7 @@ def test_full_marginal_cdf_and_marginal_match_scipy():
     mixtures.marginal(means, factors, dims=(3,))
 
 
-def test_full_modes_match_grid_search():
+def test_full_modes_match_grid_search(enable_x64):
   """Two components tilted alike merge into one mode; a third tilted the other way.
 
   The merged mode lies where the tilt puts it: a diagonal mixture with the
@@ -548,7 +550,7 @@ def test_full_modes_match_grid_search():
 
 
 @pytest.mark.parametrize('shift,scale', [(1.5, -2.0), ([-90.0, 10.0], [180.0, -0.5])])
-def test_full_affine_maps_density_and_factors(shift, scale):
+def test_full_affine_maps_density_and_factors(shift, scale, enable_x64):
   rng = np.random.default_rng(44)
   means, factors, log_w = random_full_mixture(rng, (4,), 3, 2)
   shift, scale = np.asarray(shift), np.asarray(scale)
@@ -636,7 +638,7 @@ def _assert_modes_match(got, expected, atol):
 
 
 @pytest.mark.parametrize('full', [False, True])
-def test_modes_of_random_mixtures_match_the_fixed_point_reference(full):
+def test_modes_of_random_mixtures_match_the_fixed_point_reference(full, enable_x64):
   """Random 2-D and 3-D mixtures, diagonal and full, in float64 and float32."""
   rng = np.random.default_rng(50 + full)
   for dim in (2, 3):
@@ -655,7 +657,7 @@ def test_modes_of_random_mixtures_match_the_fixed_point_reference(full):
       _assert_modes_match([a[b] for a in got], e, atol=2e-4)
 
 
-def test_modes_keep_a_shallow_mode_beside_a_steep_basin():
+def test_modes_keep_a_shallow_mode_beside_a_steep_basin(enable_x64):
   """A trained mixture (rounded) where an unchecked Newton step from the
   second mean jumps past a shallow mode (Hessian eigenvalues −384, −16) into
   the basin of another: the safeguards keep all six modes."""

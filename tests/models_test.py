@@ -12,6 +12,7 @@ import pytest
 
 from propel_jax.data import labels as labels_lib
 from propel_jax.nn import models
+from propel_jax.nn import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,8 +31,8 @@ HAND = Info(('azimuth', 'elevation'), (128, 128, 3))
 HEAD = Info(('yaw', 'pitch', 'roll'), (128, 128, 3))
 
 
-def _config(loss, num_gaussians=2, **model):
-  return ml_collections.ConfigDict({'loss': loss, 'num_gaussians': num_gaussians,
+def _config(head, num_components=2, **model):
+  return ml_collections.ConfigDict({'head': head, 'num_components': num_components,
                                     'target_scale': 0.05, 'model': model})
 
 
@@ -137,11 +138,11 @@ def test_eval_mode_uses_running_statistics():
 
 
 def test_bad_inputs_name_the_problem():
-  with pytest.raises(ValueError, match='config.loss'):
+  with pytest.raises(ValueError, match="Unknown head 'hinge'"):
     models.create_model(_config('hinge'), SMALL, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='filters'):
     models.create_model(_config('mse', filters=3), SMALL, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match='num_gaussians'):
+  with pytest.raises(ValueError, match='num_components'):
     models.create_model(_config('propel', 0), SMALL, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='too small'):
     models.create_model(_config('mse'), Info(('a',), (8, 8, 1)), rngs=nnx.Rngs(0))
@@ -160,7 +161,7 @@ def _adam_step(model, optimizer, batch):
   return loss
 
 
-@pytest.mark.parametrize('loss', models.INTERVAL_LOSSES + ('propel_full',))
+@pytest.mark.parametrize('loss', registry.names('interval') + ('propel_full',))
 def test_every_head_overfits_a_tiny_batch(loss):
   """A few Adam steps on six random images: the loss is finite and goes down."""
   info = Info(('a', 'b'), (16, 16, 1))
@@ -192,8 +193,8 @@ def test_heatmap_head_localises_with_the_default_grid():
 
   Guards against the background plateau (features dead, one cell for every
   image), on which the loss still drops; the default 100×100 grid is the
-  setting where that happened. Before the fix (random output kernel, σ 0.02)
-  this gave a mean argmax error of about 0.2 per axis (few distinct points).
+  setting where it shows. A head with a random output kernel and σ 0.02 sits
+  on it: a mean argmax error of about 0.2 per axis (few distinct points).
   """
   size = 16
   info = Info(('a', 'b'), (size, size, 1))

@@ -1,36 +1,48 @@
-"""Real 2-process runs on 127.0.0.1: the results of 1 process, and elastic resumes.
+"""Real 2-process runs on 127.0.0.1 of the full-size default model, from an empty data_dir.
 
-The global batches are a function of the seed and the step alone, so a run on
-2 processes × 1 CPU device trains on the batches (flips included) of a run on
-1 process × 2 fake CPU devices; with the same devices in total each device
-also computes on the same rows, and only the cross-device sums take another
-path (gloo). One test, four launches of the binary:
+Each process of a run on 2 processes × 1 CPU device computes on the rows one
+device of a 1-process run computes on; only the cross-device sums take
+another path (gloo), so the results agree to rounding. Every run here starts
+from an empty data_dir, so its processes also race to build the dataset.
 
-* reference: 1 process × 2 devices, 48 steps of Adam (6 epochs of 128 examples);
-* 2 processes, killed (SIGKILL) after their checkpoint at step 32 (4 epochs):
-  their checkpoint and metrics so far match the reference's;
-* a resume on 3 devices, which cannot split the batch of 16: a clear error;
-* a resume as 1 process × 2 devices: it ends with the reference's metrics.
+* each conv weight-gradient option: 2 processes end with the metrics of 1;
+* a run killed (SIGKILL) on one process after its checkpoint at step 32: the
+  other stops at once and names it; the checkpoint matches the reference's;
+  a resume on 3 devices, which cannot split the batch of 16, is refused
+  clearly; a resume as 1 process × 2 devices ends with the reference's
+  metrics;
+* an error in one process: both stop within seconds, the other naming it.
 """
 
 import json
 import os
 import signal
+import sys
+import time
 
 import numpy as np
 import pytest
 
 import training_runs as runs
 
-COMMON = ['--config.batch_size=16', '--config.train_split=train[:128]',
-          '--config.lr_schedule=constant', '--config.log_every_steps=8',
-          '--config.eval_every_steps=16']
+# The default model (64×64 images, four conv blocks) of the paper-sized synthetic config,
+# on a slice of the data: the tests are about the processes, not about learning.
+FULL_SIZE = [f'--config={runs.REPO}/experiments/configs/synthetic.py',
+             '--config.batch_size=16', '--config.train_split=train[:128]',
+             '--config.eval_split=test[:64]', '--config.test_split=test[:64]',
+             '--config.num_plot_examples=2', '--config.lr_schedule=constant',
+             '--config.log_every_steps=8', '--config.eval_every_steps=16']
 # The reference and the resumed run.
 TO_THE_END = ['--config.num_train_steps=48', '--config.checkpoint_every_steps=16']
 # The run that is killed: the next checkpoint after step 32 would be at 64, and the
 # end far away (constant learning rate: the steps do not depend on num_train_steps).
 KILLED = ['--config.num_train_steps=100000', '--config.checkpoint_every_steps=32']
 RTOL = 1e-3
+
+
+def _command(workdir, data_dir, *overrides):
+  return [sys.executable, '-m', 'experiments.train', f'--workdir={workdir}', *FULL_SIZE,
+          f'--config.data_dir={data_dir}', *overrides]
 
 
 def _devices(count):
@@ -61,22 +73,60 @@ def _assert_states_close(state, reference):
                                err_msg=key)
 
 
+def _assert_metrics_close(workdir, reference):
+  with open(os.path.join(workdir, 'eval_metrics.json')) as f, \
+      open(os.path.join(reference, 'eval_metrics.json')) as g:
+    metrics, reference_metrics = json.load(f), json.load(g)
+  assert metrics.keys() == reference_metrics.keys()
+  print('final metrics bitwise equal:', metrics == reference_metrics)
+  for key, value in reference_metrics.items():
+    if isinstance(value, str):
+      assert metrics[key] == value, key
+    else:
+      assert metrics[key] == pytest.approx(value, rel=RTOL), key
+  return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('weight_gradient', ['auto', 'row_blocks', 'xla'])
+def test_two_processes_from_an_empty_data_dir_match_one(tmp_path, jax_cache, weight_gradient):
+  steps = ['--config.num_train_steps=8', '--config.checkpoint_every_steps=8',
+           '--config.eval_every_steps=8', f'--config.model.conv_weight_gradient={weight_gradient}']
+  data_dir = str(tmp_path / 'data')
+  workdir = str(tmp_path / 'two')
+  results = runs.finish(runs.start(
+      runs.multiprocess_commands(_command(workdir, data_dir, *steps), 2), jax_cache,
+      **_devices(1)))
+  for returncode, output in results:
+    assert returncode == 0, output[-5000:]
+  # One process built the data, the other waited for it.
+  assert sum('Waiting for' in output for _, output in results) <= 1
+  reference = str(tmp_path / 'one')
+  runs.run(_command(reference, data_dir, *steps), jax_cache, **_devices(1))
+  assert _assert_metrics_close(workdir, reference)['num_examples'] == 64
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_on_one(tmp_path, data_dir, jax_cache):
-  reference = str(tmp_path / 'reference')
-  runs.run(runs.train_command(reference, data_dir, *COMMON, *TO_THE_END), jax_cache,
-           **_devices(2))
-  reference_log = runs.without_timing(runs.read_jsonl(os.path.join(reference, 'metrics.jsonl')))
-
+  # The killed run starts first, from the module's empty data_dir.
   workdir = str(tmp_path / 'elastic')
   processes = runs.start(
-      runs.multiprocess_commands(runs.train_command(workdir, data_dir, *COMMON, *KILLED), 2),
+      runs.multiprocess_commands(_command(workdir, data_dir, *KILLED), 2),
       jax_cache, **_devices(1))
-  results = runs.signal_after_checkpoint(processes, workdir, 32, signal.SIGKILL)
-  for returncode, output in results:
-    assert returncode == -signal.SIGKILL, output[-5000:]
-  assert 'process 0 of 2' in results[0][1] and 'process 1 of 2' in results[1][1]
+  killed = time.monotonic()
+  results = runs.signal_after_checkpoint(processes, workdir, 32, signal.SIGKILL, which={1})
+  # Process 0 was in a collective with the killed process: it stops on its own, soon, and
+  # names the process that is gone instead of waiting for it.
+  assert time.monotonic() - killed < 60
+  (survivor_code, survivor), (killed_code, killed_output) = results
+  assert killed_code == -signal.SIGKILL, killed_output[-5000:]
+  assert survivor_code == 1, survivor[-5000:]
+  assert 'Process(es) [1] did not answer' in survivor, survivor[-5000:]
+  assert 'process 0 of 2' in survivor and 'process 1 of 2' in killed_output
   assert runs.checkpoint_steps(workdir) == [32]
+  reference = str(tmp_path / 'reference')
+  runs.run(_command(reference, data_dir, *TO_THE_END), jax_cache, **_devices(2))
+  reference_log = runs.without_timing(runs.read_jsonl(os.path.join(reference, 'metrics.jsonl')))
   # One input position for both processes; logs and metrics from process 0 only.
   assert [f for f in os.listdir(os.path.join(workdir, 'checkpoints', '32', 'data'))
           if f.endswith('.json')] == ['position.json']
@@ -90,7 +140,7 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path, data_dir, jax_cache
                      [r for r in reference_log if r['step'] <= 32])
 
   # Resuming on 3 devices would change the batch each device computes on: refused.
-  command = runs.train_command(workdir, data_dir, *COMMON, *TO_THE_END)
+  command = _command(workdir, data_dir, *TO_THE_END)
   with open(os.path.join(workdir, 'config.json')) as f:
     saved_config = f.read()
   refused = runs.start([command], jax_cache, **_devices(3))
@@ -111,14 +161,24 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path, data_dir, jax_cache
   _assert_states_close(state, reference_state)
   _assert_logs_close(runs.without_timing(runs.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))),
                      reference_log)
-  with open(os.path.join(workdir, 'eval_metrics.json')) as f, \
-      open(os.path.join(reference, 'eval_metrics.json')) as g:
-    metrics, reference_metrics = json.load(f), json.load(g)
-  assert metrics.keys() == reference_metrics.keys()
-  print('final metrics bitwise equal:', metrics == reference_metrics)
-  assert metrics['num_examples'] == reference_metrics['num_examples'] == 64
-  for key, value in reference_metrics.items():
-    if isinstance(value, str):
-      assert metrics[key] == value, key
-    else:
-      assert metrics[key] == pytest.approx(value, rel=RTOL), key
+  assert _assert_metrics_close(workdir, reference)['num_examples'] == 64
+
+
+@pytest.mark.slow
+def test_an_error_in_one_process_stops_both_naming_it(tmp_path, data_dir, jax_cache):
+  # Process 1 alone is given a split that does not exist: it fails after joining the run,
+  # while process 0 goes on to wait for it.
+  commands = runs.multiprocess_commands(
+      runs.train_command(str(tmp_path / 'run'), data_dir, '--config.num_train_steps=8'), 2)
+  commands[1].append('--config.train_split=nonexistent')
+  started = time.monotonic()
+  (code_0, output_0), (code_1, output_1) = runs.finish(runs.start(commands, jax_cache,
+                                                                  **_devices(1)))
+  assert time.monotonic() - started < 200
+  assert code_1 == 1, output_1[-5000:]
+  assert code_0 == 1, output_0[-5000:]
+  assert 'Process 1 failed; stopping every process of the run' in output_1
+  assert 'Process 1 of the run failed, so process 0 stops too' in output_0, output_0[-5000:]
+  assert "Unknown split 'nonexistent'" in output_0
+  for output in (output_0, output_1):
+    assert 'Aborted' not in output and 'Check failure' not in output, output[-5000:]

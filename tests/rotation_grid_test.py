@@ -98,23 +98,26 @@ def test_nearest_cell_is_the_geodesically_nearest_and_sign_blind():
       rotation_grid.nearest_cell(jnp.asarray(-q, jnp.float32), jnp.asarray(cells)), expected)
 
 
-def test_uniform_logits_score_zero_and_density_integrates_to_one():
+def test_uniform_logits_score_minus_log_pi_squared_and_density_integrates_to_one():
+  # Densities w.r.t. the Haar measure of total volume π² (Implicit-PDF's).
   rng = np.random.default_rng(2)
   count = rotation_grid.num_cells(1)
   q = _haar(rng, 200_000).astype(np.float32)
   uniform = rotation_grid.GridDistribution(jnp.zeros((count,)))
-  np.testing.assert_allclose(uniform.log_prob(jnp.asarray(q[:100])), 0.0, atol=1e-5)
-  # A peaked distribution: ∫ p dHaar = mean over Haar draws, 1 up to the
+  np.testing.assert_allclose(uniform.log_prob(jnp.asarray(q[:100])), -math.log(math.pi**2),
+                             atol=1e-5)
+  # A peaked distribution: ∫ p dμ = π² · mean over Haar draws, 1 up to the
   # Monte Carlo error and the cells' few-per-cent volume differences.
   logits = jnp.asarray(3.0 * rng.standard_normal(count), jnp.float32)
   density = np.exp(np.asarray(jax.jit(rotation_grid.GridDistribution(logits).log_prob)(q),
                               np.float64))
-  assert abs(density.mean() - 1.0) < 0.04
-  # Its value on a cell is p_g · G.
+  assert abs(math.pi**2 * density.mean() - 1.0) < 0.04
+  # Its value on a cell is p_g / (π² / G), the probability over the cell's volume.
   probability = np.exp(np.asarray(jax.nn.log_softmax(logits), np.float64))
   cells = rotation_grid.grid(1)
-  np.testing.assert_allclose(density[:50], probability[_nearest(q[:50].astype(np.float64),
-                                                                cells)[0]] * count, rtol=1e-4)
+  np.testing.assert_allclose(
+      density[:50], probability[_nearest(q[:50].astype(np.float64), cells)[0]] * count / math.pi**2,
+      rtol=1e-4)
 
 
 def test_modes_are_the_local_maxima():
@@ -127,8 +130,12 @@ def test_modes_are_the_local_maxima():
   logits = jnp.asarray(np.log(np.exp(-(angle / 0.35)**2).sum(1) + 1e-3), jnp.float32)
   locations, log_density, valid = rotation_grid.GridDistribution(logits).modes()
   assert locations.shape == (count, 4) and log_density.shape == valid.shape == (count,)
-  strong = np.flatnonzero(np.asarray(valid) & (np.asarray(log_density) > math.log(2)))
+  # At least twice the uniform density 1/π².
+  strong = np.flatnonzero(np.asarray(valid) & (np.asarray(log_density) > math.log(2 / math.pi**2)))
   np.testing.assert_array_equal(np.sort(strong), peaks)
+  probability = np.exp(np.asarray(jax.nn.log_softmax(logits), np.float64))
+  np.testing.assert_allclose(np.exp(np.asarray(log_density, np.float64)),
+                             probability * count / math.pi**2, rtol=1e-4)
   np.testing.assert_allclose(locations[peaks[0]], cells[peaks[0]], atol=1e-6)
   # Every cell has NUM_NEIGHBOURS distinct neighbours, itself excluded.
   neighbours = rotation_grid.neighbours(1)

@@ -21,6 +21,7 @@ import os
 import numpy as np
 import pytest
 
+from propel_jax.training import config as config_lib
 from propel_jax.training import evaluation
 from propel_jax.training import train
 import training_runs as runs
@@ -66,7 +67,7 @@ def test_train_and_evaluate_writes_what_a_user_sees(tmp_path, data_dir):
 
   # evaluate() restores the checkpoint and reproduces the final metrics.
   os.remove(os.path.join(workdir, 'eval_metrics.json'))
-  again = train.evaluate(train.load_config(workdir), workdir)
+  again = train.evaluate(config_lib.load(workdir), workdir)
   assert {k: v for k, v in again.items() if k != 'checkpoint_step'} == saved
   assert again['checkpoint_step'] == 12
 
@@ -161,6 +162,39 @@ def test_a_resume_that_changes_the_cosine_schedule_is_warned_about(tmp_path, dat
   train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=6', *steps), workdir)
   assert ('config.num_train_steps changed from 4 to 6 on resuming at step 4: the cosine '
           'schedule now decays over the new length') in caplog.text
+
+
+@pytest.mark.slow
+def test_a_workdir_saved_under_the_old_key_names_resumes(tmp_path, data_dir, caplog):
+  """A config.json written with loss / num_gaussians resumes, with old or new spellings."""
+  workdir = str(tmp_path / 'run')
+  steps = ['--config.log_every_steps=2', '--config.eval_every_steps=100',
+           '--config.checkpoint_every_steps=2']
+  train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=2',
+                                       '--config.head=mdn', '--config.num_components=3',
+                                       *steps), workdir)
+  path = os.path.join(workdir, config_lib.CONFIG_FILE)
+  with open(path) as f:
+    saved = json.load(f)
+  saved['loss'], saved['num_gaussians'] = saved.pop('head'), saved.pop('num_components')
+  del saved['target_concentration']
+  with open(path, 'w') as f:
+    json.dump(saved, f)
+  caplog.set_level(logging.INFO)
+  train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=4',
+                                       '--config.loss=mdn', '--config.num_gaussians=3',
+                                       *steps), workdir)
+  assert 'Resumed from the checkpoint at step 2' in caplog.text
+  assert 'config.loss is deprecated: it is config.head now' in caplog.text
+  with pytest.raises(ValueError, match=r"head: 'mdn' -> 'mse'"):
+    train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=4',
+                                         '--config.loss=mse', '--config.num_gaussians=3',
+                                         *steps), workdir)
+  train.train_and_evaluate(runs.config(data_dir, '--config.num_train_steps=6',
+                                       '--config.head=mdn', '--config.num_components=3',
+                                       *steps), workdir)
+  assert 'Resumed from the checkpoint at step 4' in caplog.text
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4', '6']
 
 
 def test_full_covariance_and_learned_weights_train_end_to_end(tmp_path, data_dir):

@@ -25,14 +25,19 @@ TINY = ['--config.model.channels=(4, 8)', '--config.model.hidden_units=8',
         '--config.eval_split=test[:64]', '--config.test_split=test[:64]']
 
 
-def config(data_dir, *overrides):
-  """The tiny synthetic config with `--config.KEY=VALUE` overrides, parsed like the binary."""
-  argv = ['prog', f'--config={CONFIG}', f'--config.data_dir={data_dir}', *TINY, *overrides]
+def parse_config(argv):
+  """The config of `--config=FILE[:variant]` and `--config.KEY=VALUE` flags, parsed like the binary."""
+  argv = ['prog', *argv]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
                                   sys_argv=argv)
   flag_values(argv)
   return flag_values.config
+
+
+def config(data_dir, *overrides):
+  """The tiny synthetic config with `--config.KEY=VALUE` overrides, parsed like the binary."""
+  return parse_config([f'--config={CONFIG}', f'--config.data_dir={data_dir}', *TINY, *overrides])
 
 
 def train_command(workdir, data_dir, *overrides):
@@ -92,16 +97,18 @@ def finish(processes, timeout=300):
   return [(p.returncode, output) for p, output in zip(processes, outputs)]
 
 
-def signal_after_checkpoint(processes, workdir, step, sig):
-  """Sends `sig` to every process of a run as soon as its checkpoint `step` is complete."""
+def signal_after_checkpoint(processes, workdir, step, sig, which=None):
+  """Sends `sig` to the processes of a run (`which` indices, default all) once checkpoint `step`
+  is complete; then waits for all of them: [(returncode, output)]."""
   checkpoint = os.path.join(workdir, 'checkpoints', str(step))
   deadline = time.monotonic() + 300
   # Orbax renames a checkpoint to its final name only when it is complete.
   while not os.path.isdir(checkpoint) and all(p.poll() is None for p in processes):
     assert time.monotonic() < deadline, 'no checkpoint appeared'
     time.sleep(0.01)
-  for process in processes:
-    process.send_signal(sig)
+  for i, process in enumerate(processes):
+    if which is None or i in which:
+      process.send_signal(sig)
   return finish(processes)
 
 

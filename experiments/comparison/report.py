@@ -25,6 +25,7 @@ from experiments.comparison import plots
 from experiments.comparison import runner
 from propel_jax import scoring
 from propel_jax import scoring_directional
+from propel_jax.nn import registry
 from propel_jax.training import evaluation
 from propel_jax.training import parallel
 
@@ -123,10 +124,11 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'dataset': config.dataset,
       'label_names': list(info.labels.names),
       'label_kind': info.labels.kind,
+      'log_likelihood_measure': scoring_directional.LOG_LIKELIHOOD_MEASURES.get(info.labels.kind),
       'split_sizes': dict(info.split_sizes),
       'methods': [m.name for m in methods[:num_main]],
       'sweep': [m.name for m in methods[num_main:]],
-      'method_settings': {m.name: _settings(config, m) for m in methods},
+      'method_settings': {m.name: method_settings(config, m) for m in methods},
       'seeds': list(config.compare.seeds),
       'coverage_levels': list(scoring.COVERAGE_LEVELS),
       'mode_radius_deg': evaluation.MODE_RADIUS_DEG,
@@ -175,19 +177,34 @@ def by_symmetry_order(runs: dict[str, Any], config: ml_collections.ConfigDict,
   return table
 
 
-def _settings(comparison_config, method):
+def method_settings(comparison_config: ml_collections.ConfigDict,
+                    method: runner.Method) -> dict[str, Any]:
+  """What a method's run trains, from its head's registry entry and its run config.
+
+  Returns:
+    {'head'} and, for a mixture, 'num_components', 'learn_weights' and (where
+    the head can have full covariances) 'covariance'; for a head with a
+    target width, its key (e.g. 'target_scale') and value.
+  """
   config = runner.run_config(comparison_config, method, 0)
-  settings = {'loss': method.loss}
-  if method.is_mixture:
-    settings['num_gaussians'] = int(config.num_gaussians)
-    # The MDNs always learn their weights.
-    settings['learn_weights'] = method.loss in ('mdn', 'vmfmdn') or bool(
-        config.model.learn_weights)
-    if method.loss in ('propel', 'mdn'):
+  head = method.spec
+  settings = {'head': head.name}
+  if head.mixture:
+    settings['num_components'] = int(config.num_components)
+    settings['learn_weights'] = head.learns_weights(config.model)
+    if head.full_covariance:
       settings['covariance'] = config.model.covariance
-  if method.loss in ('propel', 'vmfpropel'):
-    settings['target_scale'] = config.target_scale
+  if head.target_width:
+    settings[head.target_width.key] = config[head.target_width.key]
   return settings
+
+
+def _target_width(settings):
+  """'key=value' of a method's target width, '–' for a head without one."""
+  for width in registry.target_widths():
+    if width.key in settings:
+      return f'{width.key}={settings[width.key]:g}'
+  return '–'
 
 
 def _weights_and_covariance(settings):
@@ -241,18 +258,23 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
       lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
     return '\n'.join(lines) + '\n'
 
+  names = results['methods'] + results['sweep']
+  widths = [w for w in registry.target_widths()
+            if any(w.key in results['method_settings'][n] for n in names)]
   lines += ['## Methods', '',
+            'Heads: ' + '; '.join(f'{h}: {registry.get(h).summary}' for h in dict.fromkeys(
+                results['method_settings'][n]['head'] for n in names)) + '.',
             'Mixture weights: equal (1/I, the paper\'s) or learned; covariance: diagonal '
-            '(per-axis σ) or full (a Cholesky factor per component).', '',
-            '| method | loss | I | target_scale | weights | covariance |',
+            '(per-axis σ) or full (a Cholesky factor per component).'
+            + ''.join(f' {w.key}: {w.meaning}.' for w in widths), '',
+            '| method | head | I | target width | weights | covariance |',
             '|---|---|---|---|---|---|']
-  for name in results['methods'] + results['sweep']:
+  for name in names:
     settings = results['method_settings'][name]
     weights, covariance = _weights_and_covariance(settings)
     lines.append(' | '.join([
-        f'| {name}', settings['loss'], str(settings.get('num_gaussians', '–')),
-        f'{settings["target_scale"]:g}' if 'target_scale' in settings else '–',
-        weights, covariance]) + ' |')
+        f'| {name}', settings['head'], str(settings.get('num_components', '–')),
+        _target_width(settings), weights, covariance]) + ' |')
   lines.append('')
 
   lines += ['## Point accuracy (degrees, symmetry-aware: nearest equivalent label)', '',
@@ -291,14 +313,14 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
               'NLL | 90% coverage | mode recall | all modes |',
               '|---|---|---|---|---|---|---|---|---|---|---|']
     propel = [n for n in results['methods'] + results['sweep']
-              if results['method_settings'][n]['loss'] == 'propel']
+              if results['method_settings'][n]['head'] == 'propel']
     propel.sort(key=lambda n: (results['method_settings'][n]['target_scale'],
-                               results['method_settings'][n]['num_gaussians'],
+                               results['method_settings'][n]['num_components'],
                                _weights_and_covariance(results['method_settings'][n])))
     for name in propel:
       stats, settings = summary.get(name, {}), results['method_settings'][name]
       lines.append(' | '.join([
-          f'| {name}', str(settings['num_gaussians']), f'{settings["target_scale"]:g}',
+          f'| {name}', str(settings['num_components']), f'{settings["target_scale"]:g}',
           *_weights_and_covariance(settings),
           _fmt(stats.get('cmae/mode')), _fmt(stats.get('cmae/mean')), _fmt(stats.get('nll')),
           _fmt(stats.get('coverage_90'), 3), _fmt(stats.get('mode_recall'), 3),
@@ -310,16 +332,12 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
 
 
 _DENSITY_NOTES = {
-    'circle': ('Log-likelihood of the label: log p(θ) + log 2π in nats, i.e. w.r.t. the uniform '
-               'distribution on the circle (uniform: 0; higher is better; Implicit-PDF\'s '
-               'convention on SO(3) carried to the circle). The Euclidean PROPEL density is its '
-               'Gaussian mixture restricted to the circle and normalised there; the classifier\'s '
-               'spreads each bin\'s probability with a von Mises kernel of the bin width.'),
-    'rotation': ('Log-likelihood of the label: nats w.r.t. the normalised Haar measure on SO(3) '
-                 '(uniform: 0; higher is better; Implicit-PDF\'s convention, comparable in kind '
-                 'with its SYMSOL table). The vMF heads\' density is the antipodally symmetric '
-                 'mixture on S³ (spread: Monte Carlo over 256 draws); the grid classifier\'s is '
-                 'each cell\'s probability over its volume (spread: exact over the cells).'),
+    'circle': ('The Euclidean PROPEL density is its Gaussian mixture restricted to the circle and '
+               'normalised there; the classifier\'s spreads each bin\'s probability with a von '
+               'Mises kernel of the bin width.'),
+    'rotation': ('The vMF heads\' density is the antipodally symmetric mixture on S³ (spread: '
+                 'Monte Carlo over 256 draws); the grid classifier\'s is each cell\'s probability '
+                 'over its volume (spread: exact over the cells, as Implicit-PDF computes it).'),
 }
 
 
@@ -341,20 +359,26 @@ def _directional_tables(results: dict[str, Any]) -> list[str]:
           _fmt(stats.get(f'median_angular_error/{decoder}')),
           _fmt(stats.get(f'acc15/{decoder}'), 3), _fmt(stats.get(f'acc30/{decoder}'), 3)])
                    + ' |')
+  kind = results['label_kind']
   lines += ['', '## Density, modes and cost', '',
-            _DENSITY_NOTES[results['label_kind']] + ' Spread: expected angle (°) from the '
+            f'Log-likelihood in {scoring_directional.LOG_LIKELIHOOD_MEASURES[kind]}; higher is '
+            'better. "label": of the label; "all equivalents": its mean over every equivalent '
+            'label of the image (SYMSOL I\'s protocol; a density on one of k equivalents loses '
+            'about log k). ' + _DENSITY_NOTES[kind] + ' Spread: expected angle (°) from the '
             'predicted density to the nearest equivalent label. Mode recall: share of equivalent '
             'labels with a mode (a local maximum at least twice the uniform density) within '
             f'{scoring_directional.MODE_RADIUS_DEG:g}°; all modes: share of test images where '
             'every equivalent label has one. Train time: wall seconds of train_and_evaluate '
             '(compilation and evaluation included).', '',
-            '| method | log-likelihood | spread (°) | mode recall | all modes | params | '
-            'train time (s) | steps/s |', '|---|---|---|---|---|---|---|---|']
+            '| method | log-likelihood (label) | log-likelihood (all equivalents) | spread (°) | '
+            'mode recall | all modes | params | train time (s) | steps/s |',
+            '|---|---|---|---|---|---|---|---|---|']
   for name in results['methods']:
     stats = summary.get(name, {})
     params = stats.get('num_params')
     lines.append(' | '.join([
-        f'| {name}', _fmt(stats.get('log_likelihood'), 3), _fmt(stats.get('spread')),
+        f'| {name}', _fmt(stats.get('log_likelihood'), 3),
+        _fmt(stats.get('log_likelihood_all_equivalents'), 3), _fmt(stats.get('spread')),
         _fmt(stats.get('mode_recall'), 3), _fmt(stats.get('mode_recall_all'), 3),
         f'{int(params["mean"]):,}' if params else '–', _fmt(stats.get('train_seconds'), 0),
         _fmt(stats.get('steps_per_sec'), 1)]) + ' |')

@@ -13,12 +13,16 @@ base every run starts from) plus a `compare` section: `methods` and `sweep`
 table) and `seeds` (experiments/configs/compare_synthetic.py).
 
 A method is named by a string, so that it can be the directory name and a
-command-line value: `<loss>[_i<I>][_s<target_scale>][_lw][_full]`, e.g.
-'mse', 'heatmap', 'propel_i2' (PROPEL with I = 2 Gaussians), 'mdn_i4',
-'propel_i2_s0.05' (target_scale 0.05 instead of the base config's),
-'propel_i4_lw' (learned mixture weights), 'propel_i4_full' (full-covariance
-components). Every method trains the same backbone with the same base
-config; only the head (and its loss) change.
+command-line value: `<head>[_i<I>][_s<σ>][_lw][_full]` with <head> a name in
+`propel_jax.nn.registry`, e.g. 'mse', 'heatmap', 'propel_i2' (PROPEL with
+I = 2 components), 'mdn_i4', 'propel_i2_s0.05' (a ground truth of σ = 0.05
+instead of the base config's), 'propel_i4_lw' (learned mixture weights),
+'propel_i4_full' (full-covariance components). Each suffix needs a head that
+supports it (its registry entry). σ sets the head's target width
+(`registry.TargetWidth.from_sigma`): target_scale = σ for the Gaussian
+heads, target_concentration = 1/σ² (σ an angle in radians) for vmfpropel.
+Every method trains the same backbone with the same base config; only the
+head (and its loss) change.
 
 Rerunning a comparison skips the runs that are finished (their outputs exist
 and their saved config equals the one asked for) and resumes the others from
@@ -43,7 +47,9 @@ import ml_collections
 
 from experiments import plots
 from propel_jax.data import input_pipeline
-from propel_jax.nn import models
+from propel_jax.nn import registry
+from propel_jax.training import config as config_lib
+from propel_jax.training import data_checks
 from propel_jax.training import evaluation
 from propel_jax.training import parallel
 from propel_jax.training import train
@@ -52,14 +58,8 @@ from propel_jax.training import workdir_lock
 RUNS_DIR = 'runs'
 TIMING_FILE = 'timing.json'
 
-_METHOD_RE = re.compile(r'^(?P<loss>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?'
+_METHOD_RE = re.compile(r'^(?P<head>[a-z0-9]+?)(?:_i(?P<i>\d+))?(?:_s(?P<s>\d+(?:\.\d+)?(?:e-?\d+)?))?'
                         r'(?P<lw>_lw)?(?P<full>_full)?$')
-_MIXTURE_LOSSES = ('propel', 'mdn', 'vmfpropel', 'vmfmdn')
-# The losses with a ground-truth width (target_scale) to vary, and with
-# optionally learned weights (the MDNs always learn theirs).
-_TARGET_SCALE_LOSSES = ('propel', 'vmfpropel')
-# The Gaussian mixtures, whose components can have full covariances.
-_FULL_COVARIANCE_LOSSES = ('propel', 'mdn')
 
 
 # ----------------------------------------------------------------------------
@@ -72,54 +72,61 @@ class Method:
 
   Attributes:
     name: as given, e.g. 'propel_i2_s0.05'; the run directory's name.
-    loss: one of `models.LOSSES`.
-    num_gaussians: I for mixture heads, None to keep the base config's.
-    target_scale: PROPEL's σ_gt (normalised units), None to keep the base's.
-    learn_weights: True to learn PROPEL's mixture weights, None to keep the
-      base's.
+    head: a name in `registry.HEADS`.
+    num_components: I for mixture heads, None to keep the base config's.
+    target_sigma: σ of the ground truth (the head's target width is
+      `from_sigma(σ)`), None to keep the base's.
+    learn_weights: True to learn the mixture weights, None to keep the base's.
     covariance: 'full' for full-covariance components, None to keep the
       base's.
   """
   name: str
-  loss: str
-  num_gaussians: int | None = None
-  target_scale: float | None = None
+  head: str
+  num_components: int | None = None
+  target_sigma: float | None = None
   learn_weights: bool | None = None
   covariance: str | None = None
 
   @property
-  def is_mixture(self) -> bool:
-    return self.loss in _MIXTURE_LOSSES
+  def spec(self) -> registry.Head:
+    """The head's registry entry."""
+    return registry.get(self.head)
 
 
 def parse_method(name: str) -> Method:
   """'propel_i2_s0.05' -> Method('propel_i2_s0.05', 'propel', 2, 0.05).
 
   Raises:
-    ValueError: naming the method, for an unknown loss, `_i` or `_full` on a
-      head that is not a mixture, `_s` or `_lw` on a head other than propel,
-      or I < 1.
+    ValueError: naming the method, for an unknown head, or a suffix its
+      registry entry does not support (`_i` and `_full` need a mixture,
+      `_s` a target width, `_lw` optionally learned weights), or I < 1.
   """
   match = _METHOD_RE.match(name)
-  if not match or match['loss'] not in models.LOSSES:
-    raise ValueError(f'Unknown method {name!r}: use <loss>[_i<I>][_s<target_scale>][_lw]'
-                     f'[_full] with <loss> one of {models.LOSSES}, e.g. propel_i2, mdn_i4, '
-                     f'mse, propel_i2_s0.05, propel_i4_lw, propel_i4_full.')
-  loss = match['loss']
-  num_gaussians = int(match['i']) if match['i'] else None
-  target_scale = float(match['s']) if match['s'] else None
-  if num_gaussians is not None and (loss not in _MIXTURE_LOSSES or num_gaussians < 1):
-    raise ValueError(f'Method {name!r}: _i<I> needs a mixture loss {_MIXTURE_LOSSES} and I >= 1.')
-  if target_scale is not None and (loss not in _TARGET_SCALE_LOSSES or target_scale <= 0):
-    raise ValueError(f'Method {name!r}: _s<target_scale> needs a loss of '
-                     f'{_TARGET_SCALE_LOSSES} and a scale > 0.')
-  if match['lw'] and loss not in _TARGET_SCALE_LOSSES:
-    raise ValueError(f'Method {name!r}: _lw (learned weights) needs a loss of '
-                     f'{_TARGET_SCALE_LOSSES}; the MDNs always learn their weights.')
-  if match['full'] and loss not in _FULL_COVARIANCE_LOSSES:
-    raise ValueError(f'Method {name!r}: _full (full covariance) needs a Gaussian mixture loss '
-                     f'{_FULL_COVARIANCE_LOSSES}.')
-  return Method(name, loss, num_gaussians, target_scale,
+  if not match or match['head'] not in registry.HEADS:
+    raise ValueError(f'Unknown method {name!r}: use <head>[_i<I>][_s<σ>][_lw][_full] with '
+                     f'<head> one of {registry.names()}, e.g. propel_i2, mdn_i4, mse, '
+                     f'propel_i2_s0.05, propel_i4_lw, propel_i4_full.')
+  head = registry.get(match['head'])
+  num_components = int(match['i']) if match['i'] else None
+  target_sigma = float(match['s']) if match['s'] else None
+
+  def supporting(condition):
+    return tuple(h.name for h in registry.HEADS.values() if condition(h))
+
+  if num_components is not None and (not head.mixture or num_components < 1):
+    raise ValueError(f'Method {name!r}: _i<I> needs a mixture head '
+                     f'{supporting(lambda h: h.mixture)} and I >= 1.')
+  if target_sigma is not None and (head.target_width is None or target_sigma <= 0):
+    raise ValueError(f'Method {name!r}: _s<σ> needs a head with a target width '
+                     f'{supporting(lambda h: h.target_width)} and σ > 0.')
+  if match['lw'] and head.learned_weights != 'optional':
+    raise ValueError(f'Method {name!r}: _lw (learned weights) needs a head of '
+                     f'{supporting(lambda h: h.learned_weights == "optional")}; the MDNs '
+                     'always learn their weights.')
+  if match['full'] and not head.full_covariance:
+    raise ValueError(f'Method {name!r}: _full (full covariance) needs a Gaussian mixture head '
+                     f'{supporting(lambda h: h.full_covariance)}.')
+  return Method(name, head.name, num_components, target_sigma,
                 learn_weights=True if match['lw'] else None,
                 covariance='full' if match['full'] else None)
 
@@ -136,21 +143,26 @@ def parse_methods(methods: str | Sequence[str]) -> list[Method]:
 
 def run_config(comparison_config: ml_collections.ConfigDict, method: Method,
                seed: int) -> ml_collections.ConfigDict:
-  """The training config of one run: the base (all but `compare`), the method's head, the seed."""
+  """The training config of one run: the base (all but `compare`), the method's head, the seed.
+
+  The base is read under the present key names (`config_lib.resolve`).
+  """
   settings = comparison_config.to_dict()
   settings.pop('compare', None)
-  config = ml_collections.ConfigDict(settings)
-  config.loss = method.loss
+  config = config_lib.resolve(settings)
+  config.head = method.head
   config.seed = int(seed)
-  if method.num_gaussians is not None:
-    config.num_gaussians = method.num_gaussians
-  if method.target_scale is not None:
-    config.target_scale = method.target_scale
+  if method.num_components is not None:
+    config.num_components = method.num_components
+  if method.target_sigma is not None:
+    width = method.spec.target_width
+    config[width.key] = width.from_sigma(method.target_sigma)
   if method.learn_weights is not None:
     config.model.learn_weights = method.learn_weights
   if method.covariance is not None:
     config.model.covariance = method.covariance
-  return config
+  # The method's head may read a target width the base's head did not.
+  return config_lib.resolve(config)
 
 
 def run_dir(workdir: str, method: Method, seed: int) -> str:
@@ -163,18 +175,18 @@ def run_dir(workdir: str, method: Method, seed: int) -> str:
 
 def is_finished(config: ml_collections.ConfigDict, directory: str) -> bool:
   """Whether `directory` holds a complete run of exactly `config`."""
-  needed = (train.CONFIG_FILE, evaluation.METRICS_FILE, evaluation.OUTPUTS_FILE,
+  needed = (config_lib.CONFIG_FILE, evaluation.METRICS_FILE, evaluation.OUTPUTS_FILE,
             TIMING_FILE)
   if not all(os.path.exists(os.path.join(directory, f)) for f in needed):
     return False
-  with open(os.path.join(directory, train.CONFIG_FILE)) as f:
+  with open(os.path.join(directory, config_lib.CONFIG_FILE)) as f:
     saved = json.load(f)
-  return saved == json.loads(config.to_json_best_effort())
+  return not config_lib.differences(saved, config)
 
 
 def dataset_info(config: ml_collections.ConfigDict) -> input_pipeline.DatasetInfo:
   """The DatasetInfo of the runs' training dataset (registering an image folder first)."""
-  train.register_image_folder(config)
+  data_checks.register_image_folder(config)
   return input_pipeline.get_dataset_info(config.dataset, data_dir=config.data_dir,
                                          image_size=config.image_size)
 
@@ -272,4 +284,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not methods:
     raise ValueError('config.compare.methods lists no method.')
   for method in methods:
-    train.validate_config(run_config(config, method, seeds[0]))
+    config_lib.validate(run_config(config, method, seeds[0]))

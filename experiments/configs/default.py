@@ -1,20 +1,21 @@
 """The shared base configuration; every experiment config starts from it.
 
-Every key `propel_jax.train` reads is here, so `--config.KEY=VALUE` can
-override any of them from the command line; `train.validate_config` checks
-them before any work starts.
+Every key `propel_jax.training.train` reads is here, so `--config.KEY=VALUE`
+can override any of them from the command line; `propel_jax.training.config`
+reads the deprecated names and checks every key before any work starts.
 """
 
 import ml_collections
 
 from propel_jax.nn import models
+from propel_jax.training import config as config_lib
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # Data (see propel_jax.input_pipeline). image_size None keeps the dataset's.
+  # Data (see propel_jax.data.input_pipeline). image_size None keeps the dataset's.
   config.dataset = 'synthetic_hands/ambiguous'
   config.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default.
   config.image_size = ml_collections.config_dict.placeholder(int)
@@ -44,13 +45,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.weight_decay = 0.0  # Used by 'adamw' only.
   config.grad_clip_norm = 10.0  # 0: no clipping.
 
-  # Model and loss (see propel_jax.models).
-  config.loss = 'propel'
-  config.num_gaussians = 2
-  # σ of the ground-truth Gaussian in normalised label units ([0, 1] spans the
-  # dataset's label range): 0.02 of 90° is 1.8°.
+  # Model: the paper's CNN and an output head (propel_jax.nn.models, registry).
+  config.head = 'propel'  # A name in propel_jax.nn.registry.HEADS.
+  config.num_components = 2  # I, the components of a mixture head.
+  # The ground truth's width, per head (registry.Head.target_width):
+  # propel: σ of the Gaussian in normalised label units ([0, 1] spans the
+  # dataset's label range; 0.02 of 90° is 1.8°), for unit-vector labels in
+  # the vector's units (≈ radians).
   config.target_scale = 0.02
+  # vmfpropel: κ of the von Mises-Fisher density (≈ 1/σ², σ in radians: 400 ≈
+  # 2.9°). None reads 1/target_scale², the deprecated former meaning.
+  config.target_concentration = ml_collections.config_dict.placeholder(float)
   config.model = models.default_model_config()
+  # Deprecated names, still read (with a warning): loss (now head),
+  # num_gaussians (now num_components). See propel_jax.training.config.
+  config.update(config_lib.deprecated_keys())
 
   # Outputs.
   config.num_plot_examples = 6

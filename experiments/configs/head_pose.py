@@ -36,7 +36,7 @@ def get_config(protocol: str = 'biwi') -> ml_collections.ConfigDict:
   if test_dataset:
     config.test_dataset = test_dataset
   config.model.hidden_units = 20  # The paper's head network.
-  config.num_gaussians = 2
+  config.num_components = 2
   config.batch_size = 64
   # Biwi's train split holds ~10k frames (20k steps ≈ 120 epochs); 300W-LP
   # ~61k faces (30k steps ≈ 31 epochs).

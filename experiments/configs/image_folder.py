@@ -13,7 +13,7 @@ the smallest and largest value of each target in the CSV.
 
 Orientation targets: `--config.image_folder.targets=angle` (one column of
 in-plane angles in degrees), `unit_vector` or `quaternion`, with a directional
-loss, e.g. `--config.loss=vmfpropel --config.target_scale=0.05`
+head, e.g. `--config.head=vmfpropel --config.target_concentration=400`
 (docs/orientation.md).
 """
 

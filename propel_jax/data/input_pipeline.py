@@ -45,6 +45,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from propel_jax.data import builders  # Importing registers the builders with TFDS.
+from propel_jax.data.builders import locked_build
 from propel_jax.data import labels as labels_lib
 
 
@@ -82,8 +83,8 @@ def prepare_builder(dataset: str, data_dir: str | None = None,
       is not stored as array_record.
   """
   try:
-    builder = tfds.builder(dataset, data_dir=data_dir,
-                           file_format='array_record')
+    # Registered names are checked before anything is built.
+    builder = tfds.builder(dataset, data_dir=data_dir, file_format='array_record')
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(
         f'Unknown dataset {dataset!r}. The datasets of propel_jax are '
@@ -95,8 +96,8 @@ def prepare_builder(dataset: str, data_dir: str | None = None,
                      'image_folder/<name> must be registered with '
                      'propel_jax.data.builders.image_folder.register first).')
   if not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    builder = locked_build.prepare(
+        dataset, data_dir, tfds.download.DownloadConfig(manual_dir=manual_dir))
   if builder.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
     raise ValueError(
         f'{dataset} in {builder.data_dir} is stored as '
@@ -388,8 +389,7 @@ def create_iterator(dataset: str, split: str, *, global_batch_size: int, seed: i
 
   Args:
     dataset: TFDS name with config, e.g. 'synthetic_hands/ambiguous'; built
-      into data_dir on first use (in a multi-process run, build it first:
-      every process would build it at once).
+      into data_dir on first use (by one process: the others wait for it).
     split: split name, e.g. 'train', 'test' or a TFDS slice like 'train[:80%]'.
     global_batch_size: rows per batch over all processes; must be divisible
       by the number of processes.

@@ -64,7 +64,7 @@ def _rows_per_block(images):
   return rows
 
 
-def _weight_gradient_row_blocks(images, cotangent):
+def _local_weight_gradient(images, cotangent):
   """∂L/∂kernel [3, 3, C, O] of a SAME 3×3 convolution, block of rows by block.
 
   kernel_grad[i, j, c, o] = Σ_{b, h, w} padded[b, h + i, w + j, c] ·
@@ -72,22 +72,54 @@ def _weight_gradient_row_blocks(images, cotangent):
   views of r + 2 padded input rows are stacked into patches [9, C, B, r, W]
   and contracted with the block's cotangent [B, r, W, O]. Channel-major
   patches are in the layout the matrix product reads, so they are built by
-  one copy.
+  one copy. The sum starts from the first block's product (not from zeros),
+  so its carry varies over a mesh wherever the inputs do (shard_map).
   """
   _, height, width, channels = images.shape
   rows = _rows_per_block(images)
   padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0))).transpose(3, 0, 1, 2)
 
-  def accumulate(total, block):
+  def block_product(block):
     window = jax.lax.dynamic_slice_in_dim(padded, block * rows, rows + 2, axis=2)
     grad_rows = jax.lax.dynamic_slice_in_dim(cotangent, block * rows, rows, axis=1)
     patches = jnp.stack([window[:, :, i:i + rows, j:j + width]
                          for i in range(3) for j in range(3)])
-    return total + jnp.einsum('tcbhw,bhwo->tco', patches, grad_rows), None
+    return jnp.einsum('tcbhw,bhwo->tco', patches, grad_rows)
 
-  zeros = jnp.zeros((9, channels, cotangent.shape[-1]), jnp.result_type(images, cotangent))
-  total, _ = jax.lax.scan(accumulate, zeros, jnp.arange(height // rows))
+  total, _ = jax.lax.scan(lambda total, block: (total + block_product(block), None),
+                          block_product(0), jnp.arange(1, height // rows))
   return total.reshape(3, 3, channels, cotangent.shape[-1])
+
+
+def _weight_gradient_row_blocks(images, cotangent):
+  """`_local_weight_gradient` over the whole batch, wherever the batch lives.
+
+  When the batch is split over a mesh, each device sums its own rows and one
+  cross-device sum follows the loop. Left to sharding propagation, that sum
+  would run inside the loop, once per row block, and XLA:CPU orders a loop's
+  collectives against the program's other collectives only by when the loop
+  starts (a scheduling edge): processes then issue them in different orders
+  and a multi-process run over gloo fails ("distributed collective
+  mismatch"). With the sum outside, every collective is a top-level one,
+  issued in program order on every process.
+  """
+  # The mesh the batch may be split over: the caller's (jax.set_mesh), else the one
+  # the values carry (a network's input may carry none where its activations do).
+  mesh = next((m for m in (jax.sharding.get_abstract_mesh(), jax.typeof(images).sharding.mesh,
+                           jax.typeof(cotangent).sharding.mesh) if not m.empty),
+              jax.sharding.get_abstract_mesh())
+  # Inside a shard_map (manual axes) or with explicit shardings the batch here is
+  # already the local one, or the caller decides where its sums go.
+  if (mesh.empty or mesh.size == 1 or images.shape[0] % mesh.size
+      or any(t != jax.sharding.AxisType.Auto for t in mesh.axis_types)):
+    return _local_weight_gradient(images, cotangent)
+  batch = jax.sharding.PartitionSpec(mesh.axis_names)
+
+  def local(images, cotangent):
+    return jax.lax.psum(_local_weight_gradient(images, cotangent), mesh.axis_names)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch),
+                       out_specs=jax.sharding.PartitionSpec())(images, cotangent)
 
 
 @jax.custom_vjp

@@ -14,18 +14,9 @@ from typing import Any
 from flax import nnx
 import jax
 import ml_collections
-import numpy as np
 
-from propel_jax.nn import directional_heads
-from propel_jax.nn import heads
 from propel_jax.nn import layers
-
-LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn', 'vmfpropel', 'vmfmdn', 'classifier')
-# The losses for labels in degree intervals (LabelSpec kind 'interval').
-INTERVAL_LOSSES = ('propel', 'mse', 'l1', 'heatmap', 'mdn')
-# The losses for unit-vector labels (kind 'circle' or 'rotation'): 'propel'
-# and 'mse' then act on the vector's components (see directional_heads).
-DIRECTIONAL_LOSSES = ('propel', 'mse', 'vmfpropel', 'vmfmdn', 'classifier')
+from propel_jax.nn import registry
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -36,10 +27,10 @@ def default_model_config() -> ml_collections.ConfigDict:
       'hidden_units': 50,  # The paper: 50 for hand (n = 2), 20 for head (n = 3).
       'batch_norm_momentum': 0.9,  # Flax convention (PyTorch's 0.1).
       'conv_weight_gradient': 'auto',  # See layers.conv3x3: fast on CPU, XLA's elsewhere.
-      # Mixture heads (propel, mdn).
+      # Mixture heads (propel, mdn; learn_weights and propel_target also vmfpropel).
       'scale_activation': 'softplus',  # Or 'sigmoid', the paper's choice.
       'min_scale': 1e-3,  # Floor on every σ, normalised units.
-      'learn_weights': False,  # propel only: the paper uses w_i = 1/I.
+      'learn_weights': False,  # The paper uses w_i = 1/I.
       'covariance': 'diagonal',  # Or 'full': each component's Cholesky factor (heads.COVARIANCES).
       'propel_target': 'label',  # Or 'equivalents': a mixture over the label's symmetries.
       # Heatmap head.
@@ -133,91 +124,34 @@ def _model_config(config) -> ml_collections.ConfigDict:
 
 
 def create_model(config, info: Any, *, rngs: nnx.Rngs) -> RegressionModel:
-  """Builds the model a config asks for.
+  """Builds the model a config asks for: the paper's CNN and the head `config.head`.
 
   Args:
-    config: reads `loss` (one of LOSSES), `num_gaussians` (I, mixture heads),
-      `target_scale` (propel: σ of the ground-truth Gaussian, normalised units,
-      a number or one per target; for unit-vector labels in the vector's units,
-      and vmfpropel's κ_gt = 1/target_scale²) and the optional `model`
-      sub-config (keys and defaults in `default_model_config`).
+    config: reads `head` (a name in `registry.HEADS`), the keys that head
+      reads (`num_components` for mixtures, its target width:
+      `registry.Head.target_width`) and the optional `model` sub-config (keys
+      and defaults in `default_model_config`).
     info: the dataset's DatasetInfo; reads `image_shape` (H, W, C) and
-      `label_names` (n = their number).
+      `labels` (its `kind` and `names`: n = their number).
     rngs: parameter initialisation keys.
 
   Returns:
     A RegressionModel in training mode (call `.eval()` for inference).
+
+  Raises:
+    ValueError: naming the config key, for an unknown head, one that does
+      not take the dataset's label kind, or a setting it does not support.
   """
-  loss = config.loss
-  if loss not in LOSSES:
-    raise ValueError(f'config.loss must be one of {LOSSES}; got {loss!r}.')
+  head = registry.get(config.head)  # Before any parameter is initialised.
   cfg = _model_config(config)
-  num_targets = len(info.labels.names)
-  allowed = DIRECTIONAL_LOSSES if info.labels.is_directional else INTERVAL_LOSSES
-  if loss not in allowed:
-    raise ValueError(f'config.loss={loss!r} does not fit {info.labels.kind!r} labels; use '
-                     f'one of {allowed}.')
   backbone = PaperCNN(tuple(info.image_shape), channels=tuple(cfg.channels),
                       hidden_units=cfg.hidden_units,
                       batch_norm_momentum=cfg.batch_norm_momentum,
                       conv_weight_gradient=cfg.conv_weight_gradient, rngs=rngs)
-  features = backbone.num_features
-  if info.labels.is_directional:
-    return RegressionModel(backbone, _directional_head(config, cfg, info, features, rngs))
-  if loss in ('propel', 'mdn'):
-    if config.num_gaussians < 1:
-      raise ValueError(f'config.num_gaussians must be >= 1; got {config.num_gaussians}.')
-    mixture_args = dict(scale_activation=cfg.scale_activation, min_scale=cfg.min_scale,
-                        covariance=cfg.covariance, rngs=rngs)
-    if loss == 'propel':
-      head = heads.PropelHead(features, num_targets, config.num_gaussians,
-                              target_scale=config.target_scale, target=cfg.propel_target,
-                              learn_weights=cfg.learn_weights, **mixture_args)
-    else:
-      head = heads.MDNHead(features, num_targets, config.num_gaussians, **mixture_args)
-  elif loss in ('mse', 'l1'):
-    head = heads.DirectHead(features, num_targets, loss=loss, rngs=rngs)
-  else:
-    head = heads.HeatmapHead(features, num_targets, bins=cfg.heatmap_bins,
-                             layout=cfg.heatmap_layout, sigma=cfg.heatmap_sigma, rngs=rngs)
-  return RegressionModel(backbone, head)
-
-
-def _directional_head(config, cfg, info, features, rngs):
-  """The head for unit-vector labels (see directional_heads)."""
-  dim = len(info.labels.names)
-  antipodal = info.labels.kind == 'rotation'
-  if cfg.covariance != 'diagonal':
-    raise ValueError(f'config.model.covariance={cfg.covariance!r} applies to Gaussian mixtures '
-                     f'over interval labels; {info.labels.kind!r} labels use isotropic '
-                     'components: set it to diagonal.')
-  if config.loss == 'classifier':
-    if antipodal:
-      return directional_heads.RotationClassifierHead(features,
-                                                      level=cfg.rotation_grid_level, rngs=rngs)
-    return directional_heads.AngleClassifierHead(features, bins=cfg.classifier_bins,
-                                                 rngs=rngs)
-  if config.loss == 'mse':
-    return directional_heads.UnitVectorHead(features, dim, antipodal=antipodal, rngs=rngs)
-  if config.loss == 'propel':
-    if antipodal:
-      raise ValueError('config.loss=propel (Euclidean) is not defined for rotations: q and '
-                       '-q are far apart in R^4; use vmfpropel.')
-    return directional_heads.EuclideanPropelHead(
-        features, dim, config.num_gaussians, target_scale=config.target_scale,
-        target=cfg.propel_target, learn_weights=cfg.learn_weights,
-        scale_activation=cfg.scale_activation, min_scale=cfg.min_scale, rngs=rngs)
-  vmf_args = dict(min_concentration=cfg.min_concentration,
-                  concentration_scale=cfg.concentration_scale, antipodal=antipodal,
-                  rngs=rngs)
-  if config.loss == 'vmfmdn':
-    return directional_heads.VonMisesFisherMDNHead(features, dim, config.num_gaussians,
-                                                   **vmf_args)
-  # target_scale is the ground truth's angular σ (radians): κ = 1/σ².
-  target_scale = float(np.max(config.target_scale))
-  return directional_heads.DirectionalPropelHead(
-      features, dim, config.num_gaussians, target_concentration=1.0 / target_scale**2,
-      target=cfg.propel_target, learn_weights=cfg.learn_weights, **vmf_args)
+  args = registry.BuildArgs(in_features=backbone.num_features, label_kind=info.labels.kind,
+                            num_targets=len(info.labels.names), config=config, model=cfg,
+                            rngs=rngs)
+  return RegressionModel(backbone, registry.build(head.name, args))
 
 
 def count_params(model: nnx.Module) -> int:

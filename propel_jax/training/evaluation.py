@@ -28,9 +28,11 @@ vectors) or rotations (kind 'rotation', unit quaternions; geodesic angles)
 get `propel_jax.scoring_directional`'s scores instead, means over the
 examples: 'angular_error/<decoder>' (and its 'median_angular_error/...'),
 'acc15/<decoder>', 'acc30/<decoder>' in degrees and shares, and for heads
-with a density 'log_likelihood' (nats w.r.t. the uniform distribution on the
-circle or SO(3)), 'spread' (degrees), 'mode_recall' and 'mode_recall_all' (modes
-within 10° of the equivalents).
+with a density 'log_likelihood' of the label and 'log_likelihood_all_equivalents'
+(its mean over every equivalent label, SYMSOL I's protocol), in nats w.r.t. arc
+length on the circle (uniform −log 2π) and w.r.t. the Haar measure of total
+volume π² on SO(3) (Implicit-PDF's; uniform −log π²), 'spread' (degrees),
+'mode_recall' and 'mode_recall_all' (modes within 10° of the equivalents).
 """
 
 import dataclasses
@@ -290,7 +292,7 @@ def report(result: EvalResult, workdir: str, *, num_params: int,
     What was written to the JSON file.
   """
   metrics = dict(result.metrics, num_params=num_params, split=result.split,
-                 dataset=result.dataset, loss_name=config.loss)
+                 dataset=result.dataset, head=config.head)
   if checkpoint_step is not None:
     metrics['checkpoint_step'] = checkpoint_step
   if not parallel.is_main_process():

@@ -10,7 +10,7 @@ or devices (`propel_jax.data.input_pipeline`).
 A run lives in `workdir`:
 
     config.json         the configuration (evaluate reads it; a resumed run
-                        must match it except for the keys in RESUMABLE_KEYS),
+                        must match it except for config.RESUMABLE_KEYS),
                         written once everything that can be checked was
     lock                held while a run or an evaluation works here
     checkpoints/<step>/ Orbax checkpoints: state + input position (the number
@@ -31,7 +31,6 @@ the end.
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -46,119 +45,17 @@ import optax
 import orbax.checkpoint as ocp
 
 from propel_jax import mixtures
-from propel_jax.training import checkpointing
-from propel_jax.training import evaluation
 from propel_jax.data import input_pipeline
 from propel_jax.nn import models
+from propel_jax.training import checkpointing
+from propel_jax.training import config as config_lib
+from propel_jax.training import data_checks
+from propel_jax.training import evaluation
 from propel_jax.training import parallel
 from propel_jax.training import reporting
 from propel_jax.training import workdir_lock
-from propel_jax.data.builders import image_folder
 
-CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
-# Keys a resumed run may change: they say how long and how visibly to train,
-# not what is trained.
-RESUMABLE_KEYS = ('num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
-                  'log_every_steps', 'max_checkpoints_to_keep', 'data_dir', 'worker_count',
-                  'num_plot_examples')
-SCHEDULES = ('constant', 'cosine')
-OPTIMIZERS = ('adam', 'adamw', 'sgd')
-
-
-# ----------------------------------------------------------------------------
-# Configuration.
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Fails before any work with a message naming the offending key.
-
-  Checks what the loop itself reads; the model's own keys are checked when it
-  is built (also before training), the dataset name when its info is read.
-
-  Raises:
-    ValueError: naming the key, its value and what is allowed.
-  """
-
-  def fail(key, requirement):
-    raise ValueError(f'config.{key}={config.get(key)!r} is invalid: {requirement}.')
-
-  def is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-  for key in ('batch_size', 'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
-              'log_every_steps'):
-    if not is_int(config.get(key)) or config.get(key) < 1:
-      fail(key, 'must be a positive integer')
-  if not is_int(config.seed):
-    fail('seed', 'must be an integer')
-  parallel.local_batch_size(config.batch_size)  # Divisible by the device count.
-  if config.max_checkpoints_to_keep is not None and (
-      not is_int(config.max_checkpoints_to_keep) or config.max_checkpoints_to_keep < 1):
-    fail('max_checkpoints_to_keep', 'must be a positive integer or None (keep all)')
-  if not isinstance(config.learning_rate, (int, float)) or not config.learning_rate > 0:
-    fail('learning_rate', 'must be a positive number')
-  if config.lr_schedule not in SCHEDULES:
-    fail('lr_schedule', f'must be one of {SCHEDULES}')
-  if not is_int(config.warmup_steps) or not 0 <= config.warmup_steps < config.num_train_steps:
-    fail('warmup_steps', f'must be an integer in [0, num_train_steps={config.num_train_steps})')
-  if config.optimizer not in OPTIMIZERS:
-    fail('optimizer', f'must be one of {OPTIMIZERS}')
-  if not config.grad_clip_norm >= 0:
-    fail('grad_clip_norm', 'must be >= 0 (0: no clipping)')
-  if not config.weight_decay >= 0:
-    fail('weight_decay', 'must be >= 0')
-  if config.loss not in models.LOSSES:
-    fail('loss', f'must be one of {models.LOSSES}')
-  if not is_int(config.num_gaussians) or config.num_gaussians < 1:
-    fail('num_gaussians', 'must be a positive integer')
-  if not np.all(np.asarray(config.target_scale, dtype=float) > 0):
-    fail('target_scale', 'must be positive (one number, or one per target)')
-  if not isinstance(config.dataset, str) or not config.dataset:
-    fail('dataset', "must name a dataset, e.g. 'synthetic_hands/ambiguous'")
-  if not is_int(config.num_plot_examples) or config.num_plot_examples < 0:
-    fail('num_plot_examples', 'must be an integer >= 0')
-
-
-def save_or_check_config(config: ml_collections.ConfigDict,
-                         workdir: str) -> dict[str, Any] | None:
-  """Writes `workdir/config.json`, or checks a resumed run's config against it.
-
-  Returns:
-    The configuration saved before (as JSON values), or None for a new run.
-
-  Raises:
-    ValueError: if `workdir` holds a run with a different configuration
-      (other than RESUMABLE_KEYS), which a resume would silently mix up.
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  current = json.loads(config.to_json_best_effort())
-  saved = None
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_KEYS and saved.get(k) != current.get(k))
-    if changed:
-      diff = '; '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
-      raise ValueError(f'{workdir} holds a run with a different configuration ({diff}). '
-                       f'Use a new --workdir, or the same settings to resume it.')
-  if parallel.is_main_process():
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-  return saved
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The configuration a run in `workdir` was trained with."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: is {workdir} the --workdir of a '
-                            f'training run (python -m experiments.train ... --workdir=DIR)?')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 # ----------------------------------------------------------------------------
@@ -347,10 +244,20 @@ def jit_train_step(model: Model, tx: optax.GradientTransformation, schedule: opt
 
 
 def jit_predict_step(model: Model, mesh: jax.sharding.Mesh):
-  """The jitted predict step: replicated state, batch and outputs sharded on 'data'."""
+  """The jitted predict step: replicated state, batch and outputs sharded on 'data'.
+
+  Every output is per example, so each device predicts its own rows
+  (shard_map): the step's loops (the mode searches) then stop on their own
+  rows' convergence, with no cross-device reduction in them. Collectives
+  inside loops are what multi-process CPU runs must avoid (see
+  `layers._weight_gradient_row_blocks`).
+  """
   sharded = parallel.batch_sharded(mesh)
-  return jax.jit(functools.partial(predict_step, model.eval_graph),
-                 in_shardings=(parallel.replicated(mesh), sharded), out_shardings=sharded)
+  rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+  per_device = jax.shard_map(functools.partial(predict_step, model.eval_graph), mesh=mesh,
+                             in_specs=(jax.sharding.PartitionSpec(), rows), out_specs=rows, check_vma=False)
+  return jax.jit(per_device, in_shardings=(parallel.replicated(mesh), sharded),
+                 out_shardings=sharded)
 
 
 # ----------------------------------------------------------------------------
@@ -379,95 +286,11 @@ def _check_finite(first_step: int, metrics: list[dict[str, np.ndarray]],
           f'or check the data.')
 
 
-def register_image_folder(config: ml_collections.ConfigDict) -> None:
-  """Registers `config.image_folder` (if the config has one) as 'image_folder/<name>'.
-
-  The registration lives only in this program, so every program that reads
-  the run (training, evaluation) does it from the config.
-  """
-  folder = config.get('image_folder')
-  if folder is None:
-    return
-  name = f'image_folder/{folder.name}'
-  if name not in (config.dataset, config.test_dataset):
-    raise ValueError(f'config.image_folder.name={folder.name!r} registers {name!r}, but '
-                     f'config.dataset={config.dataset!r}: set --config.dataset={name}.')
-  image_folder.register(folder.name, **{k: v for k, v in folder.items() if k != 'name'})
-
-
-def _dataset_info(config: ml_collections.ConfigDict, key: str) -> input_pipeline.DatasetInfo:
-  """The DatasetInfo of config.<key> ('dataset' or 'test_dataset'), naming the key that fails."""
-  dataset = config[key]
-  try:
-    return input_pipeline.get_dataset_info(dataset, data_dir=config.data_dir,
-                                           image_size=config.image_size)
-  except OSError as e:
-    if e.filename is None:  # The builders' own messages (a missing download or image).
-      raise
-    where = config.data_dir or "TFDS's default (~/tensorflow_datasets)"
-    raise type(e)(f'{e}. The data directory {where} cannot hold {dataset}: set '
-                  f'--config.data_dir (experiments.evaluate: --data_dir) to a directory '
-                  f'that can.') from e
-  except ValueError as e:
-    raise ValueError(f'config.{key}={dataset!r}: {e}') from e
-
-
-def _label_space(info: input_pipeline.DatasetInfo) -> tuple[Any, ...]:
-  return info.labels.names, info.labels.low, info.labels.high
-
-
-def check_data(config: ml_collections.ConfigDict,
-               splits: tuple[str, ...] = ()) -> input_pipeline.DatasetInfo:
-  """Resolves everything a run will read, before any work.
-
-  The training dataset and the test dataset (building them if needed), the
-  test dataset's label space and image shape against the training one's, and
-  the size of every split: train_split, eval_split, test_split and `splits`.
-
-  Returns:
-    The training dataset's info.
-
-  Raises:
-    ValueError: naming the config key (or 'split' for one of `splits`).
-  """
-  info = _dataset_info(config, 'dataset')
-  test_info = info
-  if config.test_dataset and config.test_dataset != config.dataset:
-    test_info = _dataset_info(config, 'test_dataset')
-    # The evaluation reads test labels in [0, 1] back to degrees with the
-    # training dataset's ranges.
-    if _label_space(test_info) != _label_space(info):
-      raise ValueError(
-          f'config.test_dataset={config.test_dataset!r} has labels {test_info.labels.names} in '
-          f'[{test_info.labels.low}, {test_info.labels.high}], config.dataset='
-          f'{config.dataset!r} has {info.labels.names} in [{info.labels.low}, '
-          f'{info.labels.high}]: a model is tested in the label space it was trained in.')
-    if test_info.image_shape != info.image_shape:
-      raise ValueError(
-          f'config.test_dataset={config.test_dataset!r} has images of shape '
-          f'{test_info.image_shape}, config.dataset={config.dataset!r} '
-          f'{info.image_shape}: set config.image_size to resize both.')
-  test_dataset = config.test_dataset or config.dataset
-  needed = [('config.train_split', config.train_split, config.dataset, config.batch_size),
-            ('config.eval_split', config.eval_split, test_dataset, 1),
-            ('config.test_split', config.test_split, test_dataset, 1)]
-  needed += [('split', split, test_dataset, 1) for split in splits]
-  for name, split, dataset, minimum in needed:
-    try:
-      size = input_pipeline.split_size(dataset, split, data_dir=config.data_dir)
-    except ValueError as e:
-      raise ValueError(f'{name}={split!r}: {e}') from e
-    if size < minimum:
-      raise ValueError(f'{name}={split!r} of {dataset} has {size} examples; it needs at '
-                       f'least {minimum}.')
-  return info
-
-
 def _open_run(config: ml_collections.ConfigDict, splits: tuple[str, ...] = ()):
   """Everything train_and_evaluate and evaluate share: checks, mesh, data info, model, state."""
-  validate_config(config)
-  register_image_folder(config)
-  info = check_data(config, splits)
+  config_lib.validate(config)
+  data_checks.register_image_folder(config)
+  info = data_checks.check_data(config, splits)
   mesh = parallel.create_mesh()
   tx = create_optimizer(config)
   model, state = create_model_and_state(config, info, tx, mesh)
@@ -482,7 +305,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Trains (or resumes) a run in `workdir`, then evaluates it on `config.test_split`.
 
   Args:
-    config: see experiments/configs/default.py.
+    config: see experiments/configs/default.py; deprecated names are read
+      (`config_lib.resolve`).
     workdir: the run's directory (created if missing).
 
   Returns:
@@ -497,6 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       version that training cannot resume from (evaluate still reads it).
     NonFiniteLossError: if the loss or gradient became NaN or infinite.
   """
+  config = config_lib.resolve(config)
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock.hold(workdir):
     return _train_and_evaluate(config, workdir)
@@ -509,7 +334,7 @@ def _train_and_evaluate(config, workdir):
       config.dataset, config.train_split, global_batch_size=config.batch_size, seed=config.seed,
       train=True, data_dir=config.data_dir, image_size=config.image_size,
       augment=config.augment, worker_count=config.worker_count)
-  saved_config = save_or_check_config(config, workdir)
+  saved_config = config_lib.save_or_check(config, workdir)
   checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                             max_to_keep=config.max_checkpoints_to_keep)
   writer = None
@@ -526,7 +351,7 @@ def _train_and_evaluate(config, workdir):
         logging.warning('The checkpoint (step %d) is past config.num_train_steps=%d: '
                         'evaluating it as it is.', start, config.num_train_steps)
     else:
-      logging.info('Training %s (%d parameters) on %s from scratch.', config.loss,
+      logging.info('Training %s (%d parameters) on %s from scratch.', config.head,
                    model.num_params, config.dataset)
     schedule = learning_rate_schedule(config)
     train = jit_train_step(model, tx, schedule, mesh)
@@ -599,6 +424,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     WorkdirBusyError: if a run or another evaluation works in `workdir`.
     DamagedCheckpointError: if it holds checkpoints but none restores.
   """
+  config = config_lib.resolve(config)
   split = split or config.test_split
   with workdir_lock.hold(workdir):
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),

@@ -6,10 +6,13 @@ one integer naming the kind of example. Only the generator and the names
 differ; `GeneratedSplits` is the rest of the builder.
 """
 
+import os
 import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from propel_jax.data.builders import locked_build
 
 
 class GeneratedSplits:
@@ -65,7 +68,4 @@ class GeneratedSplits:
 
 def build(name: str, data_dir: str, config_name: str) -> tfds.core.DatasetBuilder:
   """Builds `name/config_name` as array_record into data_dir (for tests and demos)."""
-  builder = tfds.builder(f'{name}/{config_name}', data_dir=data_dir,
-                         file_format='array_record')
-  builder.download_and_prepare()
-  return builder
+  return locked_build.prepare(f'{name}/{config_name}', os.fspath(data_dir))

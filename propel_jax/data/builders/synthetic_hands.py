@@ -33,11 +33,13 @@ Usage:
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from propel_jax.data import labels as labels_lib
+from propel_jax.data.builders import locked_build
 
 # Rendering precision: float32 halves the build time; the symmetries below
 # hold exactly in any precision.
@@ -330,7 +332,8 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         description=__doc__,
         features=tfds.features.FeaturesDict({
             # Raw bytes: writing and reading are a copy (as an integer list,
-            # TFDS's default, they cost ~0.5 ms per image each way).
+            # TFDS's default, they cost ~0.5 ms per image each way;
+            # docs/benchmarks.md#input-pipeline).
             'image': tfds.features.Tensor(
                 shape=(size, size, 1), dtype=np.uint8,
                 encoding=tfds.features.Encoding.BYTES),
@@ -372,7 +375,4 @@ def build(data_dir, config_name='ambiguous_small'):
   Returns:
     The prepared `tfds.core.DatasetBuilder`.
   """
-  builder = tfds.builder(f'synthetic_hands/{config_name}', data_dir=data_dir,
-                         file_format='array_record')
-  builder.download_and_prepare()
-  return builder
+  return locked_build.prepare(f'synthetic_hands/{config_name}', os.fspath(data_dir))
