@@ -572,9 +572,9 @@ def modes(means: ArrayLike, scales: ArrayLike,
 
   Cost: each iteration weighs every start against every component, O(B I² n²)
   for B mixtures, and the search runs until the slowest start converges
-  (typically 10 to 20 iterations). On a 2-core CPU (B = 16, n = 2, under load)
-  a call took 0.04 s at I = 64 and 4 s at I = 512: for hundreds of
-  components, evaluate on a subset of the batch.
+  (typically 10 to 20 iterations). On a shared 2-core CPU (B = 16, n = 2) a
+  jitted call took 0.04 to 0.08 s at I = 64 and 4 to 10 s at I = 512: for
+  hundreds of components, evaluate on a subset of the batch.
 
   Args:
     means: [..., I, n] component means.
