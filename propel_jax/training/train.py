@@ -255,7 +255,7 @@ def jit_predict_step(model: Model, mesh: jax.sharding.Mesh):
   sharded = parallel.batch_sharded(mesh)
   rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
   per_device = jax.shard_map(functools.partial(predict_step, model.eval_graph), mesh=mesh,
-                             in_specs=(jax.sharding.PartitionSpec(), rows), out_specs=rows, check_vma=False)
+                             in_specs=(jax.sharding.PartitionSpec(), rows), out_specs=rows)
   return jax.jit(per_device, in_shardings=(parallel.replicated(mesh), sharded),
                  out_shardings=sharded)
 
