@@ -67,13 +67,20 @@ def test_concurrent_builds_build_once(tmp_path, dataset):
   os.makedirs(os.path.dirname(version_dir))
   lock = os.open(version_dir + '.lock', os.O_RDWR | os.O_CREAT)
   fcntl.flock(lock, fcntl.LOCK_EX)
+  logs = [tmp_path / f'process_{i}.log' for i in range(2)]
   processes = [subprocess.Popen([sys.executable, '-c', _PREPARE, dataset, str(data_dir),
                                  str(csv_path)], env=runs.subprocess_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for _ in range(2)]
-  time.sleep(8)  # Both start up and reach the lock.
+                                stdout=log.open('w'), stderr=subprocess.STDOUT, text=True)
+               for log in logs]
+  # Both start up and reach the lock (however slowly a loaded machine starts them).
+  deadline = time.monotonic() + 240
+  while (not all('Waiting for' in log.read_text() for log in logs)
+         and all(p.poll() is None for p in processes) and time.monotonic() < deadline):
+    time.sleep(0.2)
   os.close(lock)
-  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  for process in processes:
+    process.wait(timeout=300)
+  outputs = [log.read_text() for log in logs]
   for process, output in zip(processes, outputs):
     assert process.returncode == 0, output[-5000:]
     assert 'splits' in output.splitlines()[-1]

@@ -115,13 +115,17 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path, data_dir, jax_cache
       jax_cache, **_devices(1))
   killed = time.monotonic()
   results = runs.signal_after_checkpoint(processes, workdir, 32, signal.SIGKILL, which={1})
-  # Process 0 was in a collective with the killed process: it stops on its own, soon, and
-  # names the process that is gone instead of waiting for it.
-  assert time.monotonic() - killed < 60
+  stopped_after = time.monotonic() - killed
   (survivor_code, survivor), (killed_code, killed_output) = results
   assert killed_code == -signal.SIGKILL, killed_output[-5000:]
-  assert survivor_code == 1, survivor[-5000:]
-  assert 'Process(es) [1] did not answer' in survivor, survivor[-5000:]
+  # Process 0 stops on its own and names the process that is gone: ours, where a
+  # collective with it failed; jax.distributed's, where process 0 was elsewhere (e.g.
+  # finishing the checkpoint) when the heartbeats stopped.
+  assert survivor_code != 0, survivor[-5000:]
+  assert ('Process(es) [1] did not answer' in survivor
+          or 'stopped sending heartbeats):\n1\n' in survivor), survivor[-5000:]
+  # About 10 s on an idle machine; 70 s was seen with the 2 cores 5× oversubscribed.
+  assert stopped_after < 150, stopped_after
   assert 'process 0 of 2' in survivor and 'process 1 of 2' in killed_output
   assert runs.checkpoint_steps(workdir) == [32]
   reference = str(tmp_path / 'reference')
