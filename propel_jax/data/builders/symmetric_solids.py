@@ -355,8 +355,7 @@ class SymmetricSolidsConfig(tfds.core.BuilderConfig):
 def _configs():
   configs = []
   for name, solids in [('mixed', PLATONIC_NAMES)] + [(s, (s,)) for s in SOLID_NAMES]:
-    for suffix, size, num_train, num_test in (('', 64, 10_000, 3_000),
-                                              ('_small', 32, 2_048, 512)):
+    for suffix, size, num_train, num_test in generated.SIZES:
       configs.append(SymmetricSolidsConfig(
           name=name + suffix, solids=solids, image_size=size, num_train=num_train,
           num_test=num_test,
