@@ -32,6 +32,7 @@ from typing import Any
 
 from matplotlib import colormaps
 from matplotlib import figure
+from matplotlib import ticker
 import ml_collections
 import numpy as np
 
@@ -236,15 +237,22 @@ def plot_learning_curves(results: dict[str, Any], path: str) -> None:
         ax.plot(method['mean'][metric]['step'], method['mean'][metric]['value'], lw=1.8,
                 marker='o', ms=3, label=label, **style)
     ax.set(xlabel='training step', title=title, yscale=scale)
+    if scale == 'log':  # Degrees as plain numbers, not powers of ten.
+      ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+      ax.yaxis.set_minor_formatter(ticker.ScalarFormatter())
+      ax.tick_params(axis='y', which='minor', labelsize=6)
     if prefix.startswith('mode_recall'):
       ax.set_ylim(-0.02, 1.02)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-  axes[1].legend(fontsize=7, loc='upper right')
+  # The error panel has a line for every method and decoder.
+  axes[-1].legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc='center left',
+                  bbox_to_anchor=(1.02, 0.5))
   fig.suptitle(f'Learning curves on {results["dataset"]} (evaluations on '
-               f'{results.get("eval_split", "test")})', fontsize=10)
+               f'{results.get("eval_split", "test")}; each seed thin, their mean thick)',
+               fontsize=10)
   fig.tight_layout(rect=(0, 0, 1, 0.95))
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=90, bbox_inches='tight')
 
 
 def write_all(results: dict[str, Any], workdir: str, *,
