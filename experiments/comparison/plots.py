@@ -17,7 +17,11 @@
                              (circles), the label (cross) and the decoded
                              predictions (dots); for labels on the circle,
                              polar plots of the density; for rotations,
-                             Mollweide plots (`rotation_plots`).
+                             Mollweide plots (`rotation_plots`);
+    learning_curves.png      orientation comparisons: the periodic test
+                             evaluations against training steps, one panel per
+                             metric (`report.CURVE_METRICS`), one colour per
+                             method, each seed thin and their mean thick.
 
 Only the comparison's main methods are drawn, not the sensitivity sweep.
 Figures are `matplotlib.figure.Figure` objects written straight to files.
@@ -28,6 +32,7 @@ from typing import Any
 
 from matplotlib import colormaps
 from matplotlib import figure
+from matplotlib import ticker
 import ml_collections
 import numpy as np
 
@@ -193,6 +198,63 @@ def _plot_directional_densities(rows, count, path, kind):
   fig.savefig(path, dpi=80)
 
 
+# (metric prefix, panel title, y scale) of the learning-curve panels.
+_CURVE_PANELS = (('log_likelihood', 'log-likelihood of the label (nats)', 'linear'),
+                 ('angular_error/', 'mean angular error (°, log scale)', 'log'),
+                 ('mode_recall', 'mode recall', 'linear'),
+                 ('mode_recall_all', 'all modes (share of images)', 'linear'))
+
+
+def _curve_metrics(curve, prefix):
+  if prefix.endswith('/'):
+    return sorted(k for k in curve if k.startswith(prefix))
+  return [prefix] if prefix in curve else []
+
+
+def plot_learning_curves(results: dict[str, Any], path: str) -> None:
+  """Periodic test metrics against steps, per method (seeds thin, their mean thick).
+
+  Skipped when no run logged an evaluation.
+  """
+  curves = results.get('learning_curves') or {}
+  if not curves:
+    return
+  fig = figure.Figure(figsize=(13, 3.6))
+  axes = fig.subplots(1, len(_CURVE_PANELS))
+  colours = colormaps['tab10']
+  for ax, (prefix, title, scale) in zip(axes, _CURVE_PANELS):
+    for index, name in enumerate(results['methods']):
+      method = curves.get(name, {'seeds': {}, 'mean': {}})
+      for metric in _curve_metrics(method['mean'], prefix):
+        style = dict(color=colours(index % 10),
+                     ls='--' if metric.endswith(_SECONDARY_DECODERS) else '-')
+        for curve in method['seeds'].values():
+          points = [(s, v) for s, v in zip(curve['step'], curve.get(metric, ()))
+                    if v is not None]
+          if points:
+            ax.plot(*zip(*points), lw=0.6, alpha=0.45, **style)
+        label = name if prefix != 'angular_error/' else f'{name} ({metric.split("/", 1)[1]})'
+        ax.plot(method['mean'][metric]['step'], method['mean'][metric]['value'], lw=1.8,
+                marker='o', ms=3, label=label, **style)
+    ax.set(xlabel='training step', title=title, yscale=scale)
+    if scale == 'log':  # Degrees as plain numbers, not powers of ten.
+      ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+      ax.yaxis.set_minor_formatter(ticker.ScalarFormatter())
+      ax.tick_params(axis='y', which='minor', labelsize=6)
+    if prefix.startswith('mode_recall'):
+      ax.set_ylim(-0.02, 1.02)
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+  # The error panel has a line for every method and decoder.
+  axes[-1].legend(*axes[1].get_legend_handles_labels(), fontsize=7, loc='center left',
+                  bbox_to_anchor=(1.02, 0.5))
+  fig.suptitle(f'Learning curves on {results["dataset"]} (evaluations on '
+               f'{results.get("eval_split", "test")}; each seed thin, their mean thick)',
+               fontsize=10)
+  fig.tight_layout(rect=(0, 0, 1, 0.95))
+  fig.savefig(path, dpi=90, bbox_inches='tight')
+
+
 def write_all(results: dict[str, Any], workdir: str, *,
               config: ml_collections.ConfigDict) -> list[str]:
   """Writes every plot into workdir/plots/; returns their paths."""
@@ -200,9 +262,10 @@ def write_all(results: dict[str, Any], workdir: str, *,
   os.makedirs(directory, exist_ok=True)
   info = runner.dataset_info(config)
   paths = [os.path.join(directory, f) for f in
-           ('error_distributions.png', 'coverage.png', 'densities.png')]
+           ('error_distributions.png', 'coverage.png', 'densities.png', 'learning_curves.png')]
   plot_error_distributions(results, workdir, info, paths[0])
   if info.labels.kind == 'interval':  # Interval coverage of marginals: degree labels only.
     plot_coverage(results, paths[1])
   plot_densities(results, workdir, info, paths[2])
+  plot_learning_curves(results, paths[3])
   return [p for p in paths if os.path.exists(p)]

@@ -3,9 +3,10 @@
 `write_report` writes into the comparison's directory:
 
     results.json   every run's metrics, their mean ± std over seeds, coverage
-                   curves, the settings and the command
+                   curves, learning curves, the settings and the command
     results.md     the same as tables
-    plots/         error distributions, coverage curves, densities (`plots`)
+    plots/         error distributions, coverage curves, densities, learning
+                   curves (`plots`)
 
 The report lists the runs not finished yet; with several processes sharing a
 comparison, the last one to finish writes the complete report. The mean ±
@@ -28,6 +29,7 @@ from propel_jax import scoring_directional
 from propel_jax.nn import registry
 from propel_jax.training import evaluation
 from propel_jax.training import parallel
+from propel_jax.training import reporting
 
 RESULTS_JSON = 'results.json'
 RESULTS_MD = 'results.md'
@@ -59,6 +61,66 @@ def load_run(directory: str) -> dict[str, Any]:
   result['hardware'] = '; '.join(timing.get('hardware', ['not recorded']))
   result['steps_per_sec'] = median_steps_per_sec(directory)
   return result
+
+
+# The periodic evaluations' metrics a learning curve follows (orientation
+# reports): the log-likelihood of the label, every decoder's mean angular
+# error, the share of equivalent labels with a mode and of images with all.
+CURVE_METRICS = ('log_likelihood', 'angular_error/', 'mode_recall', 'mode_recall_all')
+_CURVE_NAMES = {'log_likelihood': 'log-likelihood', 'mode_recall': 'mode recall',
+                'mode_recall_all': 'all modes'}
+# Evaluation steps shown in results.md's learning-curve table (the plot has all).
+_CURVE_TABLE_STEPS = 6
+
+
+def _is_curve_metric(name: str) -> bool:
+  return any(name.startswith(m) if m.endswith('/') else name == m for m in CURVE_METRICS)
+
+
+def learning_curve(directory: str) -> dict[str, list[float]] | None:
+  """A run's periodic evaluations from its metrics.jsonl: {'step': [..], metric: [..]}.
+
+  Returns:
+    The steps in increasing order and, for every metric of CURVE_METRICS the
+    evaluations logged, its value at each step (None where an evaluation
+    lacked it); None if the run logged no evaluation.
+  """
+  path = os.path.join(directory, reporting.METRICS_FILE)
+  if not os.path.exists(path):
+    return None
+  by_step = {}
+  with open(path) as f:
+    for record in map(json.loads, f):
+      if record.get('split') == 'eval':
+        # A resumed run truncates its log at the checkpoint: a step logged
+        # twice keeps its later evaluation.
+        by_step[int(record['step'])] = record
+  if not by_step:
+    return None
+  steps = sorted(by_step)
+  names = sorted({k for r in by_step.values() for k in r if _is_curve_metric(k)})
+  curve = {'step': steps}
+  curve.update({name: [by_step[s].get(name) for s in steps] for name in names})
+  return curve
+
+
+def mean_curve(per_seed: Sequence[dict[str, list[float]]], metric: str) -> dict[str, list]:
+  """{'step', 'value'}: the mean over seeds of `metric` at the steps every seed evaluated it at."""
+  by_seed = [{s: v for s, v in zip(c['step'], c[metric]) if v is not None}
+             for c in per_seed if metric in c]
+  if not by_seed:
+    return {'step': [], 'value': []}
+  steps = sorted(set.intersection(*(set(values) for values in by_seed)))
+  return {'step': steps, 'value': [float(np.mean([v[s] for v in by_seed])) for s in steps]}
+
+
+def learning_curves(per_seed: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+  """{'seeds': the runs' curves by seed, 'mean': {metric: mean_curve}} of one method."""
+  metrics = sorted({k for c in per_seed.values() for k in c if k != 'step'},
+                   key=lambda k: ([m.rstrip('/') for m in CURVE_METRICS].index(
+                       k.split('/')[0]), k))
+  return {'seeds': per_seed,
+          'mean': {m: mean_curve(list(per_seed.values()), m) for m in metrics}}
 
 
 # ----------------------------------------------------------------------------
@@ -105,13 +167,16 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   info = runner.dataset_info(config)
   methods = runner.all_methods(config)
   num_main = len(runner.parse_methods(config.compare.methods))
-  runs, summary, missing = {}, {}, []
+  runs, summary, missing, curves = {}, {}, [], {}
   for method in methods:
     per_seed = {}
     for seed in config.compare.seeds:
       directory = runner.run_dir(workdir, method, seed)
       if runner.is_finished(runner.run_config(config, method, seed), directory):
         per_seed[str(seed)] = load_run(directory)
+        curve = learning_curve(directory) if info.labels.is_directional else None
+        if curve is not None:
+          curves.setdefault(method.name, {})[str(seed)] = curve
       else:
         missing.append(f'{method.name}/seed_{seed}')
     runs[method.name] = per_seed
@@ -124,6 +189,8 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'dataset': config.dataset,
       'label_names': list(info.labels.names),
       'label_kind': info.labels.kind,
+      'learning_curves': {name: learning_curves(per_seed) for name, per_seed in curves.items()},
+      'eval_split': config.eval_split,
       'log_likelihood_measure': scoring_directional.LOG_LIKELIHOOD_MEASURES.get(info.labels.kind),
       'split_sizes': dict(info.split_sizes),
       'methods': [m.name for m in methods[:num_main]],
@@ -253,6 +320,7 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
   if results.get('label_kind') in ('circle', 'rotation'):
     lines += _directional_tables(results)
     lines += _symmetry_table(results)
+    lines += _learning_curve_table(results, plot_files)
     if plot_files:
       lines += ['', '## Plots', '']
       lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
@@ -409,6 +477,49 @@ def _symmetry_table(results: dict[str, Any]) -> list[str]:
       cells.append(f'{recall["mean"]:.2f}' if recall else '–')
       cells[-1] += f' / {error["mean"]:.1f}' if error else ' / –'
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _curve_steps(steps: Sequence[int]) -> list[int]:
+  """At most _CURVE_TABLE_STEPS of `steps`, evenly spread, the first and last included."""
+  if len(steps) <= _CURVE_TABLE_STEPS:
+    return list(steps)
+  picks = np.round(np.linspace(0, len(steps) - 1, _CURVE_TABLE_STEPS)).astype(int)
+  return [steps[i] for i in sorted(set(picks.tolist()))]
+
+
+def _learning_curve_table(results: dict[str, Any], plot_files: Sequence[str]) -> list[str]:
+  """The learning curves as a table of the periodic evaluations (mean over seeds)."""
+  curves = results.get('learning_curves') or {}
+  if not curves:
+    return []
+  steps = sorted({s for method in curves.values() for c in method['seeds'].values()
+                  for s in c['step']})
+  shown = _curve_steps(steps)
+  plot = next((p for p in plot_files if os.path.basename(p) == 'learning_curves.png'), None)
+  kind = results['label_kind']
+  lines = ['', '## Learning curves', '',
+           f'Test metrics against training steps, from the evaluations on '
+           f'`{results.get("eval_split", "test")}` every '
+           f'{results["config"].get("eval_every_steps")} steps (metrics.jsonl of each run); '
+           f'mean over the seeds. Log-likelihood of the label in '
+           f'{scoring_directional.LOG_LIKELIHOOD_MEASURES[kind]}; error: mean angular error '
+           f'(°) of each decoder; mode recall and all modes as above. A method has converged '
+           f'where its row stops changing'
+           + (f'; every evaluation is drawn in [the plot]({plot}).' if plot else '.'), '',
+           '| method | metric | ' + ' | '.join(f'step {s}' for s in shown) + ' |',
+           '|---|---|' + '---|' * len(shown)]
+  for name in results['methods']:
+    if name not in curves:
+      lines.append(f'| {name} | no evaluation logged |' + ' |' * len(shown))
+      continue
+    for metric, mean in curves[name]['mean'].items():
+      by_step = dict(zip(mean['step'], mean['value']))
+      digits = 1 if metric.startswith('angular_error/') else 3
+      cells = [f'{by_step[s]:.{digits}f}' if s in by_step else '–' for s in shown]
+      label = (f'error (°), {metric.split("/", 1)[1]}' if metric.startswith('angular_error/')
+               else _CURVE_NAMES[metric])
+      lines.append(f'| {name} | {label} | ' + ' | '.join(cells) + ' |')
   return lines
 
 

@@ -14,6 +14,11 @@ import tensorflow_datasets as tfds
 
 from propel_jax.data.builders import locked_build
 
+# Every builder's sizes: (config-name suffix, image size, train, test). The
+# full size; `_small`, the CPU comparisons' and tests'; `_medium`, the CPU
+# comparisons' that train long enough to converge (more images, same size).
+SIZES = (('', 64, 10_000, 3_000), ('_small', 32, 2_048, 512), ('_medium', 32, 16_384, 2_048))
+
 
 class GeneratedSplits:
   """Mixin for a `tfds.core.GeneratorBasedBuilder` of generated examples.

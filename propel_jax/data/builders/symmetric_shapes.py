@@ -23,7 +23,9 @@ pipeline passes it unchanged). `equivalent_labels` holds the k rotations
 mixtures over the rows weigh them equally. `symmetry_order` stores k.
 
 Nuisances: scale, translation, brightness and pixel noise. A full config
-(10k train / 3k test, 64×64) renders in a few seconds.
+(10k train / 3k test, 64×64) renders in a few seconds. Sizes (`generated.SIZES`): full
+(64×64, 10k / 3k), `_small` (32×32, 2,048 / 512) and `_medium` (32×32,
+16,384 / 2,048).
 
 Usage:
   from propel_jax.data.builders import symmetric_shapes
@@ -226,8 +228,7 @@ def _configs():
   configs = []
   for name, shapes in variants:
     what = ', '.join(f'{s} (k = {SHAPES[s][0]})' for s in shapes)
-    for suffix, size, num_train, num_test in (('', 64, 10_000, 3_000),
-                                              ('_small', 32, 2_048, 512)):
+    for suffix, size, num_train, num_test in generated.SIZES:
       configs.append(SymmetricShapesConfig(
           name=name + suffix, shapes=shapes, image_size=size, num_train=num_train,
           num_test=num_test,
