@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.comparison import report
+from experiments.comparison import results as results_lib
 from experiments.comparison import runner
 import training_runs as runs  # tests/ is on sys.path under pytest.
 
@@ -58,7 +59,7 @@ def test_symmetry_orders_count_distinct_equivalents():
   angles = np.array([0.1, 0.5, 1.0])[:, None] + 2 * np.pi * (
       np.arange(6) % np.array([1, 2, 3])[:, None]) / np.array([1, 2, 3])[:, None]
   vectors = np.stack([np.cos(angles), np.sin(angles)], -1).astype(np.float32)
-  np.testing.assert_array_equal(report.symmetry_orders(vectors), [1, 2, 3])
+  np.testing.assert_array_equal(results_lib.symmetry_orders(vectors), [1, 2, 3])
 
 
 def test_rotation_config_names_the_solids_dataset():
@@ -157,16 +158,16 @@ def test_learning_curves_from_metrics_jsonl(tmp_path):
                           eval_(4, 10.0, log_likelihood=1.0)])
   write(tmp_path / 's1', [eval_(2, 50.0, log_likelihood=2.0), eval_(4, 20.0),
                           eval_(6, 5.0, log_likelihood=3.0)])
-  curves = {seed: report.learning_curve(str(tmp_path / seed)) for seed in ('s0', 's1')}
+  curves = {seed: results_lib.learning_curve(str(tmp_path / seed)) for seed in ('s0', 's1')}
   assert curves['s0'] == {'step': [2, 4], 'angular_error/mode': [30.0, 10.0],
                           'log_likelihood': [0.0, 1.0]}
   assert curves['s1']['log_likelihood'] == [2.0, None, 3.0]
-  method = report.learning_curves(curves)
+  method = results_lib.learning_curves(curves)
   # Means over the seeds at the steps both evaluated (the metric present).
   assert method['mean']['angular_error/mode'] == {'step': [2, 4], 'value': [40.0, 15.0]}
   assert method['mean']['log_likelihood'] == {'step': [2], 'value': [1.0]}
   assert list(method['mean']) == ['log_likelihood', 'angular_error/mode']
-  assert report.learning_curve(str(tmp_path)) is None  # No metrics.jsonl.
+  assert results_lib.learning_curve(str(tmp_path)) is None  # No metrics.jsonl.
 
   results = {'label_kind': 'circle', 'methods': ['vmfpropel_i2', 'mse'],
              'learning_curves': {'vmfpropel_i2': method}, 'eval_split': 'test[:8]',

@@ -20,6 +20,7 @@ import pytest
 from scipy import stats
 
 from experiments.comparison import report
+from experiments.comparison import results as results_lib
 from experiments.comparison import runner
 from propel_jax.data import input_pipeline
 from propel_jax.training import evaluation
@@ -85,7 +86,7 @@ def test_a_method_sigma_sets_the_head_target_width():
 
 def test_method_settings_come_from_the_registry():
   config = _parse()
-  settings = {name: report.method_settings(config, runner.parse_method(name))
+  settings = {name: results_lib.method_settings(config, runner.parse_method(name))
               for name in ('propel_i4_lw', 'mdn_i2', 'vmfmdn_i3', 'vmfpropel_i2_s0.05', 'mse')}
   assert settings == {
       'propel_i4_lw': {'head': 'propel', 'num_components': 4, 'learn_weights': True,
@@ -122,18 +123,18 @@ def test_parse_methods_refuses_duplicates():
 
 def test_mean_and_std_by_hand():
   # mean 7/3; squared deviations 16/9 + 1/9 + 25/9 = 42/9, over n − 1 = 2: 7/3.
-  result = report.mean_and_std([1.0, 2.0, 4.0])
+  result = results_lib.mean_and_std([1.0, 2.0, 4.0])
   assert result['mean'] == pytest.approx(7 / 3)
   assert result['std'] == pytest.approx(math.sqrt(7 / 3))
   assert result['values'] == [1.0, 2.0, 4.0]
-  assert report.mean_and_std([5.0]) == {'mean': 5.0, 'std': None, 'values': [5.0]}
+  assert results_lib.mean_and_std([5.0]) == {'mean': 5.0, 'std': None, 'values': [5.0]}
 
 
 def test_aggregate_by_hand():
   seed_0 = {'cmae/mode': 1.0, 'num_params': 10, 'dataset': 'd', 'coverage_curve': [0.1, 0.5],
             'only_here': 3.0}
   seed_1 = {'cmae/mode': 3.0, 'num_params': 10, 'dataset': 'd', 'coverage_curve': [0.3, 0.5]}
-  result = report.aggregate([seed_0, seed_1])
+  result = results_lib.aggregate([seed_0, seed_1])
   assert set(result) == {'cmae/mode', 'num_params', 'coverage_curve'}
   # Two values a, b: std (ddof 1) = |a − b| / √2.
   assert result['cmae/mode']['mean'] == 2.0

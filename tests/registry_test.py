@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from experiments.comparison import report
+from experiments.comparison import results as results_lib
 from experiments.comparison import runner
 from experiments.configs import compare_synthetic
 from propel_jax.data import labels as labels_lib
@@ -151,7 +152,7 @@ def test_a_registered_head_is_read_everywhere(dummy_head):
   results = {'dataset': 'd', 'label_names': ['a', 'b'], 'split_sizes': {'test': 1},
              'config': config.to_dict(), 'seeds': [0], 'missing_runs': [], 'runs': {},
              'methods': [m.name for m in methods], 'sweep': [],
-             'method_settings': {m.name: report.method_settings(config, m) for m in methods},
+             'method_settings': {m.name: results_lib.method_settings(config, m) for m in methods},
              'summary': {}}
   table = report.markdown(results, command='cmd').split('## Methods')[1].split('##')[0]
   assert '| dummy_i3_s0.1_lw | dummy | 3 | target_scale=0.1 | learned | – |' in table

@@ -20,7 +20,7 @@
                              Mollweide plots (`rotation_plots`);
     learning_curves.png      orientation comparisons: the periodic test
                              evaluations against training steps, one panel per
-                             metric (`report.CURVE_METRICS`), one colour per
+                             metric (`results.CURVE_METRICS`), one colour per
                              method, each seed thin and their mean thick.
 
 Only the comparison's main methods are drawn, not the sensitivity sweep.
