@@ -215,8 +215,8 @@ def _pairwise_terms(mu, kappa, antipodal):
   mu_a, mu_b = mu[..., :, None, :], mu[..., None, :, :]
   # Squared distances from the differences, not 2 ± 2 μ_aᵀμ_b, which would
   # lose Δ's accuracy for nearly equal directions. Summed coordinate by
-  # coordinate: reducing a short last axis of a [..., K, K, d] array is
-  # several times slower on XLA:CPU.
+  # coordinate: XLA:CPU vectorises the [..., K, K] slabs, not a short last
+  # axis of [..., K, K, d] (docs/benchmarks.md).
   sum_sq = sum(jnp.square(mu_a[..., c] + mu_b[..., c]) for c in range(dim))
   diff_sq = sum(jnp.square(mu_a[..., c] - mu_b[..., c]) for c in range(dim))
   if not antipodal:

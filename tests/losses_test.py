@@ -20,6 +20,7 @@ from scipy import integrate
 from scipy import special
 from scipy import stats
 
+from propel_jax import _diagonal
 from propel_jax import losses
 from propel_jax import mixtures
 
@@ -296,12 +297,12 @@ def test_contiguous_copy_is_exact_and_its_derivative_the_identity():
   rng = np.random.default_rng(12)
   x = (rng.normal(size=(5, 3, 4)) * 10.0 ** rng.integers(-30, 30, size=(5, 3, 4)))
   x = x.astype(np.float32)
-  copied = jax.jit(losses._contiguous_on_cpu)(x)
+  copied = jax.jit(_diagonal.contiguous_on_cpu)(x)
   np.testing.assert_array_equal(np.asarray(copied), x)
   tangent = rng.normal(size=x.shape).astype(np.float32)
-  _, tangent_out = jax.jvp(losses._contiguous, (x,), (tangent,))
+  _, tangent_out = jax.jvp(_diagonal.contiguous, (x,), (tangent,))
   np.testing.assert_array_equal(np.asarray(tangent_out), tangent)
-  cotangent = jax.grad(lambda a: jnp.sum(losses._contiguous(a) * tangent))(x)
+  cotangent = jax.grad(lambda a: jnp.sum(_diagonal.contiguous(a) * tangent))(x)
   np.testing.assert_array_equal(np.asarray(cotangent), tangent)
 
 
@@ -964,7 +965,7 @@ def ref_full_propel(means, factors, target, target_scale, weights=None):
                            covariances_of(factors), weights)
 
 
-# n = 9 takes the looped factorisation (`losses._MAX_UNROLLED_DIMS` = 8).
+# n = 9 takes the looped factorisation (`_linalg.MAX_UNROLLED_DIMS` = 8).
 @pytest.mark.parametrize('num,dim', [(1, 1), (3, 2), (4, 3), (2, 5), (2, 9)])
 @pytest.mark.parametrize('weighted', [False, True])
 def test_full_covariance_matches_float64_reference(num, dim, weighted, enable_x64):
