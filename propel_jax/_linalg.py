@@ -1,11 +1,13 @@
 """A symmetric positive-definite solve for small matrices, S = U D Uᵀ.
 
-Private: the full-covariance losses (`propel_jax._full_covariance`) and the
-Gaussian modes' Newton steps (`propel_jax.mixtures`) factorise many small
-matrices with it. Written as elementwise scalar code rather than batched
+Private: the full-covariance losses (`propel_jax._full_covariance`, through
+`solve`) and the Gaussian modes' Newton steps (`propel_jax.mixtures`, through
+`positive_definite_solve`) factorise many small matrices with it. Written as elementwise scalar code rather than batched
 LAPACK calls, which XLA:CPU runs one small matrix at a time (see
 docs/benchmarks.md).
 """
+
+import functools
 
 import jax
 from jax import lax
@@ -58,8 +60,11 @@ def solve_unrolled(cov, diff):
   dᵀ S⁻¹ d = Σ_k y_k² / D_k; u = U⁻ᵀ D⁻¹ y by back substitution; S⁻¹ by
   the backward recurrence X_rc = δ_rc / D_r - Σ_{k>r} U_kr X_kc (r ≤ c,
   X symmetric), which solves Uᵀ X = D⁻¹ U⁻¹ without forming U⁻¹.
+
+  Every operation is elementwise, so cov and diff may also be lists of
+  equally shaped arrays (one per entry): the results then have that shape.
   """
-  num_dims = diff.shape[0]
+  num_dims = len(diff)
   entry = {rc: cov[k] for rc, k in tril_positions(num_dims).items()}
   y = [diff[k] for k in range(num_dims)]
   pivots, inverses, multipliers = [], [], {}
@@ -129,3 +134,28 @@ def _solve_looped(cov, diff):
   return ([pivots[k] for k in range(num_dims)], jnp.sum(y * y / pivots),
           [u[k] for k in range(num_dims)],
           {rc: inverse[rc] for rc in positions})
+
+
+def positive_definite_solve(matrix, rhs):
+  """M⁻¹ b for symmetric M [..., n, n] and b [..., n]; NaN unless M is positive definite.
+
+  `solve_unrolled` on the matrices' entries: elementwise ops that
+  XLA fuses, where batched LAPACK calls run one small system at a time
+  (docs/benchmarks.md). M is positive definite exactly when every pivot of
+  its S = U D Uᵀ factorisation is positive; otherwise the result is NaN,
+  which is how callers tell.
+
+  Args:
+    matrix: [..., n, n] symmetric (only the lower triangle is read).
+    rhs: [..., n].
+
+  Returns:
+    [..., n].
+  """
+  n = matrix.shape[-1]
+  rows, cols = np.tril_indices(n)
+  pivots, _, solution, _ = solve_unrolled(
+      [matrix[..., r, c] for r, c in zip(rows, cols)],
+      [rhs[..., i] for i in range(n)])
+  definite = functools.reduce(jnp.logical_and, [p > 0 for p in pivots])
+  return jnp.where(definite[..., None], jnp.stack(solution, axis=-1), jnp.nan)

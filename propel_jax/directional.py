@@ -76,11 +76,12 @@ import jax.numpy as jnp
 from jax.scipy import special
 from jax.scipy import linalg
 
+from propel_jax import _common
 from propel_jax import _shapes
 
 _SUPPORTED_DIMS = (2, 3, 4)
 _LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
+_LOG_2 = _common.LOG_2
 
 # Below this value of κ² (κ < ½) the power series is used; at and above it
 # the Bessel-function forms lose at most a few ulps to cancellation, also in
@@ -282,11 +283,6 @@ def _pairwise_log_overlap_jvp(antipodal, primals, tangents):
 # ---------------------------------------------------------------------------
 
 
-def _compute_dtype(*arrays):
-  """float32, or float64 if an input is float64 (under jax_enable_x64)."""
-  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-
-
 def _reject_complex(**arrays):
   for name, value in arrays.items():
     if value is not None and jnp.iscomplexobj(value):
@@ -334,15 +330,6 @@ def _prepare(mean_directions, concentrations, log_weights, dtype):
   return mu, kappa, log_w
 
 
-def _batch_shape(**shapes):
-  """Broadcast leading (batch) shapes, naming the arguments if they clash."""
-  try:
-    return jnp.broadcast_shapes(*shapes.values())
-  except ValueError:
-    described = ', '.join(f'{k} {v}' for k, v in shapes.items())
-    raise ValueError(f'Batch shapes do not broadcast: {described}.') from None
-
-
 # ---------------------------------------------------------------------------
 # The distance and PROPEL.
 # ---------------------------------------------------------------------------
@@ -370,7 +357,7 @@ def _distance(p, q, antipodal):
   log_pp = block_lse(terms[..., :num, :num])
   log_qq = block_lse(terms[..., num:, num:])
   log_pq = block_lse(terms[..., :num, num:])
-  return jnp.logaddexp(log_pp, log_qq) - _LOG_2 - log_pq
+  return _common.distance(log_pp, log_qq, log_pq)
 
 
 def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
@@ -421,7 +408,8 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
   if p_dim != q_dim:
     raise ValueError(f'p_mean_directions {p_shape} and q_mean_directions '
                      f'{q_shape} must have the same d (last axis).')
-  _batch_shape(p_mean_directions=p_shape[:-2], q_mean_directions=q_shape[:-2])
+  _shapes.batch_shape(p_mean_directions=(p_shape, p_shape[:-2]),
+                      q_mean_directions=(q_shape, q_shape[:-2]))
   return _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
                            q_mean_directions, q_concentrations, q_log_weights,
                            antipodal)
@@ -432,7 +420,7 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
 @functools.partial(jax.jit, static_argnames='antipodal')
 def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
                       q_mean_directions, q_concentrations, q_log_weights, antipodal):
-  dtype = _compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
+  dtype = _shapes.compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
                          q_concentrations)
   p = _prepare(p_mean_directions, p_concentrations, p_log_weights, dtype)
   q = _prepare(q_mean_directions, q_concentrations, q_log_weights, dtype)
@@ -455,7 +443,8 @@ def _check_points(x, mean_directions, name):
     raise ValueError(f'{name} shape {x_shape} must be [..., d] with d = '
                      f'{md_shape[-1]}, the same d (last axis) as mean_directions '
                      f'shape {md_shape}.')
-  _batch_shape(**{name: x_shape[:-1]}, mean_directions=md_shape[:-2])
+  _shapes.batch_shape(**{name: (x_shape, x_shape[:-1])},
+                      mean_directions=(md_shape, md_shape[:-2]))
 
 
 def propel_loss(mean_directions, concentrations, targets, *, target_concentration,
@@ -502,7 +491,7 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
 @functools.partial(jax.jit, static_argnames='antipodal')
 def _propel_loss(mean_directions, concentrations, targets, target_concentration,
                  log_weights, antipodal):
-  dtype = _compute_dtype(mean_directions, concentrations, targets)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations, targets)
   # target_concentration is () or [..., 1], the rank of targets.
   batch = jnp.broadcast_shapes(targets.shape[:-1],
                                target_concentration.shape[:-1])
@@ -564,7 +553,7 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
 
 @functools.partial(jax.jit, static_argnames='antipodal')
 def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
-  dtype = _compute_dtype(x, mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   x = _normalize(x.astype(dtype))
   log_peak = _log_peak(kappa, mu.shape[-1])
@@ -601,7 +590,7 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
 @functools.partial(jax.jit, static_argnames='antipodal')
 def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
   dim = mean_directions.shape[-1]
-  dtype = _compute_dtype(mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   weights = jnp.exp(log_w)
   ratio = _resultant_ratio_over_kappa(kappa, dim)  # A/κ
@@ -657,7 +646,7 @@ def modes(mean_directions, concentrations, log_weights=None, *,
 @functools.partial(jax.jit, static_argnames=('antipodal', 'num_iters'))
 def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters,
            tol, merge_tol):
-  dtype = _compute_dtype(mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   # The density's components: with the symmetry, each μ_i is also at -μ_i
   # with half its weight. The log weights and peak densities do not change
@@ -732,21 +721,14 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
       cond, body, (0, start, jnp.full_like(start, jnp.inf, shape=())))
   log_density = log_density_at(points)[0]
 
-  order = jnp.argsort(-log_density, axis=-1)
-  points = jnp.take_along_axis(points, order[..., None], axis=-2)
-  log_density = jnp.take_along_axis(log_density, order, axis=-1)
-  gap = jnp.sum(jnp.square(points[..., :, None, :] - points[..., None, :, :]), -1)
-  if antipodal:
-    gap = jnp.minimum(gap, jnp.sum(jnp.square(
-        points[..., :, None, :] + points[..., None, :, :]), -1))
-  close = gap <= jnp.square(merge_tol * unit)[..., None]  # [..., K, K]
-  num = mu.shape[-2]
-  denser = jnp.tril(jnp.ones((num, num), bool), k=-1)  # j < k
-  valid = ~jnp.any(close & denser, axis=-1) & jnp.isfinite(log_density)
-  order = jnp.argsort(~valid, axis=-1, stable=True)
-  return (jnp.take_along_axis(points, order[..., None], axis=-2),
-          jnp.take_along_axis(log_density, order, axis=-1),
-          jnp.take_along_axis(valid, order, axis=-1))
+  def close(x):  # One mode: within merge_tol times the scale (x or -x).
+    gap = jnp.sum(jnp.square(x[..., :, None, :] - x[..., None, :, :]), -1)
+    if antipodal:
+      gap = jnp.minimum(gap, jnp.sum(jnp.square(
+          x[..., :, None, :] + x[..., None, :, :]), -1))
+    return gap <= jnp.square(merge_tol * unit)[..., None]
+
+  return _common.merge_modes(points, log_density, close)
 
 
 def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
@@ -855,7 +837,7 @@ def sample(key, mean_directions, concentrations, log_weights=None,
 @functools.partial(jax.jit, static_argnames=('sample_shape', 'antipodal'))
 def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
             antipodal):
-  dtype = _compute_dtype(mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   shape = tuple(sample_shape) + mu.shape[:-2]
   dim = mu.shape[-1]

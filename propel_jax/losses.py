@@ -20,7 +20,6 @@ negative one a wrong but finite value, NaN propagates): `check_inputs` under
 computed in float32. For speed, see docs/benchmarks.md.
 """
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
+from propel_jax import _common
 from propel_jax import _diagonal
 from propel_jax import _full_covariance
 from propel_jax import _linalg
@@ -80,36 +80,13 @@ def _log_cross_integral(p, q):
 
 def _distance(p, q):
   """D(p, q) for one pair of mixtures, each a `_Diagonal` or a `_Full`."""
-  return (jnp.logaddexp(_log_self_integral(p), _log_self_integral(q))
-          - math.log(2.0) - _log_cross_integral(p, q))
+  return _common.distance(_log_self_integral(p), _log_self_integral(q),
+                          _log_cross_integral(p, q))
 
 
 # Jitted so that eager calls compile once per shape instead of dispatching the
 # unrolled per-dimension loops op by op; inside an outer jit it is inlined.
 _batched_distance = jax.jit(jax.vmap(_distance))
-
-
-def _compute_dtype(*arrays):
-  """float32, or float64 if an input is float64 (under jax_enable_x64)."""
-  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-
-
-def _batch_shape(**shapes):
-  """Broadcasts leading (batch) shapes, naming the arguments if they clash.
-
-  Args:
-    **shapes: argument name -> (its full shape, its batch shape).
-
-  Returns:
-    The broadcast batch shape.
-  """
-  try:
-    return jnp.broadcast_shapes(*(batch for _, batch in shapes.values()))
-  except ValueError:
-    described = ', '.join(f'{name} {shape} (batch {batch})'
-                          for name, (shape, batch) in shapes.items())
-    raise ValueError('The leading (batch) axes do not broadcast: '
-                     f'{described}.') from None
 
 
 def _prefixed(prefix):
@@ -241,9 +218,9 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
   if p_means.shape[-1] != q_means.shape[-1]:
     raise ValueError(f'p_means {p_means.shape} and q_means {q_means.shape} '
                      'must have the same target dimension n (last axis).')
-  batch = _batch_shape(p_means=(p_means.shape, p_means.shape[:-2]),
+  batch = _shapes.batch_shape(p_means=(p_means.shape, p_means.shape[:-2]),
                        q_means=(q_means.shape, q_means.shape[:-2]))
-  dtype = _compute_dtype(p_means, p_scales, q_means, q_scales)
+  dtype = _shapes.compute_dtype(p_means, p_scales, q_means, q_scales)
   return _checked_distance((p_means, p_scales, p_log_weights),
                            (q_means, q_scales, q_log_weights), batch, dtype)
 
@@ -325,10 +302,10 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
   mixtures.check_shapes(means, scales, log_weights, targets,
                         names={'x': 'targets'})
   gt_scale = _target_scale(target_scale, targets)
-  batch = _batch_shape(targets=(targets.shape, targets.shape[:-1]),
+  batch = _shapes.batch_shape(targets=(targets.shape, targets.shape[:-1]),
                        target_scale=(target_scale.shape, gt_scale.shape[:-1]),
                        means=(means.shape, means.shape[:-2]))
-  dtype = _compute_dtype(means, scales, targets)
+  dtype = _shapes.compute_dtype(means, scales, targets)
   shape = batch + targets.shape[-1:]
   targets = jnp.broadcast_to(targets.astype(dtype), shape)
   gt_scale = jnp.broadcast_to(gt_scale.astype(dtype), shape)

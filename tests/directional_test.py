@@ -497,7 +497,8 @@ def test_shape_errors_name_the_arguments():
     call(np.ones((4, 0, 3)), np.ones((4, 0)), y)
   with pytest.raises(ValueError, match=r'same d'):
     call(md, conc, np.ones((4, 2)))
-  with pytest.raises(ValueError, match=r'targets \(3,\), mean_directions \(4,\)'):
+  with pytest.raises(ValueError, match=r'targets \(3, 3\) \(batch \(3,\)\), '
+                     r'mean_directions \(4, 2, 3\) \(batch \(4,\)\)'):
     call(md, conc, np.ones((3, 3)))
   with pytest.raises(ValueError, match=r'target_concentration shape \(3,\)'):
     call(md, conc, y, target_concentration=np.ones(3))
