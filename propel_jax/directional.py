@@ -60,24 +60,26 @@ so gradients stay finite there.
 Structure. ∫p², ∫q² and ∫pq are blocks of one overlap matrix over the
 components of p and q together, which keeps the compiled program small;
 its derivative is written out (d log C(κ) = -A_d(κ) dκ with
-A_d = I_{d/2}/I_{d/2-1}) as a custom JVP, which makes value and gradient 1.5
-(antipodal: 2.5) times faster than differentiating the two-branch
-evaluation (CPU, B = 1024, I = 16). The public functions check shapes in
-Python and call jitted cores, so eager calls compile once per shape.
+A_d = I_{d/2}/I_{d/2-1}) as a custom JVP, which reuses the value's terms
+where autodiff would differentiate both branches of the two-branch
+evaluation (docs/benchmarks.md). The functions are plain jnp, as in
+`propel_jax.mixtures`: jit is the caller's (an eager call runs op by op).
 """
 
 import functools
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 from jax.scipy import special
 from jax.scipy import linalg
+from jax.typing import ArrayLike
 
 from propel_jax import _common
 from propel_jax import _shapes
+from propel_jax import mixtures
 
 _SUPPORTED_DIMS = (2, 3, 4)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -323,10 +325,7 @@ def _prepare(mean_directions, concentrations, log_weights, dtype):
   """Unit mean directions, concentrations, normalised log weights, all in dtype."""
   mu = _normalize(jnp.asarray(mean_directions).astype(dtype))
   kappa = jnp.asarray(concentrations).astype(dtype)
-  if log_weights is None:
-    log_w = jnp.full(kappa.shape, -math.log(kappa.shape[-1]), dtype)
-  else:
-    log_w = jax.nn.log_softmax(jnp.asarray(log_weights).astype(dtype), axis=-1)
+  log_w = mixtures.normalized_log_weights(mu, log_weights).astype(dtype)
   return mu, kappa, log_w
 
 
@@ -387,6 +386,22 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
   Raises:
     ValueError: if a shape does not fit, d is not 2, 3 or 4, I or J is 0, the
       two d differ, or an input is complex; the message names the arguments.
+
+  References:
+    Sfikas, Constantinopoulos, Likas and Galatsanos, "An analytic distance
+    metric for Gaussian mixture models with application in image
+    retrieval", ICANN 2005.
+    Mardia and Jupp, "Directional Statistics", Wiley, 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([8.0, 8.0])
+    >>> float(directional.mixture_distance(mu, kappa, mu, kappa))
+    0.0
+    >>> round(float(directional.mixture_distance(mu[:1], kappa[:1], mu[1:],
+    ...                                          kappa[1:])), 4)
+    4.5095
   """
   (p_mean_directions, p_concentrations, p_log_weights, q_mean_directions,
    q_concentrations, q_log_weights) = _shapes.as_arrays(
@@ -415,9 +430,6 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
                            antipodal)
 
 
-# The cores are jitted so that eager calls compile once per shape instead of
-# dispatching dozens of small ops one by one; inside an outer jit they inline.
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
                       q_mean_directions, q_concentrations, q_log_weights, antipodal):
   dtype = _shapes.compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
@@ -475,6 +487,23 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
     ValueError: if mean_directions does not have exactly one more axis than
       targets (the message says what was probably meant), another shape does
       not fit, d is not 2, 3 or 4, I is 0, or an input is complex.
+
+  References:
+    Asad, Basaru, Arif and Slabaugh, "PROPEL: Probabilistic Parametric
+    Regression Loss for Convolutional Neural Networks", ICPR 2020.
+    Sfikas, Constantinopoulos, Likas and Galatsanos, "An analytic distance
+    metric for Gaussian mixture models with application in image
+    retrieval", ICANN 2005.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu = jnp.array([[[1.0, 0.0], [0.0, 1.0]]])  # one example, I = 2
+    >>> loss = directional.propel_loss(mu, jnp.array([[8.0, 8.0]]),
+    ...                                jnp.array([[1.0, 0.0]]),
+    ...                                target_concentration=50.0)
+    >>> [round(v, 4) for v in loss.tolist()]
+    [0.8371]
   """
   (mean_directions, concentrations, targets, target_concentration,
    log_weights) = _shapes.as_arrays(mean_directions, concentrations, targets,
@@ -488,7 +517,6 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
                       target_concentration, log_weights, antipodal)
 
 
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _propel_loss(mean_directions, concentrations, targets, target_concentration,
                  log_weights, antipodal):
   dtype = _shapes.compute_dtype(mean_directions, concentrations, targets)
@@ -543,6 +571,18 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
 
   Raises:
     ValueError: if the shapes do not fit or an input is complex.
+
+  References:
+    Mardia and Jupp, "Directional Statistics", Wiley, 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> # κ = 0 is the uniform density on the circle, 1/2π.
+    >>> round(float(directional.log_prob(jnp.array([1.0, 0.0]),
+    ...                                  jnp.array([[1.0, 0.0]]),
+    ...                                  jnp.array([0.0]))), 4)
+    -1.8379
   """
   x, mean_directions, concentrations, log_weights = _shapes.as_arrays(
       x, mean_directions, concentrations, log_weights)
@@ -551,7 +591,6 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
   return _log_prob(x, mean_directions, concentrations, log_weights, antipodal)
 
 
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
   dtype = _shapes.compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
@@ -580,6 +619,16 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
 
   Returns:
     [..., d] a unit vector.
+
+  References:
+    Mardia and Jupp, "Directional Statistics", Wiley, 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([8.0, 8.0])
+    >>> [round(v, 4) for v in directional.mean_direction(mu, kappa).tolist()]
+    [0.7071, 0.7071]
   """
   mean_directions, concentrations, log_weights = _shapes.as_arrays(
       mean_directions, concentrations, log_weights)
@@ -587,7 +636,6 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
   return _mean_direction(mean_directions, concentrations, log_weights, antipodal)
 
 
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
   dim = mean_directions.shape[-1]
   dtype = _shapes.compute_dtype(mean_directions, concentrations)
@@ -605,7 +653,7 @@ def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
 
 
 def modes(mean_directions, concentrations, log_weights=None, *,
-          antipodal: bool = False, num_iters: int = 100, tol: float = 1e-5,
+          antipodal: bool = False, num_iters: int = 100, tol: float = 1e-4,
           merge_tol: float = 1e-2):
   """Modes of the mixture on the sphere, by safeguarded Newton ascent.
 
@@ -635,6 +683,23 @@ def modes(mean_directions, concentrations, log_weights=None, *,
     (locations [..., I, d], log_density [..., I], valid [..., I] bool),
     sorted so that valid (distinct) modes come first, by density descending;
     invalid slots hold duplicates and are to be ignored.
+
+  References:
+    Carreira-Perpiñán, "Mode-finding for mixtures of Gaussian
+    distributions", IEEE TPAMI 22(11), 2000 (the fixed-point iteration).
+    Absil, Mahony and Sepulchre, "Optimization Algorithms on Matrix
+    Manifolds", Princeton, 2008 (Newton's method on the sphere).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [-1.0, 0.0]]), jnp.array([8.0, 8.0])
+    >>> x, log_p, valid = directional.modes(mu, kappa, jnp.array([0.0, 1.0]))
+    >>> x.round(4).tolist(), valid.tolist()
+    ([[-1.0, 0.0], [1.0, 0.0]], [True, True])
+    >>> _, _, valid = directional.modes(mu, kappa, antipodal=True)
+    >>> valid.tolist()  # ±(1, 0) is one axis
+    [True, False]
   """
   mean_directions, concentrations, log_weights = _shapes.as_arrays(
       mean_directions, concentrations, log_weights)
@@ -643,7 +708,6 @@ def modes(mean_directions, concentrations, log_weights=None, *,
                 num_iters=num_iters, tol=tol, merge_tol=merge_tol)
 
 
-@functools.partial(jax.jit, static_argnames=('antipodal', 'num_iters'))
 def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters,
            tol, merge_tol):
   dtype = _shapes.compute_dtype(mean_directions, concentrations)
@@ -744,6 +808,18 @@ def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
 
   Returns:
     [..., d] a unit vector.
+
+  References:
+    Carreira-Perpiñán, "Mode-finding for mixtures of Gaussian
+    distributions", IEEE TPAMI 22(11), 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [-1.0, 0.0]]), jnp.array([8.0, 8.0])
+    >>> directional.most_likely_mode(mu, kappa,
+    ...                              jnp.array([0.0, 1.0])).round(4).tolist()
+    [-1.0, 0.0]
   """
   return modes(mean_directions, concentrations, log_weights, antipodal=antipodal,
                **modes_kwargs)[0][..., 0, :]
@@ -826,6 +902,20 @@ def sample(key, mean_directions, concentrations, log_weights=None,
 
   Returns:
     [*sample_shape, ..., d] samples (not differentiable: rejection sampling).
+
+  References:
+    Wood, "Simulation of the von Mises Fisher distribution", Communications
+    in Statistics - Simulation and Computation 23(1), 1994.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([8.0, 8.0])
+    >>> draws = directional.sample(jax.random.key(0), mu, kappa,
+    ...                            sample_shape=(3,))
+    >>> draws.shape, jnp.linalg.norm(draws, axis=-1).round(4).tolist()
+    ((3, 2), [1.0, 1.0, 1.0])
   """
   mean_directions, concentrations, log_weights = _shapes.as_arrays(
       mean_directions, concentrations, log_weights)
@@ -834,7 +924,6 @@ def sample(key, mean_directions, concentrations, log_weights=None,
                  tuple(sample_shape), antipodal)
 
 
-@functools.partial(jax.jit, static_argnames=('sample_shape', 'antipodal'))
 def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
             antipodal):
   dtype = _shapes.compute_dtype(mean_directions, concentrations)
@@ -866,13 +955,36 @@ def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
 
 
 def angle_to_vector(angles) -> jax.Array:
-  """Angles in radians [...] -> unit vectors (cos θ, sin θ) [..., 2]."""
+  """Angles in radians [...] -> unit vectors (cos θ, sin θ) [..., 2].
+
+  References:
+    Prokudin, Gehler and Nowozin, "Deep Directional Statistics: Pose
+    Estimation with Uncertainty Quantification", ECCV 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> directional.angle_to_vector(jnp.array([0.0, jnp.pi])).round(4).tolist()
+    [[1.0, 0.0], [-1.0, -0.0]]
+  """
   angles = jnp.asarray(angles)
   return jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
 
 
 def vector_to_angle(vectors) -> jax.Array:
-  """Vectors [..., 2] -> angles atan2(y, x) in radians, in (-π, π]."""
+  """Vectors [..., 2] -> angles atan2(y, x) in radians, in (-π, π].
+
+  References:
+    Prokudin, Gehler and Nowozin, "Deep Directional Statistics: Pose
+    Estimation with Uncertainty Quantification", ECCV 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> angles = directional.vector_to_angle(jnp.array([[0.0, 2.0]]))
+    >>> [round(v, 4) for v in angles.tolist()]
+    [1.5708]
+  """
   vectors = jnp.asarray(vectors)
   if vectors.ndim < 1 or vectors.shape[-1] != 2:
     raise ValueError(f'vectors shape {vectors.shape} must be [..., 2].')
@@ -890,6 +1002,18 @@ def quaternion_to_rotation_matrix(quaternions) -> jax.Array:
 
   Returns:
     [..., 3, 3] rotation matrices.
+
+  References:
+    Shoemake, "Animating rotation with quaternion curves", SIGGRAPH 1985.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> half = jnp.sqrt(0.5)  # 90° about z
+    >>> r = directional.quaternion_to_rotation_matrix(
+    ...     jnp.array([half, 0.0, 0.0, half]))
+    >>> (r @ jnp.array([1.0, 0.0, 0.0])).round(4).tolist()
+    [0.0, 1.0, 0.0]
   """
   quaternions = jnp.asarray(quaternions)
   if quaternions.ndim < 1 or quaternions.shape[-1] != 4:
@@ -898,7 +1022,6 @@ def quaternion_to_rotation_matrix(quaternions) -> jax.Array:
   return _quaternion_to_rotation_matrix(quaternions)
 
 
-@jax.jit
 def _quaternion_to_rotation_matrix(quaternions):
   w, x, y, z = jnp.moveaxis(_normalize(quaternions), -1, 0)
   rows = [
@@ -922,6 +1045,20 @@ def rotation_matrix_to_quaternion(matrices) -> jax.Array:
 
   Returns:
     [..., 4] the inverse of `quaternion_to_rotation_matrix`.
+
+  References:
+    Shepperd, "Quaternion from rotation matrix", Journal of Guidance and
+    Control 1(3), 1978.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> half = jnp.sqrt(0.5)
+    >>> r = directional.quaternion_to_rotation_matrix(
+    ...     jnp.array([-half, 0.0, 0.0, -half]))
+    >>> q = directional.rotation_matrix_to_quaternion(r)  # w ≥ 0
+    >>> [round(v, 4) + 0.0 for v in q.tolist()]
+    [0.7071, 0.0, 0.0, 0.7071]
   """
   matrices = jnp.asarray(matrices)
   if matrices.ndim < 2 or matrices.shape[-2:] != (3, 3):
@@ -929,7 +1066,6 @@ def rotation_matrix_to_quaternion(matrices) -> jax.Array:
   return _rotation_matrix_to_quaternion(matrices)
 
 
-@jax.jit
 def _rotation_matrix_to_quaternion(matrices):
   r = lambda i, j: matrices[..., i, j]
   trace = r(0, 0) + r(1, 1) + r(2, 2)
@@ -965,11 +1101,47 @@ class VonMisesFisherMixture(NamedTuple):
   Attributes:
     mean_directions: [..., I, d] (normalised where used).
     concentrations: [..., I], κ ≥ 0.
-    log_weights: optional [..., I] logits (None: equal weights).
+    log_weights: [..., I] mixture weights as logits (normalised over I
+      wherever they are used); `uniform` makes equal ones.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> m = directional.VonMisesFisherMixture.uniform(
+    ...     jnp.array([[1.0, 0.0], [-1.0, 0.0]]), jnp.array([4.0, 4.0]))
+    >>> m.num_components, m.num_dims, m.batch_shape
+    (2, 2, ())
+    >>> m.most_likely_mode(antipodal=True).round(4).tolist()
+    [1.0, 0.0]
   """
   mean_directions: jax.Array
   concentrations: jax.Array
-  log_weights: Optional[jax.Array] = None
+  log_weights: jax.Array
+
+  @classmethod
+  def uniform(cls, mean_directions: ArrayLike,
+              concentrations: ArrayLike) -> 'VonMisesFisherMixture':
+    """The mixture with equal weights 1/I."""
+    mean_directions, concentrations = _shapes.as_arrays(mean_directions,
+                                                        concentrations)
+    _check_mixture(mean_directions, concentrations, None)
+    return cls(mean_directions, concentrations,
+               mixtures.normalized_log_weights(mean_directions))
+
+  @property
+  def num_components(self) -> int:
+    """I."""
+    return self.mean_directions.shape[-2]
+
+  @property
+  def num_dims(self) -> int:
+    """d, the dimension of the space around the sphere S^(d-1)."""
+    return self.mean_directions.shape[-1]
+
+  @property
+  def batch_shape(self) -> tuple[int, ...]:
+    """The leading (batch) axes: mean_directions.shape[:-2]."""
+    return self.mean_directions.shape[:-2]
 
   def log_prob(self, x, *, antipodal: bool = False) -> jax.Array:
     """See `log_prob`."""

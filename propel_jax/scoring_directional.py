@@ -79,6 +79,10 @@ from propel_jax import rotation_grid
 
 GRID_POINTS = 3600
 ACCURACY_THRESHOLDS_DEG = (15.0, 30.0)
+# A geodesic angle, one number for the whole rotation, scored on density
+# grids whose cells reach 7° to 14° (rotation_grid's levels 2 and 3): 5°
+# (`scoring.MODE_RADIUS_DEG`, per axis of Euler-angle labels) would be finer
+# than the grid classifier can place a mode.
 MODE_RADIUS_DEG = 10.0
 SPREAD_SAMPLES = 256
 # What each kind's log-likelihoods are densities with respect to (for reports).
@@ -135,7 +139,7 @@ def log_density(distribution, points, grid=None) -> jax.Array:
     [N] or [M, N].
 
   Examples:
-    >>> uniform = directional.VonMisesFisherMixture(jnp.ones((1, 1, 2)), jnp.zeros((1, 1)))
+    >>> uniform = directional.VonMisesFisherMixture.uniform(jnp.ones((1, 1, 2)), jnp.zeros((1, 1)))
     >>> round(float(log_density(uniform, jnp.array([[0.0, 1.0]]))[0]), 4)  # −log 2π
     -1.8379
   """
@@ -190,7 +194,7 @@ def per_example(predictions, labels, equivalent_labels, distribution=None, *,
 
   Examples:
     >>> labels = jnp.array([[1.0, 0.0]])
-    >>> uniform = directional.VonMisesFisherMixture(jnp.ones((1, 1, 2)), jnp.zeros((1, 1)))
+    >>> uniform = directional.VonMisesFisherMixture.uniform(jnp.ones((1, 1, 2)), jnp.zeros((1, 1)))
     >>> scores = per_example({}, labels, labels[:, None], uniform)
     >>> round(float(scores['log_likelihood'][0]), 4), round(float(scores['spread'][0]), 2)
     (-1.8379, 90.0)
@@ -255,7 +259,7 @@ def rotation_log_density(distribution, quaternions) -> jax.Array:
     ValueError: for another kind of distribution.
 
   Examples:
-    >>> uniform = directional.VonMisesFisherMixture(jnp.ones((1, 1, 4)), jnp.zeros((1, 1)))
+    >>> uniform = directional.VonMisesFisherMixture.uniform(jnp.ones((1, 1, 4)), jnp.zeros((1, 1)))
     >>> round(float(rotation_log_density(uniform, jnp.array([[0.0, 0.0, 1.0, 0.0]]))[0]), 4)
     -2.2895
   """

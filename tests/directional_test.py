@@ -723,7 +723,10 @@ def test_mixture_pytree_delegates():
   mus, kappas, logits = separated_mixture(4)
   m = directional.VonMisesFisherMixture(mus, kappas, logits)
   assert len(jax.tree.leaves(m)) == 3  # `antipodal` is not a leaf
-  assert len(jax.tree.leaves(directional.VonMisesFisherMixture(mus, kappas))) == 2
+  uniform = directional.VonMisesFisherMixture.uniform(mus, kappas)
+  assert len(jax.tree.leaves(uniform)) == 3  # log_weights is always an array
+  np.testing.assert_allclose(uniform.log_weights, np.full((2, 4), -np.log(4.0)), rtol=1e-6)
+  assert (uniform.num_components, uniform.num_dims, uniform.batch_shape) == (4, 4, (2,))
   x = unit(np.random.default_rng(0), (2, 4))
   np.testing.assert_array_equal(
       m.log_prob(x, antipodal=True),

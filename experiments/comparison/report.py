@@ -131,7 +131,7 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'method_settings': {m.name: method_settings(config, m) for m in methods},
       'seeds': list(config.compare.seeds),
       'coverage_levels': list(scoring.COVERAGE_LEVELS),
-      'mode_radius_deg': evaluation.MODE_RADIUS_DEG,
+      'mode_radius_deg': scoring.MODE_RADIUS_DEG,
       'config': config.to_dict(),
       'missing_runs': missing,
       'runs': runs,
@@ -288,7 +288,7 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
   lines += ['', '## Density, modes and cost', '',
             'NLL: nats per example, density in degrees; CRPS in degrees (mean over axes); '
             'coverage of the central 90% interval of each marginal (calibrated: 0.90); mode '
-            f'recall: share of equivalent labels with a mode within {evaluation.MODE_RADIUS_DEG:g}° on '
+            f'recall: share of equivalent labels with a mode within {scoring.MODE_RADIUS_DEG:g}° on '
             'every axis; all modes: share of test images where every equivalent label has one. '
             'Density metrics score the equivalent label the model finds most likely. Train time: '
             'wall seconds of train_and_evaluate (compilation and evaluation included; runs trained '
