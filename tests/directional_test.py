@@ -520,7 +520,8 @@ def test_shape_errors_name_the_arguments():
   with pytest.raises(ValueError, match=r'same d'):
     directional.mixture_distance(md, conc, np.ones((4, 2, 4)), conc)
   with pytest.raises(ValueError,
-                     match=r'p_mean_directions \(4,\), q_mean_directions \(3,\)'):
+                     match=r'p_mean_directions \(4, 2, 3\) \(batch \(4,\)\), '
+                           r'q_mean_directions \(3, 2, 3\) \(batch \(3,\)\)'):
     directional.mixture_distance(md, conc, np.ones((3, 2, 3)), np.ones((3, 2)))
   with pytest.raises(ValueError, match=r'p_mean_directions must be real'):
     directional.mixture_distance(md * 1j, conc, md, conc)
