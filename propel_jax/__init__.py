@@ -12,6 +12,7 @@ extra `pip install 'propel-jax[experiments]'`.
 from propel_jax import directional
 from propel_jax import mixtures
 from propel_jax import rotation_grid
+from propel_jax import rotations
 from propel_jax import scoring
 from propel_jax import scoring_directional
 from propel_jax.directional import VonMisesFisherMixture
@@ -35,6 +36,7 @@ __all__ = [
     'mse_loss',
     'propel_loss',
     'rotation_grid',
+    'rotations',
     'scoring',
     'scoring_directional',
 ]

@@ -10,9 +10,15 @@ from collections.abc import Callable
 import math
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 LOG_2 = math.log(2.0)
+
+
+def normalize(x: jax.Array) -> jax.Array:
+  """x / ‖x‖ over the last axis (NaN for a zero vector)."""
+  return x * lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
 
 
 def distance(log_pp: jax.Array, log_qq: jax.Array,

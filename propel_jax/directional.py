@@ -80,6 +80,11 @@ from jax.typing import ArrayLike
 from propel_jax import _common
 from propel_jax import _shapes
 from propel_jax import mixtures
+# The conversions live in `propel_jax.rotations`; importable from here too.
+from propel_jax.rotations import angle_to_vector
+from propel_jax.rotations import quaternion_to_rotation_matrix
+from propel_jax.rotations import rotation_matrix_to_quaternion
+from propel_jax.rotations import vector_to_angle
 
 _SUPPORTED_DIMS = (2, 3, 4)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -316,14 +321,9 @@ def _check_mixture(mean_directions, concentrations, log_weights, prefix=''):
   return dim
 
 
-def _normalize(x):
-  """x / ‖x‖ over the last axis (NaN for a zero vector)."""
-  return x * lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
-
-
 def _prepare(mean_directions, concentrations, log_weights, dtype):
   """Unit mean directions, concentrations, normalised log weights, all in dtype."""
-  mu = _normalize(jnp.asarray(mean_directions).astype(dtype))
+  mu = _common.normalize(jnp.asarray(mean_directions).astype(dtype))
   kappa = jnp.asarray(concentrations).astype(dtype)
   log_w = mixtures.normalized_log_weights(mu, log_weights).astype(dtype)
   return mu, kappa, log_w
@@ -594,7 +594,7 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
 def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
   dtype = _shapes.compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
-  x = _normalize(x.astype(dtype))
+  x = _common.normalize(x.astype(dtype))
   log_peak = _log_peak(kappa, mu.shape[-1])
   return jax.nn.logsumexp(
       log_w + _component_log_prob(x, mu, kappa, log_peak, antipodal), axis=-1)
@@ -643,7 +643,7 @@ def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
   weights = jnp.exp(log_w)
   ratio = _resultant_ratio_over_kappa(kappa, dim)  # A/κ
   if not antipodal:
-    return _normalize(jnp.sum((weights * kappa * ratio)[..., None] * mu, axis=-2))
+    return _common.normalize(jnp.sum((weights * kappa * ratio)[..., None] * mu, axis=-2))
   # The isotropic part of the second moment does not move its eigenvectors.
   coefficient = weights * (1.0 - dim * ratio)
   scatter = jnp.einsum('...i,...ij,...ik->...jk', coefficient, mu, mu)
@@ -759,7 +759,7 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
     factor = jnp.linalg.cholesky(-riemannian)
     concave = jnp.all(jnp.isfinite(factor), axis=(-2, -1))
     move = linalg.cho_solve((factor, True), tangent_grad[..., None])[..., 0]
-    newton = _normalize(x + move)
+    newton = _common.normalize(x + move)
     short = jnp.sum(jnp.square(move), axis=-1) < 0.25
     better = log_density_at(newton)[0] >= log_density_at(fixed_point)[0]
     use_newton = concave & short & better
@@ -883,8 +883,8 @@ def _sample_vmf(key, mu, kappa, tangent_normals):
   # parallel to μ (often, for d = 2).
   for _ in range(2):
     g = g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu
-  return _normalize((1.0 - t)[..., None] * mu
-                    + jnp.sqrt(t * (2.0 - t))[..., None] * _normalize(g))
+  return _common.normalize((1.0 - t)[..., None] * mu
+                    + jnp.sqrt(t * (2.0 - t))[..., None] * _common.normalize(g))
 
 
 def sample(key, mean_directions, concentrations, log_weights=None,
@@ -947,142 +947,6 @@ def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
   if antipodal:  # ½[f(x) + f(-x)]: a fair coin for the sign.
     x = jnp.where(g[..., dim + 1:] < 0, -x, x)
   return x
-
-
-# ---------------------------------------------------------------------------
-# Conversions.
-# ---------------------------------------------------------------------------
-
-
-def angle_to_vector(angles) -> jax.Array:
-  """Angles in radians [...] -> unit vectors (cos θ, sin θ) [..., 2].
-
-  References:
-    Prokudin, Gehler and Nowozin, "Deep Directional Statistics: Pose
-    Estimation with Uncertainty Quantification", ECCV 2018.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from propel_jax import directional
-    >>> directional.angle_to_vector(jnp.array([0.0, jnp.pi])).round(4).tolist()
-    [[1.0, 0.0], [-1.0, -0.0]]
-  """
-  angles = jnp.asarray(angles)
-  return jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-
-
-def vector_to_angle(vectors) -> jax.Array:
-  """Vectors [..., 2] -> angles atan2(y, x) in radians, in (-π, π].
-
-  References:
-    Prokudin, Gehler and Nowozin, "Deep Directional Statistics: Pose
-    Estimation with Uncertainty Quantification", ECCV 2018.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from propel_jax import directional
-    >>> angles = directional.vector_to_angle(jnp.array([[0.0, 2.0]]))
-    >>> [round(v, 4) for v in angles.tolist()]
-    [1.5708]
-  """
-  vectors = jnp.asarray(vectors)
-  if vectors.ndim < 1 or vectors.shape[-1] != 2:
-    raise ValueError(f'vectors shape {vectors.shape} must be [..., 2].')
-  return jnp.arctan2(vectors[..., 1], vectors[..., 0])
-
-
-def quaternion_to_rotation_matrix(quaternions) -> jax.Array:
-  """Unit quaternions (w, x, y, z), scalar first, [..., 4] -> rotations [..., 3, 3].
-
-  The quaternion is normalised first; q and -q give the same matrix. The
-  matrix rotates vectors actively: R v is v rotated, i.e. q v q*.
-
-  Args:
-    quaternions: [..., 4] in (w, x, y, z) order.
-
-  Returns:
-    [..., 3, 3] rotation matrices.
-
-  References:
-    Shoemake, "Animating rotation with quaternion curves", SIGGRAPH 1985.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from propel_jax import directional
-    >>> half = jnp.sqrt(0.5)  # 90° about z
-    >>> r = directional.quaternion_to_rotation_matrix(
-    ...     jnp.array([half, 0.0, 0.0, half]))
-    >>> (r @ jnp.array([1.0, 0.0, 0.0])).round(4).tolist()
-    [0.0, 1.0, 0.0]
-  """
-  quaternions = jnp.asarray(quaternions)
-  if quaternions.ndim < 1 or quaternions.shape[-1] != 4:
-    raise ValueError(f'quaternions shape {quaternions.shape} must be [..., 4] '
-                     '(w, x, y, z).')
-  return _quaternion_to_rotation_matrix(quaternions)
-
-
-def _quaternion_to_rotation_matrix(quaternions):
-  w, x, y, z = jnp.moveaxis(_normalize(quaternions), -1, 0)
-  rows = [
-      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-  ]
-  return jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
-
-
-def rotation_matrix_to_quaternion(matrices) -> jax.Array:
-  """Rotation matrices [..., 3, 3] -> unit quaternions (w, x, y, z) [..., 4], w ≥ 0.
-
-  Of q and -q (one rotation) the one with w ≥ 0 is returned. Each of the four
-  rows of the symmetric matrix 4 q qᵀ can be read off R; the one with the
-  largest diagonal entry is normalised, which avoids dividing by a small
-  component (Shepperd's method).
-
-  Args:
-    matrices: [..., 3, 3] rotation matrices (orthogonal, determinant 1).
-
-  Returns:
-    [..., 4] the inverse of `quaternion_to_rotation_matrix`.
-
-  References:
-    Shepperd, "Quaternion from rotation matrix", Journal of Guidance and
-    Control 1(3), 1978.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from propel_jax import directional
-    >>> half = jnp.sqrt(0.5)
-    >>> r = directional.quaternion_to_rotation_matrix(
-    ...     jnp.array([-half, 0.0, 0.0, -half]))
-    >>> q = directional.rotation_matrix_to_quaternion(r)  # w ≥ 0
-    >>> [round(v, 4) + 0.0 for v in q.tolist()]
-    [0.7071, 0.0, 0.0, 0.7071]
-  """
-  matrices = jnp.asarray(matrices)
-  if matrices.ndim < 2 or matrices.shape[-2:] != (3, 3):
-    raise ValueError(f'matrices shape {matrices.shape} must be [..., 3, 3].')
-  return _rotation_matrix_to_quaternion(matrices)
-
-
-def _rotation_matrix_to_quaternion(matrices):
-  r = lambda i, j: matrices[..., i, j]
-  trace = r(0, 0) + r(1, 1) + r(2, 2)
-  rows = jnp.stack([  # Row k is 4 q_k q.
-      jnp.stack([1 + trace, r(2, 1) - r(1, 2), r(0, 2) - r(2, 0),
-                 r(1, 0) - r(0, 1)], axis=-1),
-      jnp.stack([r(2, 1) - r(1, 2), 1 + r(0, 0) - r(1, 1) - r(2, 2),
-                 r(0, 1) + r(1, 0), r(0, 2) + r(2, 0)], axis=-1),
-      jnp.stack([r(0, 2) - r(2, 0), r(0, 1) + r(1, 0),
-                 1 - r(0, 0) + r(1, 1) - r(2, 2), r(1, 2) + r(2, 1)], axis=-1),
-      jnp.stack([r(1, 0) - r(0, 1), r(0, 2) + r(2, 0), r(1, 2) + r(2, 1),
-                 1 - r(0, 0) - r(1, 1) + r(2, 2)], axis=-1),
-  ], axis=-2)  # [..., 4, 4]
-  diagonal = jnp.diagonal(rows, axis1=-2, axis2=-1)
-  best = jnp.argmax(diagonal, axis=-1)
-  q = _normalize(jnp.take_along_axis(rows, best[..., None, None], axis=-2)[..., 0, :])
-  return jnp.where(q[..., :1] < 0, -q, q)
 
 
 # ---------------------------------------------------------------------------

@@ -42,6 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Importable from here too.
+from propel_jax.rotations import hopf_to_quaternion
+
 # Cells compared with each cell to decide whether it is a local maximum (a
 # mode): about the 3×3×3 neighbourhood of a cubic lattice.
 NUM_NEIGHBOURS = 26
@@ -122,26 +125,6 @@ def level_of(cells: int) -> int:
   if level < 0 or num_cells(level) != cells:
     raise ValueError(f'{cells} is not a grid size 72·8^L.')
   return level
-
-
-def hopf_to_quaternion(theta, phi, psi) -> np.ndarray:
-  """Quaternions (w, x, y, z) [..., 4] of Rz(φ) Ry(θ) Rz(ψ), float64 (module docstring).
-
-  References:
-    Yershova, Jain, LaValle and Mitchell, "Generating uniform incremental
-    grids on SO(3) using the Hopf fibration", IJRR 29(7), 2010.
-
-  Examples:
-    >>> import numpy as np
-    >>> from propel_jax import rotation_grid
-    >>> # θ = π: the half turn about y.
-    >>> rotation_grid.hopf_to_quaternion(np.pi, 0.0, 0.0).round(4).tolist()
-    [0.0, 0.0, 1.0, 0.0]
-  """
-  c, s = np.cos(np.asarray(theta) / 2.0), np.sin(np.asarray(theta) / 2.0)
-  total, difference = (phi + psi) / 2.0, (psi - phi) / 2.0
-  return np.stack([c * np.cos(total), s * np.sin(difference), s * np.cos(difference),
-                   c * np.sin(total)], axis=-1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -76,6 +76,9 @@ import jax.numpy as jnp
 from propel_jax import directional
 from propel_jax import mixtures
 from propel_jax import rotation_grid
+# The angles live in `propel_jax.rotations`; importable from here too.
+from propel_jax.rotations import angle_between_deg
+from propel_jax.rotations import geodesic_angle_deg
 
 GRID_POINTS = 3600
 ACCURACY_THRESHOLDS_DEG = (15.0, 30.0)
@@ -115,25 +118,6 @@ def circle_grid(num_points: int = GRID_POINTS) -> jax.Array:
   """
   return directional.angle_to_vector(
       jnp.arange(num_points, dtype=jnp.float32) * (2.0 * math.pi / num_points))
-
-
-def angle_between_deg(a, b) -> jax.Array:
-  """Angle in degrees between vectors [..., 2] (of any nonzero length), in [0, 180].
-
-  References:
-    Prokudin, Gehler and Nowozin, "Deep Directional Statistics: Pose
-    Estimation with Uncertainty Quantification", ECCV 2018.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from propel_jax import scoring_directional
-    >>> float(scoring_directional.angle_between_deg(jnp.array([1.0, 0.0]),
-    ...                                             jnp.array([0.0, 3.0])))
-    90.0
-  """
-  cross = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
-  dot = jnp.sum(a * b, axis=-1)
-  return jnp.rad2deg(jnp.abs(jnp.arctan2(cross, dot)))
 
 
 def angular_errors(predictions, equivalent_labels) -> jax.Array:
@@ -270,32 +254,6 @@ def per_example(predictions, labels, equivalent_labels, distribution=None, *,
   scores['mode_recall'] = found.mean(axis=-1, dtype=jnp.float32)
   scores['mode_recall_all'] = jnp.all(found, axis=-1).astype(jnp.float32)
   return scores
-
-
-def geodesic_angle_deg(a, b) -> jax.Array:
-  """Rotation angle (degrees, [0, 180]) between quaternions [..., 4] (any nonzero length).
-
-  With b's sign chosen so that aᵀb ≥ 0 and both normalised, the angle φ
-  between them is half the rotation angle, and φ/2 = atan2(‖a − b‖, ‖a + b‖)
-  keeps its accuracy near 0, unlike arccos.
-
-  References:
-    Huynh, "Metrics for 3D rotations: comparison and analysis", Journal of
-    Mathematical Imaging and Vision 35(2), 2009.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from propel_jax import scoring_directional
-    >>> half = jnp.sqrt(0.5)  # 90° about z
-    >>> float(scoring_directional.geodesic_angle_deg(
-    ...     jnp.array([1.0, 0.0, 0.0, 0.0]), jnp.array([half, 0.0, 0.0, half])))
-    90.0
-  """
-  a = a / jnp.linalg.norm(a, axis=-1, keepdims=True)
-  b = b / jnp.linalg.norm(b, axis=-1, keepdims=True)
-  b = jnp.where(jnp.sum(a * b, axis=-1, keepdims=True) < 0, -b, b)
-  half = jnp.arctan2(jnp.linalg.norm(a - b, axis=-1), jnp.linalg.norm(a + b, axis=-1))
-  return jnp.rad2deg(4.0 * half)
 
 
 def rotation_errors(predictions, equivalent_labels) -> jax.Array:
