@@ -178,22 +178,40 @@ def test_matches_quadrature_n1(enable_x64):
     np.testing.assert_allclose(got, expected, rtol=1e-8)
 
 
-def test_matches_grid_integration_n2(enable_x64):
-  """Trapezoidal rule on a fine grid: spectrally accurate for Gaussians."""
-  rng = np.random.default_rng(3)
-  means = rng.normal(size=(3, 2))
-  scales = rng.uniform(0.3, 0.8, size=(3, 2))
-  target = rng.normal(size=2)
-  target_scale = np.array([0.2, 0.4])
-  axis = np.linspace(-8, 8, 1601)
-  x, y = np.meshgrid(axis, axis, indexing='ij')
-  pdf = lambda m, s: (stats.norm.pdf(x, m[0], s[0]) * stats.norm.pdf(y, m[1], s[1]))
-  p_gt = pdf(target, target_scale)
-  p_m = np.mean([pdf(means[i], scales[i]) for i in range(3)], axis=0)
+@pytest.mark.parametrize('full', [False, True])
+def test_matches_grid_integration_n2(full, enable_x64):
+  """The three integrals of the definition on a grid, densities from SciPy.
+
+  The trapezoidal rule on a fine grid is spectrally accurate for Gaussians.
+  Diagonal scales with equal weights, or Cholesky factors with weights.
+  """
+  if full:
+    rng = np.random.default_rng(101)
+    means, scales, target = random_full_problem(rng, (), 3, 2)
+    covariances = covariances_of(scales)
+    weights = np.array([0.2, 0.3, 0.5])
+    target_scale = np.array([0.3, 0.5])
+    log_weights = np.log(weights)
+  else:
+    rng = np.random.default_rng(3)
+    means = rng.normal(size=(3, 2))
+    scales = rng.uniform(0.3, 0.8, size=(3, 2))
+    target = rng.normal(size=2)
+    covariances = [np.diag(s ** 2) for s in scales]
+    weights = np.full(3, 1 / 3)
+    target_scale = np.array([0.2, 0.4])
+    log_weights = None
+  axis = np.linspace(-9, 9, 1201)
+  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
+  p_gt = stats.multivariate_normal.pdf(grid, target, np.diag(target_scale ** 2))
+  p_m = sum(w * stats.multivariate_normal.pdf(grid, m, c)
+            for w, m, c in zip(weights, means, covariances))
   integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
+  assert abs(integral(p_m) - 1) < 1e-9  # the grid holds the whole density
   expected = -np.log(2 * integral(p_gt * p_m) / integral(p_gt ** 2 + p_m ** 2))
   with enable_x64():
-    got = losses.propel_loss(means, scales, target, target_scale=target_scale)
+    got = losses.propel_loss(means, scales, target, target_scale=target_scale,
+                             log_weights=log_weights)
   np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
@@ -986,26 +1004,6 @@ def test_full_covariance_matches_float64_reference(num, dim, weighted, enable_x6
                              target_scale=target_scale.astype(np.float32),
                              log_weights=None if log_w is None else log_w.astype(np.float32))
   np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_full_covariance_matches_grid_integration_n2(enable_x64):
-  """The three integrals of the definition on a grid, densities from SciPy."""
-  rng = np.random.default_rng(101)
-  means, factors, target = random_full_problem(rng, (), 3, 2)
-  weights = np.array([0.2, 0.3, 0.5])
-  target_scale = np.array([0.3, 0.5])
-  axis = np.linspace(-9, 9, 1201)
-  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
-  p_gt = stats.multivariate_normal.pdf(grid, target, np.diag(target_scale ** 2))
-  p_m = sum(w * stats.multivariate_normal.pdf(grid, m, c)
-            for w, m, c in zip(weights, means, covariances_of(factors)))
-  integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
-  assert abs(integral(p_m) - 1) < 1e-9  # the grid holds the whole density
-  expected = -np.log(2 * integral(p_gt * p_m) / integral(p_gt ** 2 + p_m ** 2))
-  with enable_x64():
-    got = losses.propel_loss(means, factors, target, target_scale=target_scale,
-                             log_weights=np.log(weights))
-  np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
 def test_diagonal_factors_reproduce_the_diagonal_path(enable_x64):
