@@ -914,13 +914,20 @@ def test_mse_and_l1():
                              rtol=1e-6)
 
 
-def test_mixture_nll_matches_scipy(enable_x64):
-  rng = np.random.default_rng(23)
-  means, scales, targets = random_problem(rng, (4,), 3, 2)
+@pytest.mark.parametrize('full', [False, True])
+def test_mixture_nll_matches_scipy(full, enable_x64):
+  """Against SciPy's density: diagonal scales, or Cholesky factors."""
+  if full:
+    rng = np.random.default_rng(112)
+    means, scales, targets = random_full_problem(rng, (4,), 3, 3)
+    cov = covariances_of(scales)
+  else:
+    rng = np.random.default_rng(23)
+    means, scales, targets = random_problem(rng, (4,), 3, 2)
+    cov = np.vectorize(np.diag, signature='(n)->(n,n)')(scales ** 2)
   log_w = random_log_weights(rng, (4, 3))
-  expected = [-np.log(sum(np.exp(log_w[b, i]) * stats.multivariate_normal.pdf(
-      targets[b], means[b, i], np.diag(scales[b, i] ** 2)) for i in range(3)))
-              for b in range(4)]
+  expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
+      targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
   with enable_x64():
     got = losses.mixture_nll(means, scales, targets, log_weights=log_w)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
@@ -1235,16 +1242,3 @@ def test_check_inputs_full_covariance():
       err.throw()
   err, _ = checked(means, factors.at[0, 1, 0, 1].set(jnp.nan), targets)
   err.throw()  # the upper triangle is not read
-
-
-def test_full_covariance_mixture_nll_matches_scipy(enable_x64):
-  rng = np.random.default_rng(112)
-  means, factors, targets = random_full_problem(rng, (4,), 3, 3)
-  log_w = random_log_weights(rng, (4, 3))
-  cov = covariances_of(factors)
-  expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
-      targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
-  with enable_x64():
-    np.testing.assert_allclose(
-        losses.mixture_nll(means, factors, targets, log_weights=log_w), expected,
-        rtol=1e-10)
