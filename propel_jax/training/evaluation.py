@@ -55,6 +55,8 @@ from propel_jax.data import input_pipeline
 from propel_jax.data import labels as labels_lib
 from propel_jax.training import parallel
 
+# The mode-recall radius, `scoring`'s (importable from here too).
+MODE_RADIUS_DEG = scoring.MODE_RADIUS_DEG
 # Predictions closer than this to 0 or 1 (normalised label units, i.e. 0.1% of
 # the label range) count as saturated.
 SATURATION_MARGIN = 1e-3
