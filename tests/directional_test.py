@@ -752,3 +752,13 @@ def test_mixture_pytree_delegates():
   # Through jit as an argument.
   np.testing.assert_allclose(
       jax.jit(lambda m: m.mean_direction(antipodal=True))(m), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('antipodal', [False, True])
+def test_mode_log_densities_are_the_density_at_the_modes(antipodal):
+  """`modes` returns log p at its locations: the symmetrised density with `antipodal`."""
+  mus, kappas, logits = separated_mixture(3)
+  x, log_p, _ = directional.modes(mus, kappas, logits, antipodal=antipodal)
+  want = directional.log_prob(x, mus[:, None], kappas[:, None], logits[:, None],
+                              antipodal=antipodal)  # every slot of each row
+  np.testing.assert_allclose(log_p, want, rtol=1e-5, atol=1e-5)
