@@ -41,6 +41,33 @@ def as_arrays(*values):
   return tuple(None if v is None else jnp.asarray(v) for v in values)
 
 
+def compute_dtype(*arrays) -> jnp.dtype:
+  """float32, or float64 if an input is float64 (under jax_enable_x64).
+
+  Half-precision inputs are computed in float32: the overlaps' exponents
+  and log-sum-exps need its range.
+  """
+  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def batch_shape(**shapes: tuple[Sequence[int], Sequence[int]]) -> tuple[int, ...]:
+  """Broadcasts leading (batch) shapes, naming the arguments if they clash.
+
+  Args:
+    **shapes: argument name -> (its full shape, its batch shape).
+
+  Returns:
+    The broadcast batch shape.
+  """
+  try:
+    return jnp.broadcast_shapes(*(tuple(batch) for _, batch in shapes.values()))
+  except ValueError:
+    described = ', '.join(f'{name} {tuple(shape)} (batch {tuple(batch)})'
+                          for name, (shape, batch) in shapes.items())
+    raise ValueError('The leading (batch) axes do not broadcast: '
+                     f'{described}.') from None
+
+
 def broadcasts(*shapes: Sequence[int]) -> bool:
   """Whether the shapes broadcast together."""
   try:

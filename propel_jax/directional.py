@@ -60,27 +60,35 @@ so gradients stay finite there.
 Structure. ∫p², ∫q² and ∫pq are blocks of one overlap matrix over the
 components of p and q together, which keeps the compiled program small;
 its derivative is written out (d log C(κ) = -A_d(κ) dκ with
-A_d = I_{d/2}/I_{d/2-1}) as a custom JVP, which makes value and gradient 1.5
-(antipodal: 2.5) times faster than differentiating the two-branch
-evaluation (CPU, B = 1024, I = 16). The public functions check shapes in
-Python and call jitted cores, so eager calls compile once per shape.
+A_d = I_{d/2}/I_{d/2-1}) as a custom JVP, which reuses the value's terms
+where autodiff would differentiate both branches of the two-branch
+evaluation (docs/benchmarks.md). The functions are plain jnp, as in
+`propel_jax.mixtures`: jit is the caller's (an eager call runs op by op).
 """
 
 import functools
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 from jax.scipy import special
 from jax.scipy import linalg
+from jax.typing import ArrayLike
 
+from propel_jax import _common
 from propel_jax import _shapes
+from propel_jax import mixtures
+# The conversions live in `propel_jax.rotations`; importable from here too.
+from propel_jax.rotations import angle_to_vector
+from propel_jax.rotations import quaternion_to_rotation_matrix
+from propel_jax.rotations import rotation_matrix_to_quaternion
+from propel_jax.rotations import vector_to_angle
 
 _SUPPORTED_DIMS = (2, 3, 4)
 _LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
+_LOG_2 = _common.LOG_2
 
 # Below this value of κ² (κ < ½) the power series is used; at and above it
 # the Bessel-function forms lose at most a few ulps to cancellation, also in
@@ -215,8 +223,8 @@ def _pairwise_terms(mu, kappa, antipodal):
   mu_a, mu_b = mu[..., :, None, :], mu[..., None, :, :]
   # Squared distances from the differences, not 2 ± 2 μ_aᵀμ_b, which would
   # lose Δ's accuracy for nearly equal directions. Summed coordinate by
-  # coordinate: reducing a short last axis of a [..., K, K, d] array is
-  # several times slower on XLA:CPU.
+  # coordinate: XLA:CPU vectorises the [..., K, K] slabs, not a short last
+  # axis of [..., K, K, d] (docs/benchmarks.md).
   sum_sq = sum(jnp.square(mu_a[..., c] + mu_b[..., c]) for c in range(dim))
   diff_sq = sum(jnp.square(mu_a[..., c] - mu_b[..., c]) for c in range(dim))
   if not antipodal:
@@ -282,11 +290,6 @@ def _pairwise_log_overlap_jvp(antipodal, primals, tangents):
 # ---------------------------------------------------------------------------
 
 
-def _compute_dtype(*arrays):
-  """float32, or float64 if an input is float64 (under jax_enable_x64)."""
-  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-
-
 def _reject_complex(**arrays):
   for name, value in arrays.items():
     if value is not None and jnp.iscomplexobj(value):
@@ -318,29 +321,12 @@ def _check_mixture(mean_directions, concentrations, log_weights, prefix=''):
   return dim
 
 
-def _normalize(x):
-  """x / ‖x‖ over the last axis (NaN for a zero vector)."""
-  return x * lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True))
-
-
 def _prepare(mean_directions, concentrations, log_weights, dtype):
   """Unit mean directions, concentrations, normalised log weights, all in dtype."""
-  mu = _normalize(jnp.asarray(mean_directions).astype(dtype))
+  mu = _common.normalize(jnp.asarray(mean_directions).astype(dtype))
   kappa = jnp.asarray(concentrations).astype(dtype)
-  if log_weights is None:
-    log_w = jnp.full(kappa.shape, -math.log(kappa.shape[-1]), dtype)
-  else:
-    log_w = jax.nn.log_softmax(jnp.asarray(log_weights).astype(dtype), axis=-1)
+  log_w = mixtures.normalized_log_weights(mu, log_weights).astype(dtype)
   return mu, kappa, log_w
-
-
-def _batch_shape(**shapes):
-  """Broadcast leading (batch) shapes, naming the arguments if they clash."""
-  try:
-    return jnp.broadcast_shapes(*shapes.values())
-  except ValueError:
-    described = ', '.join(f'{k} {v}' for k, v in shapes.items())
-    raise ValueError(f'Batch shapes do not broadcast: {described}.') from None
 
 
 # ---------------------------------------------------------------------------
@@ -370,7 +356,7 @@ def _distance(p, q, antipodal):
   log_pp = block_lse(terms[..., :num, :num])
   log_qq = block_lse(terms[..., num:, num:])
   log_pq = block_lse(terms[..., :num, num:])
-  return jnp.logaddexp(log_pp, log_qq) - _LOG_2 - log_pq
+  return _common.distance(log_pp, log_qq, log_pq)
 
 
 def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
@@ -400,6 +386,22 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
   Raises:
     ValueError: if a shape does not fit, d is not 2, 3 or 4, I or J is 0, the
       two d differ, or an input is complex; the message names the arguments.
+
+  References:
+    Sfikas, Constantinopoulos, Likas and Galatsanos, "An analytic distance
+    metric for Gaussian mixture models with application in image
+    retrieval", ICANN 2005.
+    Mardia and Jupp, "Directional Statistics", Wiley, 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([8.0, 8.0])
+    >>> float(directional.mixture_distance(mu, kappa, mu, kappa))
+    0.0
+    >>> round(float(directional.mixture_distance(mu[:1], kappa[:1], mu[1:],
+    ...                                          kappa[1:])), 4)
+    4.5095
   """
   (p_mean_directions, p_concentrations, p_log_weights, q_mean_directions,
    q_concentrations, q_log_weights) = _shapes.as_arrays(
@@ -421,18 +423,16 @@ def mixture_distance(p_mean_directions, p_concentrations, q_mean_directions,
   if p_dim != q_dim:
     raise ValueError(f'p_mean_directions {p_shape} and q_mean_directions '
                      f'{q_shape} must have the same d (last axis).')
-  _batch_shape(p_mean_directions=p_shape[:-2], q_mean_directions=q_shape[:-2])
+  _shapes.batch_shape(p_mean_directions=(p_shape, p_shape[:-2]),
+                      q_mean_directions=(q_shape, q_shape[:-2]))
   return _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
                            q_mean_directions, q_concentrations, q_log_weights,
                            antipodal)
 
 
-# The cores are jitted so that eager calls compile once per shape instead of
-# dispatching dozens of small ops one by one; inside an outer jit they inline.
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
                       q_mean_directions, q_concentrations, q_log_weights, antipodal):
-  dtype = _compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
+  dtype = _shapes.compute_dtype(p_mean_directions, p_concentrations, q_mean_directions,
                          q_concentrations)
   p = _prepare(p_mean_directions, p_concentrations, p_log_weights, dtype)
   q = _prepare(q_mean_directions, q_concentrations, q_log_weights, dtype)
@@ -455,7 +455,8 @@ def _check_points(x, mean_directions, name):
     raise ValueError(f'{name} shape {x_shape} must be [..., d] with d = '
                      f'{md_shape[-1]}, the same d (last axis) as mean_directions '
                      f'shape {md_shape}.')
-  _batch_shape(**{name: x_shape[:-1]}, mean_directions=md_shape[:-2])
+  _shapes.batch_shape(**{name: (x_shape, x_shape[:-1])},
+                      mean_directions=(md_shape, md_shape[:-2]))
 
 
 def propel_loss(mean_directions, concentrations, targets, *, target_concentration,
@@ -486,6 +487,23 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
     ValueError: if mean_directions does not have exactly one more axis than
       targets (the message says what was probably meant), another shape does
       not fit, d is not 2, 3 or 4, I is 0, or an input is complex.
+
+  References:
+    Asad, Basaru, Arif and Slabaugh, "PROPEL: Probabilistic Parametric
+    Regression Loss for Convolutional Neural Networks", ICPR 2020.
+    Sfikas, Constantinopoulos, Likas and Galatsanos, "An analytic distance
+    metric for Gaussian mixture models with application in image
+    retrieval", ICANN 2005.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu = jnp.array([[[1.0, 0.0], [0.0, 1.0]]])  # one example, I = 2
+    >>> loss = directional.propel_loss(mu, jnp.array([[8.0, 8.0]]),
+    ...                                jnp.array([[1.0, 0.0]]),
+    ...                                target_concentration=50.0)
+    >>> [round(v, 4) for v in loss.tolist()]
+    [0.8371]
   """
   (mean_directions, concentrations, targets, target_concentration,
    log_weights) = _shapes.as_arrays(mean_directions, concentrations, targets,
@@ -499,10 +517,9 @@ def propel_loss(mean_directions, concentrations, targets, *, target_concentratio
                       target_concentration, log_weights, antipodal)
 
 
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _propel_loss(mean_directions, concentrations, targets, target_concentration,
                  log_weights, antipodal):
-  dtype = _compute_dtype(mean_directions, concentrations, targets)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations, targets)
   # target_concentration is () or [..., 1], the rank of targets.
   batch = jnp.broadcast_shapes(targets.shape[:-1],
                                target_concentration.shape[:-1])
@@ -554,6 +571,18 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
 
   Raises:
     ValueError: if the shapes do not fit or an input is complex.
+
+  References:
+    Mardia and Jupp, "Directional Statistics", Wiley, 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> # κ = 0 is the uniform density on the circle, 1/2π.
+    >>> round(float(directional.log_prob(jnp.array([1.0, 0.0]),
+    ...                                  jnp.array([[1.0, 0.0]]),
+    ...                                  jnp.array([0.0]))), 4)
+    -1.8379
   """
   x, mean_directions, concentrations, log_weights = _shapes.as_arrays(
       x, mean_directions, concentrations, log_weights)
@@ -562,11 +591,10 @@ def log_prob(x, mean_directions, concentrations, log_weights=None, *,
   return _log_prob(x, mean_directions, concentrations, log_weights, antipodal)
 
 
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _log_prob(x, mean_directions, concentrations, log_weights, antipodal):
-  dtype = _compute_dtype(x, mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(x, mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
-  x = _normalize(x.astype(dtype))
+  x = _common.normalize(x.astype(dtype))
   log_peak = _log_peak(kappa, mu.shape[-1])
   return jax.nn.logsumexp(
       log_w + _component_log_prob(x, mu, kappa, log_peak, antipodal), axis=-1)
@@ -591,6 +619,16 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
 
   Returns:
     [..., d] a unit vector.
+
+  References:
+    Mardia and Jupp, "Directional Statistics", Wiley, 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([8.0, 8.0])
+    >>> [round(v, 4) for v in directional.mean_direction(mu, kappa).tolist()]
+    [0.7071, 0.7071]
   """
   mean_directions, concentrations, log_weights = _shapes.as_arrays(
       mean_directions, concentrations, log_weights)
@@ -598,15 +636,14 @@ def mean_direction(mean_directions, concentrations, log_weights=None, *,
   return _mean_direction(mean_directions, concentrations, log_weights, antipodal)
 
 
-@functools.partial(jax.jit, static_argnames='antipodal')
 def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
   dim = mean_directions.shape[-1]
-  dtype = _compute_dtype(mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   weights = jnp.exp(log_w)
   ratio = _resultant_ratio_over_kappa(kappa, dim)  # A/κ
   if not antipodal:
-    return _normalize(jnp.sum((weights * kappa * ratio)[..., None] * mu, axis=-2))
+    return _common.normalize(jnp.sum((weights * kappa * ratio)[..., None] * mu, axis=-2))
   # The isotropic part of the second moment does not move its eigenvectors.
   coefficient = weights * (1.0 - dim * ratio)
   scatter = jnp.einsum('...i,...ij,...ik->...jk', coefficient, mu, mu)
@@ -616,7 +653,7 @@ def _mean_direction(mean_directions, concentrations, log_weights, antipodal):
 
 
 def modes(mean_directions, concentrations, log_weights=None, *,
-          antipodal: bool = False, num_iters: int = 100, tol: float = 1e-5,
+          antipodal: bool = False, num_iters: int = 100, tol: float = 1e-4,
           merge_tol: float = 1e-2):
   """Modes of the mixture on the sphere, by safeguarded Newton ascent.
 
@@ -646,6 +683,23 @@ def modes(mean_directions, concentrations, log_weights=None, *,
     (locations [..., I, d], log_density [..., I], valid [..., I] bool),
     sorted so that valid (distinct) modes come first, by density descending;
     invalid slots hold duplicates and are to be ignored.
+
+  References:
+    Carreira-Perpiñán, "Mode-finding for mixtures of Gaussian
+    distributions", IEEE TPAMI 22(11), 2000 (the fixed-point iteration).
+    Absil, Mahony and Sepulchre, "Optimization Algorithms on Matrix
+    Manifolds", Princeton, 2008 (Newton's method on the sphere).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [-1.0, 0.0]]), jnp.array([8.0, 8.0])
+    >>> x, log_p, valid = directional.modes(mu, kappa, jnp.array([0.0, 1.0]))
+    >>> x.round(4).tolist(), valid.tolist()
+    ([[-1.0, 0.0], [1.0, 0.0]], [True, True])
+    >>> _, _, valid = directional.modes(mu, kappa, antipodal=True)
+    >>> valid.tolist()  # ±(1, 0) is one axis
+    [True, False]
   """
   mean_directions, concentrations, log_weights = _shapes.as_arrays(
       mean_directions, concentrations, log_weights)
@@ -654,10 +708,9 @@ def modes(mean_directions, concentrations, log_weights=None, *,
                 num_iters=num_iters, tol=tol, merge_tol=merge_tol)
 
 
-@functools.partial(jax.jit, static_argnames=('antipodal', 'num_iters'))
 def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters,
            tol, merge_tol):
-  dtype = _compute_dtype(mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   # The density's components: with the symmetry, each μ_i is also at -μ_i
   # with half its weight. The log weights and peak densities do not change
@@ -706,7 +759,7 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
     factor = jnp.linalg.cholesky(-riemannian)
     concave = jnp.all(jnp.isfinite(factor), axis=(-2, -1))
     move = linalg.cho_solve((factor, True), tangent_grad[..., None])[..., 0]
-    newton = _normalize(x + move)
+    newton = _common.normalize(x + move)
     short = jnp.sum(jnp.square(move), axis=-1) < 0.25
     better = log_density_at(newton)[0] >= log_density_at(fixed_point)[0]
     use_newton = concave & short & better
@@ -732,21 +785,14 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
       cond, body, (0, start, jnp.full_like(start, jnp.inf, shape=())))
   log_density = log_density_at(points)[0]
 
-  order = jnp.argsort(-log_density, axis=-1)
-  points = jnp.take_along_axis(points, order[..., None], axis=-2)
-  log_density = jnp.take_along_axis(log_density, order, axis=-1)
-  gap = jnp.sum(jnp.square(points[..., :, None, :] - points[..., None, :, :]), -1)
-  if antipodal:
-    gap = jnp.minimum(gap, jnp.sum(jnp.square(
-        points[..., :, None, :] + points[..., None, :, :]), -1))
-  close = gap <= jnp.square(merge_tol * unit)[..., None]  # [..., K, K]
-  num = mu.shape[-2]
-  denser = jnp.tril(jnp.ones((num, num), bool), k=-1)  # j < k
-  valid = ~jnp.any(close & denser, axis=-1) & jnp.isfinite(log_density)
-  order = jnp.argsort(~valid, axis=-1, stable=True)
-  return (jnp.take_along_axis(points, order[..., None], axis=-2),
-          jnp.take_along_axis(log_density, order, axis=-1),
-          jnp.take_along_axis(valid, order, axis=-1))
+  def close(x):  # One mode: within merge_tol times the scale (x or -x).
+    gap = jnp.sum(jnp.square(x[..., :, None, :] - x[..., None, :, :]), -1)
+    if antipodal:
+      gap = jnp.minimum(gap, jnp.sum(jnp.square(
+          x[..., :, None, :] + x[..., None, :, :]), -1))
+    return gap <= jnp.square(merge_tol * unit)[..., None]
+
+  return _common.merge_modes(points, log_density, close)
 
 
 def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
@@ -762,6 +808,18 @@ def most_likely_mode(mean_directions, concentrations, log_weights=None, *,
 
   Returns:
     [..., d] a unit vector.
+
+  References:
+    Carreira-Perpiñán, "Mode-finding for mixtures of Gaussian
+    distributions", IEEE TPAMI 22(11), 2000.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [-1.0, 0.0]]), jnp.array([8.0, 8.0])
+    >>> directional.most_likely_mode(mu, kappa,
+    ...                              jnp.array([0.0, 1.0])).round(4).tolist()
+    [-1.0, 0.0]
   """
   return modes(mean_directions, concentrations, log_weights, antipodal=antipodal,
                **modes_kwargs)[0][..., 0, :]
@@ -825,8 +883,8 @@ def _sample_vmf(key, mu, kappa, tangent_normals):
   # parallel to μ (often, for d = 2).
   for _ in range(2):
     g = g - jnp.sum(g * mu, axis=-1, keepdims=True) * mu
-  return _normalize((1.0 - t)[..., None] * mu
-                    + jnp.sqrt(t * (2.0 - t))[..., None] * _normalize(g))
+  return _common.normalize((1.0 - t)[..., None] * mu
+                    + jnp.sqrt(t * (2.0 - t))[..., None] * _common.normalize(g))
 
 
 def sample(key, mean_directions, concentrations, log_weights=None,
@@ -844,6 +902,20 @@ def sample(key, mean_directions, concentrations, log_weights=None,
 
   Returns:
     [*sample_shape, ..., d] samples (not differentiable: rejection sampling).
+
+  References:
+    Wood, "Simulation of the von Mises Fisher distribution", Communications
+    in Statistics - Simulation and Computation 23(1), 1994.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> mu, kappa = jnp.array([[1.0, 0.0], [0.0, 1.0]]), jnp.array([8.0, 8.0])
+    >>> draws = directional.sample(jax.random.key(0), mu, kappa,
+    ...                            sample_shape=(3,))
+    >>> draws.shape, jnp.linalg.norm(draws, axis=-1).round(4).tolist()
+    ((3, 2), [1.0, 1.0, 1.0])
   """
   mean_directions, concentrations, log_weights = _shapes.as_arrays(
       mean_directions, concentrations, log_weights)
@@ -852,10 +924,9 @@ def sample(key, mean_directions, concentrations, log_weights=None,
                  tuple(sample_shape), antipodal)
 
 
-@functools.partial(jax.jit, static_argnames=('sample_shape', 'antipodal'))
 def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
             antipodal):
-  dtype = _compute_dtype(mean_directions, concentrations)
+  dtype = _shapes.compute_dtype(mean_directions, concentrations)
   mu, kappa, log_w = _prepare(mean_directions, concentrations, log_weights, dtype)
   shape = tuple(sample_shape) + mu.shape[:-2]
   dim = mu.shape[-1]
@@ -879,95 +950,6 @@ def _sample(key, mean_directions, concentrations, log_weights, sample_shape,
 
 
 # ---------------------------------------------------------------------------
-# Conversions.
-# ---------------------------------------------------------------------------
-
-
-def angle_to_vector(angles) -> jax.Array:
-  """Angles in radians [...] -> unit vectors (cos θ, sin θ) [..., 2]."""
-  angles = jnp.asarray(angles)
-  return jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)
-
-
-def vector_to_angle(vectors) -> jax.Array:
-  """Vectors [..., 2] -> angles atan2(y, x) in radians, in (-π, π]."""
-  vectors = jnp.asarray(vectors)
-  if vectors.ndim < 1 or vectors.shape[-1] != 2:
-    raise ValueError(f'vectors shape {vectors.shape} must be [..., 2].')
-  return jnp.arctan2(vectors[..., 1], vectors[..., 0])
-
-
-def quaternion_to_rotation_matrix(quaternions) -> jax.Array:
-  """Unit quaternions (w, x, y, z), scalar first, [..., 4] -> rotations [..., 3, 3].
-
-  The quaternion is normalised first; q and -q give the same matrix. The
-  matrix rotates vectors actively: R v is v rotated, i.e. q v q*.
-
-  Args:
-    quaternions: [..., 4] in (w, x, y, z) order.
-
-  Returns:
-    [..., 3, 3] rotation matrices.
-  """
-  quaternions = jnp.asarray(quaternions)
-  if quaternions.ndim < 1 or quaternions.shape[-1] != 4:
-    raise ValueError(f'quaternions shape {quaternions.shape} must be [..., 4] '
-                     '(w, x, y, z).')
-  return _quaternion_to_rotation_matrix(quaternions)
-
-
-@jax.jit
-def _quaternion_to_rotation_matrix(quaternions):
-  w, x, y, z = jnp.moveaxis(_normalize(quaternions), -1, 0)
-  rows = [
-      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-  ]
-  return jnp.stack([jnp.stack(row, axis=-1) for row in rows], axis=-2)
-
-
-def rotation_matrix_to_quaternion(matrices) -> jax.Array:
-  """Rotation matrices [..., 3, 3] -> unit quaternions (w, x, y, z) [..., 4], w ≥ 0.
-
-  Of q and -q (one rotation) the one with w ≥ 0 is returned. Each of the four
-  rows of the symmetric matrix 4 q qᵀ can be read off R; the one with the
-  largest diagonal entry is normalised, which avoids dividing by a small
-  component (Shepperd's method).
-
-  Args:
-    matrices: [..., 3, 3] rotation matrices (orthogonal, determinant 1).
-
-  Returns:
-    [..., 4] the inverse of `quaternion_to_rotation_matrix`.
-  """
-  matrices = jnp.asarray(matrices)
-  if matrices.ndim < 2 or matrices.shape[-2:] != (3, 3):
-    raise ValueError(f'matrices shape {matrices.shape} must be [..., 3, 3].')
-  return _rotation_matrix_to_quaternion(matrices)
-
-
-@jax.jit
-def _rotation_matrix_to_quaternion(matrices):
-  r = lambda i, j: matrices[..., i, j]
-  trace = r(0, 0) + r(1, 1) + r(2, 2)
-  rows = jnp.stack([  # Row k is 4 q_k q.
-      jnp.stack([1 + trace, r(2, 1) - r(1, 2), r(0, 2) - r(2, 0),
-                 r(1, 0) - r(0, 1)], axis=-1),
-      jnp.stack([r(2, 1) - r(1, 2), 1 + r(0, 0) - r(1, 1) - r(2, 2),
-                 r(0, 1) + r(1, 0), r(0, 2) + r(2, 0)], axis=-1),
-      jnp.stack([r(0, 2) - r(2, 0), r(0, 1) + r(1, 0),
-                 1 - r(0, 0) + r(1, 1) - r(2, 2), r(1, 2) + r(2, 1)], axis=-1),
-      jnp.stack([r(1, 0) - r(0, 1), r(0, 2) + r(2, 0), r(1, 2) + r(2, 1),
-                 1 - r(0, 0) - r(1, 1) + r(2, 2)], axis=-1),
-  ], axis=-2)  # [..., 4, 4]
-  diagonal = jnp.diagonal(rows, axis1=-2, axis2=-1)
-  best = jnp.argmax(diagonal, axis=-1)
-  q = _normalize(jnp.take_along_axis(rows, best[..., None, None], axis=-2)[..., 0, :])
-  return jnp.where(q[..., :1] < 0, -q, q)
-
-
-# ---------------------------------------------------------------------------
 # The mixture type.
 # ---------------------------------------------------------------------------
 
@@ -983,11 +965,47 @@ class VonMisesFisherMixture(NamedTuple):
   Attributes:
     mean_directions: [..., I, d] (normalised where used).
     concentrations: [..., I], κ ≥ 0.
-    log_weights: optional [..., I] logits (None: equal weights).
+    log_weights: [..., I] mixture weights as logits (normalised over I
+      wherever they are used); `uniform` makes equal ones.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import directional
+    >>> m = directional.VonMisesFisherMixture.uniform(
+    ...     jnp.array([[1.0, 0.0], [-1.0, 0.0]]), jnp.array([4.0, 4.0]))
+    >>> m.num_components, m.num_dims, m.batch_shape
+    (2, 2, ())
+    >>> m.most_likely_mode(antipodal=True).round(4).tolist()
+    [1.0, 0.0]
   """
   mean_directions: jax.Array
   concentrations: jax.Array
-  log_weights: Optional[jax.Array] = None
+  log_weights: jax.Array
+
+  @classmethod
+  def uniform(cls, mean_directions: ArrayLike,
+              concentrations: ArrayLike) -> 'VonMisesFisherMixture':
+    """The mixture with equal weights 1/I."""
+    mean_directions, concentrations = _shapes.as_arrays(mean_directions,
+                                                        concentrations)
+    _check_mixture(mean_directions, concentrations, None)
+    return cls(mean_directions, concentrations,
+               mixtures.normalized_log_weights(mean_directions))
+
+  @property
+  def num_components(self) -> int:
+    """I."""
+    return self.mean_directions.shape[-2]
+
+  @property
+  def num_dims(self) -> int:
+    """d, the dimension of the space around the sphere S^(d-1)."""
+    return self.mean_directions.shape[-1]
+
+  @property
+  def batch_shape(self) -> tuple[int, ...]:
+    """The leading (batch) axes: mean_directions.shape[:-2]."""
+    return self.mean_directions.shape[:-2]
 
   def log_prob(self, x, *, antipodal: bool = False) -> jax.Array:
     """See `log_prob`."""

@@ -20,641 +20,22 @@ negative one a wrong but finite value, NaN propagates): `check_inputs` under
 computed in float32. For speed, see docs/benchmarks.md.
 """
 
-import math
 from typing import NamedTuple
 
 import jax
 from jax import lax
-from jax.custom_derivatives import SymbolicZero
 from jax.experimental import checkify
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 import numpy as np
 
+from propel_jax import _common
+from propel_jax import _diagonal
+from propel_jax import _full_covariance
+from propel_jax import _linalg
 from propel_jax import _shapes
 from propel_jax import mixtures
 
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_4PI = math.log(4.0 * math.pi)
-
-
-# Most dimensions a scan step handles unrolled (see `_over_dims`).
-_MAX_UNROLL = 8
-
-
-# Each mixture is dimension-major ([n, I] per example, vmapped over the
-# batch). The self overlap's pair terms are built one dimension at a time
-# (`_normalized_overlap_1d` over all pairs, `_all_pairs`, accumulated by
-# `_over_dims`); the cross overlap and the gradients use every pair's
-# per-dimension differences and summed variances at once (`_pair_planes`,
-# [n, I, J]), and the gradients' sums over pairs are one multi-operand
-# reduction (`_row_sums`). The layout is what XLA:CPU vectorises: see
-# `_contiguous` and docs/benchmarks.md.
-
-
-def _over_dims(body, init, *per_dim):
-  """`lax.scan` over the target dimensions, the leading axis of per_dim.
-
-  Diagonal Gaussians factorise over dimensions, so every quantity here is
-  built one dimension at a time from [I, J] slabs of component pairs. That is
-  an order of magnitude faster on XLA:CPU than materialising [I, J, n] and
-  reducing its short last axis, and unrolling keeps small n loop-free while
-  large n (64) still compiles quickly.
-
-  The initial carry (constants) is typed like the inputs by adding a zero
-  made with `zeros_like` from each: under `jax.shard_map` the body's output
-  varies over the mesh axes wherever the inputs do, and a loop's carry must
-  keep its type. Elsewhere the zeros are constants that XLA folds away.
-
-  Args:
-    body: scan body (carry, per-dimension slices) -> (carry, output).
-    init: initial carry.
-    *per_dim: [n, ...] arrays.
-
-  Returns:
-    (final carry, stacked outputs [n, ...]).
-  """
-  num_dims = per_dim[0].shape[0]
-  zero = sum(jnp.zeros_like(a, shape=()) for a in per_dim)
-  init = jax.tree.map(lambda c: c + zero.astype(c.dtype), init)
-  return lax.scan(body, init, per_dim, unroll=min(num_dims, _MAX_UNROLL))
-
-
-def _row_sums(*arrays, axis=1):
-  """Σ over `axis` of each array, as one variadic reduction.
-
-  For [I, J] arrays axis=1 gives the row sums Σ_j ([I] each) and axis=0 the
-  column sums Σ_i ([J] each); for [n, I, J], axis=2 and axis=1.
-
-  One reduction over several operands is one loop on XLA:CPU, and unlike
-  single-operand sums it is not handed to the YNNPACK library, which is
-  slower on these short rows.
-  """
-  zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
-  return lax.reduce(arrays, zeros,
-                    lambda x, y: tuple(a + b for a, b in zip(x, y)), (axis,))
-
-
-def _sum_over_dims(fn, *arrays):
-  """Σ_d fn(*per-dimension slices) over the leading (dimension) axis of [n, ...].
-
-  For few dimensions an unrolled sum that fuses into its consumer; a
-  short-axis reduction is a kernel of its own on XLA:CPU. fn is applied to
-  each slice rather than to the whole stack: an expensive elementwise op
-  (log) on the stack would be written out once for its n slices to read.
-  """
-  if arrays[0].shape[0] <= _MAX_UNROLL:
-    return sum((fn(*dim) for dim in zip(*arrays)))
-  return jnp.sum(fn(*arrays), axis=0)
-
-
-def _all_pairs(fn, axis=0):
-  """fn(*a_args, *b_args) for every component of a against every one of b.
-
-  The first half of the arguments describe a's components, the second half
-  b's, each with the component axis at `axis`: [I] x [J] -> [I, J].
-  """
-  def pairs(*args):
-    half = len(args) // 2
-    per_b = jax.vmap(fn, in_axes=(None,) * half + (axis,) * half)
-    return jax.vmap(per_b, in_axes=(axis,) * half + (None,) * half)(*args)
-  return pairs
-
-
-def _normalized_overlap_1d(mean_a, var_a, root_a, mean_b, var_b, root_b):
-  """One dimension's factors of ρ(a, b) = G(a, b) / √(G(a, a) G(b, b)).
-
-  ρ ∈ (0, 1], the L² cosine of the two densities, is
-  Π_d spread_d^(-1/2) · exp(-½ Σ_d sq_dist_d) with
-  spread = (v_a + v_b) / (2√(v_a v_b)) ≥ 1 (AM-GM) and
-  sq_dist = (μ_a - μ_b)² / (v_a + v_b). The product of spreads can only
-  overflow, to inf, giving ρ = 0: the correct limit, and harmless because the
-  self terms are dominated by their diagonal (ρ = 1).
-
-  Args:
-    mean_a, var_a, root_a, mean_b, var_b, root_b: scalars; root = 1/√(2v),
-      computed once per component so that a pair costs no square root per
-      dimension (spread = (v_a + v_b) · root_a · root_b).
-
-  Returns:
-    (spread, sq_dist), scalars.
-  """
-  var = var_a + var_b
-  return var * root_a * root_b, jnp.square(mean_a - mean_b) / var
-
-
-def _pair_planes(means_a, vars_a, means_b, vars_b):
-  """Every pair's per-dimension difference of means and sum of variances.
-
-  Args:
-    means_a, vars_a: [n, I].
-    means_b, vars_b: [n, J].
-
-  Returns:
-    (μ_a - μ_b, v_a + v_b), each [n, I, J]: all dimensions at once, so that a
-    quantity that both a value and its gradient use is one kernel on
-    XLA:CPU, not one per dimension.
-  """
-  return (means_a[:, :, None] - means_b[:, None, :],
-          vars_a[:, :, None] + vars_b[:, None, :])
-
-
-def _overlap_gradients(diff, var):
-  """Partial derivatives of log G(a, b) per dimension, for the a side.
-
-  ∂ log G / ∂μ_a = -(μ_a - μ_b) / (v_a + v_b) and
-  ∂ log G / ∂v_a = ½ [(μ_a - μ_b)² / (v_a + v_b)² - 1 / (v_a + v_b)];
-  by symmetry ∂/∂μ_b = -∂/∂μ_a and ∂/∂v_b = ∂/∂v_a.
-
-  Args:
-    diff, var: μ_a - μ_b and v_a + v_b (see `_pair_planes`).
-
-  Returns:
-    (∂ log G / ∂μ_a, 2 ∂ log G / ∂v_a), shaped like diff.
-  """
-  inv_var = 1.0 / var
-  scaled_diff = diff * inv_var
-  return -scaled_diff, scaled_diff * scaled_diff - inv_var
-
-
-def _self_overlap_terms(means_t, vars_t, roots_t, log_weights):
-  """log ∫p² and its normalised terms for one mixture.
-
-  ∫p² is bounded below by its diagonal, which lets it skip the per-dimension
-  logarithms: with c_i = w_i √H_i (H_i = G(i, i)),
-
-      ∫p² = Σ_ij c_i c_j ρ_ij,   ρ_ij = G(i, j) / √(H_i H_j) ∈ (0, 1],
-
-  ρ the cosine of the two densities in L². The largest c_i² term is a
-  diagonal one with ρ = 1, so after dividing by max_i c_i² the sum lies in
-  [1, I²] and needs no log-sum-exp; ρ costs one `rsqrt` and one `exp` per
-  pair instead of one `log` per pair and dimension.
-
-  Args:
-    means_t, vars_t, roots_t: [n, I] (dimension-major, see `_over_dims`),
-      roots_t = 1/√(2 vars_t).
-    log_weights: [I].
-
-  Returns:
-    (log ∫p² [], terms [I, I], their row sums [I]) with
-    terms = w_i w_j G(i, j) / ∫p².
-  """
-  num_dims, num = means_t.shape
-  # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
-  log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
-           - 0.25 * _sum_over_dims(jnp.log, vars_t))
-  shift = jnp.max(log_c)
-  c = jnp.exp(log_c - shift)
-
-  def accumulate(carry, dim):
-    spread, sq_dist = _all_pairs(_normalized_overlap_1d)(*dim, *dim)
-    return (carry[0] * spread, carry[1] + sq_dist), None
-
-  pairs = (jnp.ones((num, num), means_t.dtype), jnp.zeros((num, num), means_t.dtype))
-  (spread, sq_dist), _ = _over_dims(accumulate, pairs, means_t, vars_t, roots_t)
-  rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)
-  terms = c[:, None] * c[None, :] * rho
-  rows, = _row_sums(terms)
-  total = jnp.sum(rows)  # in [1, I²]: the largest term is diagonal and 1.
-  return 2.0 * shift + jnp.log(total), terms / total, rows / total
-
-
-def _self_overlap_gradients(means_t, vars_t, terms, row_terms):
-  """Closed-form gradient of log ∫p² from its normalised terms.
-
-  With P_ij = w_i w_j G(i, j) / ∫p² (symmetric, so μ_i's appearances in row i
-  and column i contribute equally):
-  ∂/∂μ_id = 2 Σ_j P_ij ∂ log G(i, j)/∂μ_id, ∂/∂v_id = 2 Σ_j P_ij ∂ log G/∂v_id,
-  ∂/∂ log w_i = 2 Σ_j P_ij.
-
-  Args:
-    means_t, vars_t: [n, I].
-    terms: [I, I], P above.
-    row_terms: [I], Σ_j P_ij.
-
-  Returns:
-    Gradients with respect to means_t [n, I], vars_t [n, I], log weights [I].
-  """
-  weights = 2.0 * terms
-  d_mean, d_var = _overlap_gradients(*_pair_planes(means_t, vars_t, means_t, vars_t))
-  grad_means, grad_vars = _row_sums(weights * d_mean, weights * d_var, axis=2)
-  return grad_means, 0.5 * grad_vars, 2.0 * row_terms
-
-
-# A custom JVP (rather than VJP) so that forward mode and higher derivatives
-# work too; reverse mode transposes the linear map below.
-@jax.custom_jvp
-def _log_self_overlap(means_t, vars_t, roots_t, log_weights):
-  """log ∫p² = log Σ_ij w_i w_j G(i, j) for one mixture ([n, I], [n, I], [n, I], [I])."""
-  return _self_overlap_terms(means_t, vars_t, roots_t, log_weights)[0]
-
-
-def _perturbed(tangents):
-  """Whether any of a custom JVP's tangents is not a symbolic zero."""
-  return any(not isinstance(t, SymbolicZero) for t in tangents)
-
-
-def _tangent(value, grads, tangents):
-  """Σ ⟨gradient, tangent⟩ over the perturbed inputs (0 if there are none)."""
-  return sum((jnp.sum(g * t) for g, t in zip(grads, tangents)
-              if g is not None and not isinstance(t, SymbolicZero)),
-             start=jnp.zeros_like(value))
-
-
-def _log_self_overlap_jvp(primals, tangents):
-  value, terms, row_terms = _self_overlap_terms(*primals)
-  if not _perturbed(tangents):  # e.g. the label's Gaussian in PROPEL
-    return value, jnp.zeros_like(value)
-  grad_means, grad_vars, grad_log_weights = _self_overlap_gradients(
-      primals[0], primals[1], terms, row_terms)
-  # roots_t = 1/√(2 vars_t) is a function of vars_t, whose gradient is total.
-  grads = (grad_means, grad_vars, None, grad_log_weights)
-  return value, _tangent(value, grads, tangents)
-
-
-# Symbolic zeros tell which inputs are differentiated, so that the gradients
-# of the others (the label and the label's scale, in PROPEL) are not built.
-_log_self_overlap.defjvp(_log_self_overlap_jvp, symbolic_zeros=True)
-
-
-def _log_sum_and_shares(logits):
-  """log Σ exp(logits) and the shares exp(logits) / Σ exp(logits).
-
-  The shares are exp(logits - max) / Σ, not exp(logits - log Σ): for a label
-  far from every component the logits are large, and log Σ carries their
-  rounding error (ulp(700) ≈ 6e-5) into every share and gradient.
-  """
-  top = jnp.max(logits)
-  top = lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
-  shifted = jnp.exp(logits - top)
-  total = jnp.sum(shifted)
-  return top + jnp.log(total), shifted / total
-
-
-def _cross_overlap_terms(p_means_t, p_vars_t, p_log_weights, q_means_t,
-                         q_vars_t, q_log_weights):
-  """log ∫pq and its normalised terms for one pair of diagonal mixtures.
-
-  Args:
-    p_means_t, p_vars_t, p_log_weights: [n, I], [n, I], [I].
-    q_means_t, q_vars_t, q_log_weights: [n, J], [n, J], [J].
-
-  Returns:
-    (log ∫pq [], Q [I, J]) with Q_ij = a_i b_j G(i, j) / ∫pq.
-  """
-  num_dims = p_means_t.shape[0]
-  diff, var = _pair_planes(p_means_t, p_vars_t, q_means_t, q_vars_t)
-  # 1/var as the gradient computes it: XLA:CPU then writes it out once,
-  # rather than one division kernel per dimension here.
-  inv_var = 1.0 / var
-  log_g = -0.5 * (num_dims * _LOG_2PI
-                  + _sum_over_dims(lambda d, v, inv: jnp.log(v) + d * d * inv,
-                                   diff, var, inv_var))
-  return _log_sum_and_shares(p_log_weights[:, None] + q_log_weights[None, :]
-                             + log_g)
-
-
-@jax.custom_jvp
-def _log_cross_overlap(p_means_t, p_vars_t, p_log_weights, q_means_t, q_vars_t,
-                       q_log_weights):
-  """log ∫pq for one pair of mixtures ([n, I], [n, I], [I]; [n, J], [n, J], [J])."""
-  return _cross_overlap_terms(p_means_t, p_vars_t, p_log_weights, q_means_t,
-                              q_vars_t, q_log_weights)[0]
-
-
-def _log_cross_overlap_jvp(primals, tangents):
-  """Closed form: ∂/∂θ_i = Σ_j Q_ij ∂ log G(i, j)/∂θ_i, and Σ_i for q's side.
-
-  Autodiff would store every dimension's [I, J] pieces for the backward
-  pass; here each side's sums are one reduction over [n, I, J], and a side
-  whose inputs are not differentiated (the label's, in PROPEL) is skipped.
-  """
-  p_means_t, p_vars_t, _, q_means_t, q_vars_t, _ = primals
-  value, terms = _cross_overlap_terms(*primals)
-  d_mean, d_var = _overlap_gradients(*_pair_planes(p_means_t, p_vars_t,
-                                                   q_means_t, q_vars_t))
-  grads = (None,) * 6
-  if _perturbed(tangents[:3]):
-    sums = _row_sums(terms * d_mean, terms * d_var, axis=2)
-    grads = (sums[0], 0.5 * sums[1], jnp.sum(terms, axis=1)) + grads[3:]
-  if _perturbed(tangents[3:]):
-    # The b side's partials are -∂/∂μ_a and the same ∂/∂v_a.
-    sums = _row_sums(terms * d_mean, terms * d_var, axis=1)
-    grads = grads[:3] + (-sums[0], 0.5 * sums[1], jnp.sum(terms, axis=0))
-  return value, _tangent(value, grads, tangents)
-
-
-_log_cross_overlap.defjvp(_log_cross_overlap_jvp, symbolic_zeros=True)
-
-
-# ----------------------------------------------------------------------------
-# Full covariance. A component is N(μ, Σ) with Σ = L Lᵀ; inside, Σ is kept as
-# its m = n(n+1)/2 lower-triangle entries ([m, I], `np.tril_indices` order).
-# Every pair's S = Σ_a + Σ_b is factorised by `_solve`, vmapped over all
-# pairs (`_all_pairs`); the terms and their closed-form gradients are built
-# from its results as the diagonal path builds them from its 1-D factors.
-
-# Most dimensions factorised by unrolled scalar code (see `_solve`).
-_MAX_UNROLLED_DIMS = 8
-
-
-def _tril_positions(num_dims):
-  """{(r, c): k} for the lower-triangle entries r ≥ c in `np.tril_indices` order."""
-  rows, cols = np.tril_indices(num_dims)
-  return {(int(r), int(c)): k for k, (r, c) in enumerate(zip(rows, cols))}
-
-
-def _solve(cov, diff):
-  """Factorises one symmetric positive-definite S and solves with it.
-
-  Up to `_MAX_UNROLLED_DIMS` dimensions, a square-root-free Cholesky
-  S = U D Uᵀ (U unit lower triangular) written as unrolled scalar code, which
-  vmapping over the pairs turns into elementwise [I, J] slabs: an order of
-  magnitude faster on XLA:CPU than a batched `jnp.linalg.cholesky` of
-  [I, J, n, n], whose per-matrix cost dominates for small n. Its size grows
-  like n³ though (compiling n = 16 takes minutes), so above that the same
-  factorisation runs as loops over k on whole [n, n] arrays.
-
-  Either way log det S = Σ_k log D_k and the Mahalanobis term dᵀ S⁻¹ d comes
-  from a triangular solve, with no inverse and no determinant. S⁻¹, which
-  only the gradient needs (it is the derivative of log det S), is computed
-  from the factor; under jit it is dropped where unused.
-
-  Args:
-    cov: [m] the lower-triangle entries of S.
-    diff: [n] the vector d.
-
-  Returns:
-    (pivots D_k, a list of n scalars; dᵀ S⁻¹ d; u = S⁻¹ d, a list of n
-    scalars; S⁻¹ as {(r, c): scalar} for r ≥ c).
-  """
-  if diff.shape[0] <= _MAX_UNROLLED_DIMS:
-    return _solve_unrolled(cov, diff)
-  return _solve_looped(cov, diff)
-
-
-def _solve_unrolled(cov, diff):
-  """`_solve` by S = U D Uᵀ in unrolled scalar code.
-
-  With y = U⁻¹ d (forward substitution, alongside the factorisation),
-  dᵀ S⁻¹ d = Σ_k y_k² / D_k; u = U⁻ᵀ D⁻¹ y by back substitution; S⁻¹ by
-  the backward recurrence X_rc = δ_rc / D_r - Σ_{k>r} U_kr X_kc (r ≤ c,
-  X symmetric), which solves Uᵀ X = D⁻¹ U⁻¹ without forming U⁻¹.
-  """
-  num_dims = diff.shape[0]
-  entry = {rc: cov[k] for rc, k in _tril_positions(num_dims).items()}
-  y = [diff[k] for k in range(num_dims)]
-  pivots, inverses, multipliers = [], [], {}
-  for k in range(num_dims):
-    pivots.append(entry[k, k])
-    inverses.append(1.0 / entry[k, k])
-    for r in range(k + 1, num_dims):
-      multipliers[r, k] = entry[r, k] * inverses[k]
-      y[r] = y[r] - multipliers[r, k] * y[k]
-      for c in range(k + 1, r + 1):
-        entry[r, c] = entry[r, c] - multipliers[r, k] * entry[c, k]
-  mahalanobis = sum(y_k * y_k * inv for y_k, inv in zip(y, inverses))
-  u = [y_k * inv for y_k, inv in zip(y, inverses)]
-  inverse = {}
-  for r in reversed(range(num_dims)):
-    for k in range(r + 1, num_dims):
-      u[r] = u[r] - multipliers[k, r] * u[k]
-    for c in reversed(range(r, num_dims)):
-      value = inverses[r] if r == c else 0.0
-      for k in range(r + 1, num_dims):
-        value = value - multipliers[k, r] * inverse[max(k, c), min(k, c)]
-      inverse[c, r] = value
-  return pivots, mahalanobis, u, inverse
-
-
-def _solve_looped(cov, diff):
-  """`_solve` by the same S = U D Uᵀ, as loops over k on whole [n, n] arrays.
-
-  The unrolled code's algorithm with a `fori_loop` per stage, so that its
-  size stays O(n²) whatever n. Plain jnp rather than `jnp.linalg.cholesky`
-  and triangular solves: on XLA:CPU (jax 0.10), jitted functions calling
-  those LAPACK routines from vmapped pair code hung on their second call on
-  a 2-core machine (the worker pool idle, the caller waiting forever).
-  """
-  num_dims = diff.shape[0]
-  positions = _tril_positions(num_dims)
-  index = np.array([[positions[max(r, c), min(r, c)] for c in range(num_dims)]
-                    for r in range(num_dims)])
-  dims = jnp.arange(num_dims)
-
-  def eliminate(k, carry):
-    # Right-looking elimination: pivot D_k, column k of U, Schur complement.
-    remaining, unit, pivots = carry
-    pivot = remaining[k, k]
-    column = jnp.where(dims > k, remaining[:, k] / pivot, 0.0)
-    remaining = remaining - pivot * jnp.outer(column, column)
-    return (remaining, unit.at[:, k].set(column), pivots.at[k].set(pivot))
-
-  # The loops' initial values are made like cov (and diff), so that they
-  # vary under shard_map wherever the inputs do, as the loops' outputs do.
-  zeros = jnp.zeros_like(cov, shape=(num_dims, num_dims))
-  _, below, pivots = lax.fori_loop(
-      0, num_dims, eliminate, (cov[index], zeros, zeros[0]))
-
-  def forward(k, rhs):
-    # U⁻¹ applied to every column of rhs: subtract row k's multiple below it.
-    return rhs - jnp.outer(below[:, k], rhs[k])
-
-  # U⁻¹ [d | I]: y = U⁻¹ d and U⁻¹ itself, in one pass.
-  identity = zeros + jnp.eye(num_dims, dtype=cov.dtype)
-  solved = lax.fori_loop(0, num_dims, forward,
-                         jnp.concatenate([diff[:, None], identity], 1))
-  y, unit_inverse = solved[:, 0], solved[:, 1:]
-  scaled = unit_inverse / pivots[:, None]  # D⁻¹ U⁻¹
-  inverse = unit_inverse.T @ scaled  # S⁻¹ = U⁻ᵀ D⁻¹ U⁻¹
-  u = inverse @ diff
-  return ([pivots[k] for k in range(num_dims)], jnp.sum(y * y / pivots),
-          [u[k] for k in range(num_dims)],
-          {rc: inverse[rc] for rc in positions})
-
-
-def _log_overlap_full(mean_a, cov_a, mean_b, cov_b):
-  """log G(a, b) = log N(μ_a; μ_b, Σ_a + Σ_b) without its constant -½ n log 2π.
-
-  Args:
-    mean_a, mean_b: [n].
-    cov_a, cov_b: [m] lower-triangle entries of Σ_a and Σ_b.
-
-  Returns:
-    A scalar.
-  """
-  pivots, mahalanobis, _, _ = _solve(cov_a + cov_b, mean_a - mean_b)
-  return -0.5 * (sum(jnp.log(p) for p in pivots) + mahalanobis)
-
-
-def _normalized_overlap_full(mean_a, cov_a, rsqrt_pivots_a, mean_b, cov_b,
-                             rsqrt_pivots_b):
-  """ρ(a, b) = G(a, b) / √(G(a, a) G(b, b)) ∈ (0, 1] for one pair.
-
-  ρ = spread^(-1/2) exp(-½ dᵀ S⁻¹ d), spread = Π_k D_k(S) / (2√(D_k(Σ_a) D_k(Σ_b)))
-  with D_k the pivots of each matrix. Each factor is ≥ 1: the pivot D_k is
-  the Schur complement of the leading k×k block, which is superadditive over
-  positive-definite matrices, so D_k(S) ≥ D_k(Σ_a) + D_k(Σ_b). The product
-  then only grows and can only overflow, to inf, where ρ = 0 is the correct
-  limit: the diagonal path's argument, factor by factor.
-
-  Args:
-    mean_a, mean_b: [n].
-    cov_a, cov_b: [m] lower-triangle entries of Σ_a and Σ_b.
-    rsqrt_pivots_a, rsqrt_pivots_b: [n] D_k(Σ)^(-1/2) of each.
-
-  Returns:
-    A scalar.
-  """
-  pivots, mahalanobis, _, _ = _solve(cov_a + cov_b, mean_a - mean_b)
-  spread = 1.0
-  for k, pivot in enumerate(pivots):
-    spread = spread * (0.5 * pivot * rsqrt_pivots_a[k] * rsqrt_pivots_b[k])
-  return lax.rsqrt(spread) * jnp.exp(-0.5 * mahalanobis)
-
-
-def _overlap_gradients_full(mean_a, cov_a, mean_b, cov_b):
-  """Partial derivatives of log G(a, b) for the a side.
-
-  ∂ log G / ∂μ_a = -u and ∂ log G / ∂Σ_a = ½ (u uᵀ - S⁻¹) with u = S⁻¹ d,
-  d = μ_a - μ_b; by symmetry the b side's are -∂/∂μ_a and ∂/∂Σ_a. An
-  off-diagonal entry of the lower triangle stands for Σ_rc and Σ_cr, so its
-  partial is twice the matrix's.
-
-  Args:
-    mean_a, mean_b: [n].
-    cov_a, cov_b: [m] lower-triangle entries of Σ_a and Σ_b.
-
-  Returns:
-    (∂ log G / ∂μ_a, a list of n scalars; ∂ log G / ∂ each lower-triangle
-    entry of Σ_a, a list of m scalars).
-  """
-  _, _, u, inverse = _solve(cov_a + cov_b, mean_a - mean_b)
-  d_cov = [(0.5 if r == c else 1.0) * (u[r] * u[c] - inverse[r, c])
-           for r, c in _tril_positions(mean_a.shape[0])]
-  return [-u_k for u_k in u], d_cov
-
-
-def _rsqrt_pivots(covs_t, num_dims):
-  """[m, I] covariance entries -> [n, I] D_k(Σ_i)^(-1/2), each from its own factor."""
-
-  def one(cov):
-    pivots, *_ = _solve(cov, jnp.zeros(num_dims, cov.dtype))
-    return jnp.stack([lax.rsqrt(p) for p in pivots])
-
-  return jax.vmap(one, in_axes=1, out_axes=1)(covs_t)
-
-
-def _self_overlap_terms_full(means_t, covs_t, log_weights):
-  """`_self_overlap_terms` for full covariances ([n, I], [m, I], [I])."""
-  num_dims = means_t.shape[0]
-  rsqrt_pivots = _rsqrt_pivots(covs_t, num_dims)
-  # log(w_i √H_i), H_i = (4π)^(-n/2) det(Σ_i)^(-1/2).
-  log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
-           + 0.5 * jnp.sum(jnp.log(rsqrt_pivots), axis=0))
-  shift = jnp.max(log_c)
-  c = jnp.exp(log_c - shift)
-  rho = _all_pairs(_normalized_overlap_full, axis=1)(
-      means_t, covs_t, rsqrt_pivots, means_t, covs_t, rsqrt_pivots)
-  terms = c[:, None] * c[None, :] * rho
-  rows, = _row_sums(terms)
-  total = jnp.sum(rows)  # In [1, I²]: the largest term is diagonal and 1.
-  return 2.0 * shift + jnp.log(total), terms / total, rows / total
-
-
-def _self_overlap_gradients_full(means_t, covs_t, terms, row_terms):
-  """`_self_overlap_gradients` for full covariances.
-
-  Args:
-    means_t, covs_t: [n, I], [m, I].
-    terms: [I, I], P.
-    row_terms: [I], Σ_j P_ij.
-
-  Returns:
-    Gradients with respect to means_t [n, I], covs_t [m, I], log weights [I].
-  """
-  num_dims = means_t.shape[0]
-  d_mean, d_cov = _all_pairs(_overlap_gradients_full, axis=1)(
-      means_t, covs_t, means_t, covs_t)
-  weights = 2.0 * terms
-  sums = _row_sums(*(weights * g for g in d_mean + d_cov))
-  return (jnp.stack(sums[:num_dims]), jnp.stack(sums[num_dims:]),
-          2.0 * row_terms)
-
-
-@jax.custom_jvp
-def _log_self_overlap_full(means_t, covs_t, log_weights):
-  """log ∫p² for one full-covariance mixture ([n, I], [m, I], [I])."""
-  return _self_overlap_terms_full(means_t, covs_t, log_weights)[0]
-
-
-def _log_self_overlap_full_jvp(primals, tangents):
-  value, terms, row_terms = _self_overlap_terms_full(*primals)
-  if not _perturbed(tangents):
-    return value, jnp.zeros_like(value)
-  grads = _self_overlap_gradients_full(primals[0], primals[1], terms, row_terms)
-  return value, _tangent(value, grads, tangents)
-
-
-_log_self_overlap_full.defjvp(_log_self_overlap_full_jvp, symbolic_zeros=True)
-
-
-def _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
-                              q_covs_t, q_log_weights):
-  """log ∫pq and its normalised terms for full-covariance mixtures.
-
-  Args:
-    p_means_t, p_covs_t, p_log_weights: [n, I], [m, I], [I].
-    q_means_t, q_covs_t, q_log_weights: [n, J], [m, J], [J].
-
-  Returns:
-    (log ∫pq [], Q [I, J]) with Q_ij = a_i b_j G(i, j) / ∫pq.
-  """
-  num_dims = p_means_t.shape[0]
-  log_g = _all_pairs(_log_overlap_full, axis=1)(p_means_t, p_covs_t, q_means_t,
-                                                q_covs_t)
-  log_total, terms = _log_sum_and_shares(
-      p_log_weights[:, None] + q_log_weights[None, :] + log_g)
-  return log_total - 0.5 * num_dims * _LOG_2PI, terms
-
-
-@jax.custom_jvp
-def _log_cross_overlap_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
-                            q_covs_t, q_log_weights):
-  """log ∫pq for full-covariance mixtures ([n, I], [m, I], [I]; [n, J], [m, J], [J])."""
-  return _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights,
-                                   q_means_t, q_covs_t, q_log_weights)[0]
-
-
-def _log_cross_overlap_full_jvp(primals, tangents):
-  """Closed form: ∂/∂θ_i = Σ_j Q_ij ∂ log G(i, j)/∂θ_i, and Σ_i for q's side.
-
-  Autodiff through the unrolled factorisation is ten times slower at n = 8.
-  """
-  p_means_t, p_covs_t, _, q_means_t, q_covs_t, _ = primals
-  num_dims = p_means_t.shape[0]
-  value, terms = _cross_overlap_terms_full(*primals)
-  d_mean, d_cov = _all_pairs(_overlap_gradients_full, axis=1)(
-      p_means_t, p_covs_t, q_means_t, q_covs_t)
-  weighted = [terms * g for g in d_mean + d_cov] + [terms]
-  grads = (None,) * 6
-  if _perturbed(tangents[:3]):
-    sums = _row_sums(*weighted)
-    grads = (jnp.stack(sums[:num_dims]), jnp.stack(sums[num_dims:-1]),
-             sums[-1]) + grads[3:]
-  if _perturbed(tangents[3:]):
-    # The b side's partials: -∂/∂μ_a and the same ∂/∂Σ_a.
-    sums = _row_sums(*weighted, axis=0)
-    grads = grads[:3] + (-jnp.stack(sums[:num_dims]),
-                         jnp.stack(sums[num_dims:-1]), sums[-1])
-  return value, _tangent(value, grads, tangents)
-
-
-_log_cross_overlap_full.defjvp(_log_cross_overlap_full_jvp, symbolic_zeros=True)
-
-
-# ----------------------------------------------------------------------------
-# The distance, for either kind of mixture on either side.
 
 
 class _Diagonal(NamedTuple):
@@ -678,29 +59,29 @@ def _as_full(mixture):
     return mixture
   zeros = jnp.zeros_like(mixture.variances[0])
   entries = [mixture.variances[r] if r == c else zeros
-             for r, c in _tril_positions(mixture.means.shape[0])]
+             for r, c in _linalg.tril_positions(mixture.means.shape[0])]
   return _Full(mixture.means, jnp.stack(entries), mixture.log_weights)
 
 
 def _log_self_integral(mixture):
   """log ∫p² for one mixture of either kind."""
   if isinstance(mixture, _Full):
-    return _log_self_overlap_full(*mixture)
-  return _log_self_overlap(*mixture)
+    return _full_covariance.log_self_overlap_full(*mixture)
+  return _diagonal.log_self_overlap(*mixture)
 
 
 def _log_cross_integral(p, q):
   """log ∫pq; by the full-covariance path if either side has full covariances."""
   if isinstance(p, _Diagonal) and isinstance(q, _Diagonal):
-    return _log_cross_overlap(p.means, p.variances, p.log_weights, q.means,
+    return _diagonal.log_cross_overlap(p.means, p.variances, p.log_weights, q.means,
                               q.variances, q.log_weights)
-  return _log_cross_overlap_full(*_as_full(p), *_as_full(q))
+  return _full_covariance.log_cross_overlap_full(*_as_full(p), *_as_full(q))
 
 
 def _distance(p, q):
   """D(p, q) for one pair of mixtures, each a `_Diagonal` or a `_Full`."""
-  return (jnp.logaddexp(_log_self_integral(p), _log_self_integral(q))
-          - math.log(2.0) - _log_cross_integral(p, q))
+  return _common.distance(_log_self_integral(p), _log_self_integral(q),
+                          _log_cross_integral(p, q))
 
 
 # Jitted so that eager calls compile once per shape instead of dispatching the
@@ -708,58 +89,8 @@ def _distance(p, q):
 _batched_distance = jax.jit(jax.vmap(_distance))
 
 
-def _compute_dtype(*arrays):
-  """float32, or float64 if an input is float64 (under jax_enable_x64)."""
-  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-
-
-def _batch_shape(**shapes):
-  """Broadcasts leading (batch) shapes, naming the arguments if they clash.
-
-  Args:
-    **shapes: argument name -> (its full shape, its batch shape).
-
-  Returns:
-    The broadcast batch shape.
-  """
-  try:
-    return jnp.broadcast_shapes(*(batch for _, batch in shapes.values()))
-  except ValueError:
-    described = ', '.join(f'{name} {shape} (batch {batch})'
-                          for name, (shape, batch) in shapes.items())
-    raise ValueError('The leading (batch) axes do not broadcast: '
-                     f'{described}.') from None
-
-
 def _prefixed(prefix):
   return {role: prefix + role for role in ('means', 'scales', 'log_weights')}
-
-
-@jax.custom_jvp
-def _contiguous(array):
-  """array [B, k, I], copied out by a product with the identity.
-
-  XLA:CPU fuses the transpose that makes the dimension-major [B, n, I]
-  layout into every kernel that reads it, so the pair kernels would read the
-  [B, I, n] input with a stride of n, which defeats vectorisation: 8x slower
-  at I = 8. A dot is never fused into its consumers, so its result is written
-  out contiguously once. Exact for finite inputs (each output is one input
-  times 1 plus zeros); an infinite entry turns its component's other
-  dimensions into NaN, and `check_inputs` rejects it anyway.
-  """
-  eye = jnp.eye(array.shape[1], dtype=array.dtype)
-  return jnp.einsum('bki,kl->bli', array, eye, precision=lax.Precision.HIGHEST)
-
-
-@_contiguous.defjvp
-def _contiguous_jvp(primals, tangents):
-  # The identity's derivative: the backward pass stays a plain, fusible copy.
-  return _contiguous(*primals), tangents[0]
-
-
-def _contiguous_on_cpu(array):
-  """`_contiguous` where XLA:CPU compiles it; elsewhere array itself."""
-  return lax.platform_dependent(array, cpu=_contiguous, default=lambda a: a)
 
 
 def _flatten(means, scales, log_weights, batch, dtype):
@@ -788,7 +119,7 @@ def _flatten(means, scales, log_weights, batch, dtype):
   variances = jnp.square(scales)
   arrays = (flat(means), flat(variances), flat(lax.rsqrt(2.0 * variances)))
   if num > 1:  # The pair kernels are where the layout matters.
-    arrays = tuple(map(_contiguous_on_cpu, arrays))
+    arrays = tuple(map(_diagonal.contiguous_on_cpu, arrays))
   return _Diagonal(*arrays, log_weights)
 
 
@@ -887,9 +218,9 @@ def mixture_distance(p_means: ArrayLike, p_scales: ArrayLike,
   if p_means.shape[-1] != q_means.shape[-1]:
     raise ValueError(f'p_means {p_means.shape} and q_means {q_means.shape} '
                      'must have the same target dimension n (last axis).')
-  batch = _batch_shape(p_means=(p_means.shape, p_means.shape[:-2]),
+  batch = _shapes.batch_shape(p_means=(p_means.shape, p_means.shape[:-2]),
                        q_means=(q_means.shape, q_means.shape[:-2]))
-  dtype = _compute_dtype(p_means, p_scales, q_means, q_scales)
+  dtype = _shapes.compute_dtype(p_means, p_scales, q_means, q_scales)
   return _checked_distance((p_means, p_scales, p_log_weights),
                            (q_means, q_scales, q_log_weights), batch, dtype)
 
@@ -971,10 +302,10 @@ def propel_loss(means: ArrayLike, scales: ArrayLike, targets: ArrayLike, *,
   mixtures.check_shapes(means, scales, log_weights, targets,
                         names={'x': 'targets'})
   gt_scale = _target_scale(target_scale, targets)
-  batch = _batch_shape(targets=(targets.shape, targets.shape[:-1]),
+  batch = _shapes.batch_shape(targets=(targets.shape, targets.shape[:-1]),
                        target_scale=(target_scale.shape, gt_scale.shape[:-1]),
                        means=(means.shape, means.shape[:-2]))
-  dtype = _compute_dtype(means, scales, targets)
+  dtype = _shapes.compute_dtype(means, scales, targets)
   shape = batch + targets.shape[-1:]
   targets = jnp.broadcast_to(targets.astype(dtype), shape)
   gt_scale = jnp.broadcast_to(gt_scale.astype(dtype), shape)

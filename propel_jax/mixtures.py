@@ -28,6 +28,8 @@ from jax.scipy import special
 from jax.typing import ArrayLike
 import numpy as np
 
+from propel_jax import _common
+from propel_jax import _linalg
 from propel_jax import _shapes
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -370,33 +372,6 @@ def _precisions(scales):
   return jnp.swapaxes(inverse, -1, -2) @ inverse
 
 
-def _cholesky_solve(matrix, rhs):
-  """M⁻¹ b for symmetric M [..., n, n] and b [..., n]; not finite unless M is positive definite.
-
-  A Cholesky factorisation unrolled over the (static, small) n: elementwise
-  ops that XLA fuses, where thousands of batched LAPACK calls on 2×2 systems
-  cost ~20× more on CPU. A pivot ≤ 0 (M not positive definite) gives a NaN or
-  inf, which is how callers tell.
-  """
-  n = matrix.shape[-1]
-  factor = [[None] * n for _ in range(n)]
-  for j in range(n):
-    factor[j][j] = jnp.sqrt(matrix[..., j, j]
-                            - sum(jnp.square(factor[j][k]) for k in range(j)))
-    for i in range(j + 1, n):
-      factor[i][j] = (matrix[..., i, j] - sum(factor[i][k] * factor[j][k]
-                                              for k in range(j))) / factor[j][j]
-  forward = []  # L y = b
-  for i in range(n):
-    forward.append((rhs[..., i] - sum(factor[i][k] * forward[k] for k in range(i)))
-                   / factor[i][i])
-  solution = [None] * n  # Lᵀ x = y
-  for i in reversed(range(n)):
-    solution[i] = (forward[i] - sum(factor[k][i] * solution[k]
-                                    for k in range(i + 1, n))) / factor[i][i]
-  return jnp.stack(solution, axis=-1)
-
-
 def _log_det_scales(means, scales):
   """[..., I] Σ_d log σ_id, or log |det L_i| = Σ_d log |L_i,dd| for factors.
 
@@ -609,13 +584,13 @@ def modes(means: ArrayLike, scales: ArrayLike,
   """
   means, scales, log_weights = _shapes.as_arrays(means, scales, log_weights)
   check_shapes(means, scales, log_weights)
-  dtype = jnp.promote_types(means.dtype, jnp.float32)
+  dtype = _shapes.compute_dtype(means, scales)
   means = means.astype(dtype)
   scales = scales.astype(dtype)
   log_weights = normalized_log_weights(means, log_weights).astype(dtype)
   unit = jnp.min(marginal_scales(means, scales), axis=-2,
                  keepdims=True)  # [..., 1, n]
-  num, n = means.shape[-2:]
+  n = means.shape[-1]
   full = is_full_covariance(means, scales)
   # Every component against the K = I starts: a size-1 axis in front of I.
   means_k = means[..., None, :, :]
@@ -648,7 +623,7 @@ def modes(means: ArrayLike, scales: ArrayLike,
     i, (x, d, r, g, log_p), allow_newton, stretch, _ = state
     if full:
       a = jnp.einsum('...ki,...inm->...knm', r, precisions)
-      fixed_point_step = _cholesky_solve(a, g)
+      fixed_point_step = _linalg.positive_definite_solve(a, g)
     else:
       a_diagonal = jnp.einsum('...ki,...in->...kn', r, precisions)
       a = a_diagonal[..., None] * jnp.eye(n, dtype=dtype)
@@ -656,7 +631,7 @@ def modes(means: ArrayLike, scales: ArrayLike,
     # −H = A − Σ_i r_i d_i d_iᵀ + g gᵀ.
     neg_hessian = (a - jnp.einsum('...ki,...kin,...kim->...knm', r, d, d)
                    + g[..., :, None] * g[..., None, :])
-    newton_step = _cholesky_solve(neg_hessian, g)
+    newton_step = _linalg.positive_definite_solve(neg_hessian, g)
     # Not finite where −H is not positive definite: then the comparison fails.
     use_newton = allow_newton & (mahalanobis2(newton_step, a) <= 1.0)
     # Fixed-point steps stretched by up to `stretch` but at most one local
@@ -706,19 +681,10 @@ def modes(means: ArrayLike, scales: ArrayLike,
   scales_k = jnp.expand_dims(scales, -2 - _event_axes(means, scales))
   log_density = _log_prob(points, means_k, scales_k, log_weights[..., None, :])
 
-  # Sort by density; a point is a duplicate if a denser one is within merge_tol.
-  order = jnp.argsort(-log_density, axis=-1)
-  points = jnp.take_along_axis(points, order[..., None], axis=-2)
-  log_density = jnp.take_along_axis(log_density, order, axis=-1)
-  close = jnp.all(jnp.abs(points[..., :, None, :] - points[..., None, :, :])
-                  <= merge_tol * unit[..., None, :, :], axis=-1)  # [..., K, K]
-  denser = jnp.tril(jnp.ones((num, num), bool), k=-1)  # j < k
-  valid = ~jnp.any(close & denser, axis=-1) & jnp.isfinite(log_density)
-  # Stable re-sort: valid modes first, each group still by density.
-  order = jnp.argsort(~valid, axis=-1, stable=True)
-  return (jnp.take_along_axis(points, order[..., None], axis=-2),
-          jnp.take_along_axis(log_density, order, axis=-1),
-          jnp.take_along_axis(valid, order, axis=-1))
+  # One mode: within merge_tol times the scale in every dimension.
+  close = lambda x: jnp.all(jnp.abs(x[..., :, None, :] - x[..., None, :, :])
+                            <= merge_tol * unit[..., None, :, :], axis=-1)
+  return _common.merge_modes(points, log_density, close)
 
 
 def most_likely_mode(means: ArrayLike, scales: ArrayLike,

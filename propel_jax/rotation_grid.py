@@ -42,6 +42,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Importable from here too.
+from propel_jax.rotations import hopf_to_quaternion
+
 # Cells compared with each cell to decide whether it is a local maximum (a
 # mode): about the 3×3×3 neighbourhood of a cubic lattice.
 NUM_NEIGHBOURS = 26
@@ -58,6 +61,18 @@ def healpix_centres(nside: int) -> np.ndarray:
   4i pixels at z = ±(1 − i²/(3 nside²)), in the equatorial belt 4 nside
   pixels at z = 4/3 − 2i/(3 nside), alternate rings shifted by half a pixel.
   Every pixel has the area 4π / (12 nside²).
+
+  References:
+    Górski et al., "HEALPix: a framework for high-resolution
+    discretization and fast analysis of data distributed on the sphere",
+    ApJ 622, 2005.
+
+  Examples:
+    >>> import numpy as np
+    >>> from propel_jax import rotation_grid
+    >>> centres = rotation_grid.healpix_centres(1)
+    >>> centres.shape, bool(np.allclose(np.linalg.norm(centres, axis=-1), 1.0))
+    ((12, 3), True)
   """
   if nside < 1:
     raise ValueError(f'nside must be >= 1; got {nside}.')
@@ -80,29 +95,55 @@ def healpix_centres(nside: int) -> np.ndarray:
 
 
 def num_cells(level: int) -> int:
-  """G = 72 · 8^level."""
+  """G = 72 · 8^level.
+
+  References:
+    Yershova, Jain, LaValle and Mitchell, "Generating uniform incremental
+    grids on SO(3) using the Hopf fibration", IJRR 29(7), 2010.
+
+  Examples:
+    >>> from propel_jax import rotation_grid
+    >>> rotation_grid.num_cells(1), rotation_grid.num_cells(2)
+    (576, 4608)
+  """
   return 72 * 8**level
 
 
 def level_of(cells: int) -> int:
-  """The level whose grid has `cells` cells (the inverse of `num_cells`)."""
+  """The level whose grid has `cells` cells (the inverse of `num_cells`).
+
+  References:
+    Yershova, Jain, LaValle and Mitchell, "Generating uniform incremental
+    grids on SO(3) using the Hopf fibration", IJRR 29(7), 2010.
+
+  Examples:
+    >>> from propel_jax import rotation_grid
+    >>> rotation_grid.level_of(4608)
+    2
+  """
   level = round(math.log(max(cells, 1) / 72, 8))
   if level < 0 or num_cells(level) != cells:
     raise ValueError(f'{cells} is not a grid size 72·8^L.')
   return level
 
 
-def hopf_to_quaternion(theta, phi, psi) -> np.ndarray:
-  """Quaternions (w, x, y, z) [..., 4] of Rz(φ) Ry(θ) Rz(ψ), float64 (module docstring)."""
-  c, s = np.cos(np.asarray(theta) / 2.0), np.sin(np.asarray(theta) / 2.0)
-  total, difference = (phi + psi) / 2.0, (psi - phi) / 2.0
-  return np.stack([c * np.cos(total), s * np.sin(difference), s * np.cos(difference),
-                   c * np.sin(total)], axis=-1)
-
-
 @functools.lru_cache(maxsize=None)
 def grid(level: int) -> np.ndarray:
-  """[72·8^level, 4] float32 unit quaternions, one per cell, w ≥ 0 (module docstring)."""
+  """[72·8^level, 4] float32 unit quaternions, one per cell, w ≥ 0 (module docstring).
+
+  References:
+    Yershova, Jain, LaValle and Mitchell, "Generating uniform incremental
+    grids on SO(3) using the Hopf fibration", IJRR 29(7), 2010.
+    Murphy, Esteves, Sud, Manning and Wu, "Implicit-PDF: Non-parametric
+    representation of probability distributions on the rotation manifold",
+    ICML 2021.
+
+  Examples:
+    >>> from propel_jax import rotation_grid
+    >>> cells = rotation_grid.grid(1)
+    >>> cells.shape, bool((cells[:, 0] >= 0).all())
+    ((576, 4), True)
+  """
   if level < 0:
     raise ValueError(f'level must be >= 0; got {level}.')
   directions = healpix_centres(2**level)
@@ -118,7 +159,19 @@ def grid(level: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def neighbours(level: int, count: int = NUM_NEIGHBOURS) -> np.ndarray:
-  """[G, count] int32: each cell's `count` nearest other cells (geodesically)."""
+  """[G, count] int32: each cell's `count` nearest other cells (geodesically).
+
+  References:
+    Yershova, Jain, LaValle and Mitchell, "Generating uniform incremental
+    grids on SO(3) using the Hopf fibration", IJRR 29(7), 2010.
+
+  Examples:
+    >>> import numpy as np
+    >>> from propel_jax import rotation_grid
+    >>> near = rotation_grid.neighbours(1)
+    >>> near.shape, bool((near != np.arange(576)[:, None]).all())
+    ((576, 26), True)
+  """
   points = grid(level).astype(np.float64)
   rows = []
   for start in range(0, len(points), 2048):  # [chunk, G] at a time.
@@ -132,7 +185,20 @@ def neighbours(level: int, count: int = NUM_NEIGHBOURS) -> np.ndarray:
 
 
 def nearest_cell(quaternions: jax.Array, cells: jax.Array) -> jax.Array:
-  """[..., 4] quaternions -> [...] int32 index of the nearest of `cells` [G, 4] (±q alike)."""
+  """[..., 4] quaternions -> [...] int32 index of the nearest of `cells` [G, 4] (±q alike).
+
+  References:
+    Murphy, Esteves, Sud, Manning and Wu, "Implicit-PDF: Non-parametric
+    representation of probability distributions on the rotation manifold",
+    ICML 2021.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import rotation_grid
+    >>> cells = jnp.asarray(rotation_grid.grid(1))
+    >>> rotation_grid.nearest_cell(-cells[:3], cells).tolist()  # -q is q
+    [0, 1, 2]
+  """
   return jnp.argmax(jnp.abs(quaternions @ cells.T), axis=-1).astype(jnp.int32)
 
 
@@ -149,6 +215,18 @@ class GridDistribution(NamedTuple):
 
   Attributes:
     logits: [..., G] unnormalised log-probabilities of the cells.
+
+  References:
+    Murphy, Esteves, Sud, Manning and Wu, "Implicit-PDF: Non-parametric
+    representation of probability distributions on the rotation manifold",
+    ICML 2021.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import rotation_grid
+    >>> uniform = rotation_grid.GridDistribution(jnp.zeros(576))
+    >>> round(float(uniform.log_prob(jnp.array([1.0, 0.0, 0.0, 0.0]))), 4)
+    -2.2895
   """
   logits: jax.Array
 

@@ -10,9 +10,8 @@ nearest to it (mean absolute error over the axes); density metrics score the
 mixture against the equivalent it finds most likely (the highest density),
 i.e. the symmetry is resolved in the model's favour in both cases.
 
-Per-example functions return arrays; `batch_sums` turns one evaluation
-batch (with its padding mask) into sums that add across batches and hosts,
-and `summarize` turns the totals into the reported numbers.
+Per-example functions return arrays; `batch_sums` sums them over the
+examples and `summarize` turns the totals into the reported numbers.
 """
 
 import jax
@@ -21,6 +20,11 @@ from jax.scipy import stats
 
 from propel_jax import losses
 from propel_jax import mixtures
+
+# A label counts as found when a mode is this close on every axis (degrees).
+# `scoring_directional.MODE_RADIUS_DEG` is a geodesic angle on a density
+# grid, a different measure with its own value.
+MODE_RADIUS_DEG = 5.0
 
 # Central-interval probabilities at which coverage is scored; a calibrated
 # model covers each share of labels.
@@ -96,7 +100,7 @@ def interval_coverage(labels, means, scales, log_weights=None, level=0.9):
   return (cdf >= tail) & (cdf <= 1.0 - tail)
 
 
-def mode_recall(modes, valid, equivalent_labels, radius_deg=5.0):
+def mode_recall(modes, valid, equivalent_labels, radius_deg=MODE_RADIUS_DEG):
   """[B] fraction of equivalent labels that some valid mode lies near.
 
   A label counts as found when a valid mode is within `radius_deg` of it on
@@ -124,9 +128,9 @@ def most_likely_equivalent(equivalent_labels, means, scales, log_weights=None):
   return jnp.take_along_axis(equivalent_labels, best[..., None, None], axis=-2)[..., 0, :]
 
 
-def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None, mask=None,
-               levels=COVERAGE_LEVELS, radius_deg=5.0):
-  """Sums over one batch that add up across batches and hosts.
+def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None,
+               levels=COVERAGE_LEVELS, radius_deg=MODE_RADIUS_DEG):
+  """Every score summed over the examples given; `summarize` takes the means.
 
   Args:
     predictions: {decoder name: [B, n]} point estimates.
@@ -136,23 +140,19 @@ def batch_sums(predictions, equivalent_labels, *, mixture=None, modes=None, mask
     modes: optional (locations [B, I, n], valid [B, I]) of the mixture, as
       `mixtures.modes` gives them, where the caller has them already (the
       evaluation's predict step does); else computed here.
-    mask: optional [B] bool, False on padding rows of the last batch.
     levels: central interval probabilities for the coverage.
     radius_deg: mode recall radius.
 
   Returns:
     {'count': [], 'abs_error/<decoder>': [n], and with a mixture 'nll': [],
       'crps': [n], 'coverage': [len(levels), n], 'mode_recall': [],
-      'mode_recall_all': []}: sums over the unmasked rows.
+      'mode_recall_all': []}: sums over the B examples.
   """
-  batch = equivalent_labels.shape[0]
-  weight = (jnp.ones((batch,), jnp.float32) if mask is None
-            else mask.astype(jnp.float32))
 
-  def total(values):  # [B, ...] -> [...], padding rows dropped.
-    return jnp.tensordot(weight, values.astype(jnp.float32), axes=1)
+  def total(values):  # [B, ...] -> [...]
+    return jnp.sum(values.astype(jnp.float32), axis=0)
 
-  sums = {'count': weight.sum()}
+  sums = {'count': jnp.float32(equivalent_labels.shape[0])}
   for name, prediction in predictions.items():
     sums[f'abs_error/{name}'] = total(absolute_errors(prediction, equivalent_labels))
   if mixture is not None:
@@ -181,7 +181,7 @@ def summarize(sums, label_names, levels=COVERAGE_LEVELS):
   """
   count = float(sums['count'])
   if count <= 0:
-    raise ValueError('summarize got no examples (count 0): was every row masked?')
+    raise ValueError('summarize got no examples (count 0).')
   result = {}
 
   def per_axis(name, values):

@@ -497,7 +497,8 @@ def test_shape_errors_name_the_arguments():
     call(np.ones((4, 0, 3)), np.ones((4, 0)), y)
   with pytest.raises(ValueError, match=r'same d'):
     call(md, conc, np.ones((4, 2)))
-  with pytest.raises(ValueError, match=r'targets \(3,\), mean_directions \(4,\)'):
+  with pytest.raises(ValueError, match=r'targets \(3, 3\) \(batch \(3,\)\), '
+                     r'mean_directions \(4, 2, 3\) \(batch \(4,\)\)'):
     call(md, conc, np.ones((3, 3)))
   with pytest.raises(ValueError, match=r'target_concentration shape \(3,\)'):
     call(md, conc, y, target_concentration=np.ones(3))
@@ -519,7 +520,8 @@ def test_shape_errors_name_the_arguments():
   with pytest.raises(ValueError, match=r'same d'):
     directional.mixture_distance(md, conc, np.ones((4, 2, 4)), conc)
   with pytest.raises(ValueError,
-                     match=r'p_mean_directions \(4,\), q_mean_directions \(3,\)'):
+                     match=r'p_mean_directions \(4, 2, 3\) \(batch \(4,\)\), '
+                           r'q_mean_directions \(3, 2, 3\) \(batch \(3,\)\)'):
     directional.mixture_distance(md, conc, np.ones((3, 2, 3)), np.ones((3, 2)))
   with pytest.raises(ValueError, match=r'p_mean_directions must be real'):
     directional.mixture_distance(md * 1j, conc, md, conc)
@@ -722,7 +724,10 @@ def test_mixture_pytree_delegates():
   mus, kappas, logits = separated_mixture(4)
   m = directional.VonMisesFisherMixture(mus, kappas, logits)
   assert len(jax.tree.leaves(m)) == 3  # `antipodal` is not a leaf
-  assert len(jax.tree.leaves(directional.VonMisesFisherMixture(mus, kappas))) == 2
+  uniform = directional.VonMisesFisherMixture.uniform(mus, kappas)
+  assert len(jax.tree.leaves(uniform)) == 3  # log_weights is always an array
+  np.testing.assert_allclose(uniform.log_weights, np.full((2, 4), -np.log(4.0)), rtol=1e-6)
+  assert (uniform.num_components, uniform.num_dims, uniform.batch_shape) == (4, 4, (2,))
   x = unit(np.random.default_rng(0), (2, 4))
   np.testing.assert_array_equal(
       m.log_prob(x, antipodal=True),
@@ -747,3 +752,13 @@ def test_mixture_pytree_delegates():
   # Through jit as an argument.
   np.testing.assert_allclose(
       jax.jit(lambda m: m.mean_direction(antipodal=True))(m), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('antipodal', [False, True])
+def test_mode_log_densities_are_the_density_at_the_modes(antipodal):
+  """`modes` returns log p at its locations: the symmetrised density with `antipodal`."""
+  mus, kappas, logits = separated_mixture(3)
+  x, log_p, _ = directional.modes(mus, kappas, logits, antipodal=antipodal)
+  want = directional.log_prob(x, mus[:, None], kappas[:, None], logits[:, None],
+                              antipodal=antipodal)  # every slot of each row
+  np.testing.assert_allclose(log_p, want, rtol=1e-5, atol=1e-5)

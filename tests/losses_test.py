@@ -20,6 +20,7 @@ from scipy import integrate
 from scipy import special
 from scipy import stats
 
+from propel_jax import _diagonal
 from propel_jax import losses
 from propel_jax import mixtures
 
@@ -177,22 +178,40 @@ def test_matches_quadrature_n1(enable_x64):
     np.testing.assert_allclose(got, expected, rtol=1e-8)
 
 
-def test_matches_grid_integration_n2(enable_x64):
-  """Trapezoidal rule on a fine grid: spectrally accurate for Gaussians."""
-  rng = np.random.default_rng(3)
-  means = rng.normal(size=(3, 2))
-  scales = rng.uniform(0.3, 0.8, size=(3, 2))
-  target = rng.normal(size=2)
-  target_scale = np.array([0.2, 0.4])
-  axis = np.linspace(-8, 8, 1601)
-  x, y = np.meshgrid(axis, axis, indexing='ij')
-  pdf = lambda m, s: (stats.norm.pdf(x, m[0], s[0]) * stats.norm.pdf(y, m[1], s[1]))
-  p_gt = pdf(target, target_scale)
-  p_m = np.mean([pdf(means[i], scales[i]) for i in range(3)], axis=0)
+@pytest.mark.parametrize('full', [False, True])
+def test_matches_grid_integration_n2(full, enable_x64):
+  """The three integrals of the definition on a grid, densities from SciPy.
+
+  The trapezoidal rule on a fine grid is spectrally accurate for Gaussians.
+  Diagonal scales with equal weights, or Cholesky factors with weights.
+  """
+  if full:
+    rng = np.random.default_rng(101)
+    means, scales, target = random_full_problem(rng, (), 3, 2)
+    covariances = covariances_of(scales)
+    weights = np.array([0.2, 0.3, 0.5])
+    target_scale = np.array([0.3, 0.5])
+    log_weights = np.log(weights)
+  else:
+    rng = np.random.default_rng(3)
+    means = rng.normal(size=(3, 2))
+    scales = rng.uniform(0.3, 0.8, size=(3, 2))
+    target = rng.normal(size=2)
+    covariances = [np.diag(s ** 2) for s in scales]
+    weights = np.full(3, 1 / 3)
+    target_scale = np.array([0.2, 0.4])
+    log_weights = None
+  axis = np.linspace(-9, 9, 1201)
+  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
+  p_gt = stats.multivariate_normal.pdf(grid, target, np.diag(target_scale ** 2))
+  p_m = sum(w * stats.multivariate_normal.pdf(grid, m, c)
+            for w, m, c in zip(weights, means, covariances))
   integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
+  assert abs(integral(p_m) - 1) < 1e-9  # the grid holds the whole density
   expected = -np.log(2 * integral(p_gt * p_m) / integral(p_gt ** 2 + p_m ** 2))
   with enable_x64():
-    got = losses.propel_loss(means, scales, target, target_scale=target_scale)
+    got = losses.propel_loss(means, scales, target, target_scale=target_scale,
+                             log_weights=log_weights)
   np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
@@ -296,12 +315,12 @@ def test_contiguous_copy_is_exact_and_its_derivative_the_identity():
   rng = np.random.default_rng(12)
   x = (rng.normal(size=(5, 3, 4)) * 10.0 ** rng.integers(-30, 30, size=(5, 3, 4)))
   x = x.astype(np.float32)
-  copied = jax.jit(losses._contiguous_on_cpu)(x)
+  copied = jax.jit(_diagonal.contiguous_on_cpu)(x)
   np.testing.assert_array_equal(np.asarray(copied), x)
   tangent = rng.normal(size=x.shape).astype(np.float32)
-  _, tangent_out = jax.jvp(losses._contiguous, (x,), (tangent,))
+  _, tangent_out = jax.jvp(_diagonal.contiguous, (x,), (tangent,))
   np.testing.assert_array_equal(np.asarray(tangent_out), tangent)
-  cotangent = jax.grad(lambda a: jnp.sum(losses._contiguous(a) * tangent))(x)
+  cotangent = jax.grad(lambda a: jnp.sum(_diagonal.contiguous(a) * tangent))(x)
   np.testing.assert_array_equal(np.asarray(cotangent), tangent)
 
 
@@ -895,13 +914,20 @@ def test_mse_and_l1():
                              rtol=1e-6)
 
 
-def test_mixture_nll_matches_scipy(enable_x64):
-  rng = np.random.default_rng(23)
-  means, scales, targets = random_problem(rng, (4,), 3, 2)
+@pytest.mark.parametrize('full', [False, True])
+def test_mixture_nll_matches_scipy(full, enable_x64):
+  """Against SciPy's density: diagonal scales, or Cholesky factors."""
+  if full:
+    rng = np.random.default_rng(112)
+    means, scales, targets = random_full_problem(rng, (4,), 3, 3)
+    cov = covariances_of(scales)
+  else:
+    rng = np.random.default_rng(23)
+    means, scales, targets = random_problem(rng, (4,), 3, 2)
+    cov = np.vectorize(np.diag, signature='(n)->(n,n)')(scales ** 2)
   log_w = random_log_weights(rng, (4, 3))
-  expected = [-np.log(sum(np.exp(log_w[b, i]) * stats.multivariate_normal.pdf(
-      targets[b], means[b, i], np.diag(scales[b, i] ** 2)) for i in range(3)))
-              for b in range(4)]
+  expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
+      targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
   with enable_x64():
     got = losses.mixture_nll(means, scales, targets, log_weights=log_w)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
@@ -964,7 +990,7 @@ def ref_full_propel(means, factors, target, target_scale, weights=None):
                            covariances_of(factors), weights)
 
 
-# n = 9 takes the looped factorisation (`losses._MAX_UNROLLED_DIMS` = 8).
+# n = 9 takes the looped factorisation (`_linalg.MAX_UNROLLED_DIMS` = 8).
 @pytest.mark.parametrize('num,dim', [(1, 1), (3, 2), (4, 3), (2, 5), (2, 9)])
 @pytest.mark.parametrize('weighted', [False, True])
 def test_full_covariance_matches_float64_reference(num, dim, weighted, enable_x64):
@@ -985,26 +1011,6 @@ def test_full_covariance_matches_float64_reference(num, dim, weighted, enable_x6
                              target_scale=target_scale.astype(np.float32),
                              log_weights=None if log_w is None else log_w.astype(np.float32))
   np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_full_covariance_matches_grid_integration_n2(enable_x64):
-  """The three integrals of the definition on a grid, densities from SciPy."""
-  rng = np.random.default_rng(101)
-  means, factors, target = random_full_problem(rng, (), 3, 2)
-  weights = np.array([0.2, 0.3, 0.5])
-  target_scale = np.array([0.3, 0.5])
-  axis = np.linspace(-9, 9, 1201)
-  grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
-  p_gt = stats.multivariate_normal.pdf(grid, target, np.diag(target_scale ** 2))
-  p_m = sum(w * stats.multivariate_normal.pdf(grid, m, c)
-            for w, m, c in zip(weights, means, covariances_of(factors)))
-  integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
-  assert abs(integral(p_m) - 1) < 1e-9  # the grid holds the whole density
-  expected = -np.log(2 * integral(p_gt * p_m) / integral(p_gt ** 2 + p_m ** 2))
-  with enable_x64():
-    got = losses.propel_loss(means, factors, target, target_scale=target_scale,
-                             log_weights=np.log(weights))
-  np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
 def test_diagonal_factors_reproduce_the_diagonal_path(enable_x64):
@@ -1236,16 +1242,3 @@ def test_check_inputs_full_covariance():
       err.throw()
   err, _ = checked(means, factors.at[0, 1, 0, 1].set(jnp.nan), targets)
   err.throw()  # the upper triangle is not read
-
-
-def test_full_covariance_mixture_nll_matches_scipy(enable_x64):
-  rng = np.random.default_rng(112)
-  means, factors, targets = random_full_problem(rng, (4,), 3, 3)
-  log_w = random_log_weights(rng, (4, 3))
-  cov = covariances_of(factors)
-  expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
-      targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
-  with enable_x64():
-    np.testing.assert_allclose(
-        losses.mixture_nll(means, factors, targets, log_weights=log_w), expected,
-        rtol=1e-10)

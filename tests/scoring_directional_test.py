@@ -254,7 +254,7 @@ def test_uniform_rotation_densities_score_minus_log_pi_squared():
   rng = np.random.default_rng(0)
   labels = _haar_quaternions(rng, 3).astype(np.float32)
   equivalents = np.stack([labels, -labels, labels[::-1]], axis=1)
-  flat_vmf = directional.VonMisesFisherMixture(
+  flat_vmf = directional.VonMisesFisherMixture.uniform(
       jnp.asarray(_haar_quaternions(rng, 6).reshape(3, 2, 4), jnp.float32), jnp.zeros((3, 2)))
   flat_grid = rotation_grid.GridDistribution(jnp.zeros((3, rotation_grid.num_cells(1))))
   for distribution in (flat_vmf, flat_grid):
@@ -285,7 +285,7 @@ def test_rotation_log_likelihood_of_one_antipodal_von_mises_fisher():
     return (math.log(kappa) - math.log(4 * math.pi**2) - math.log(special.i1e(kappa)) - kappa
             + kappa * t + np.log1p(np.exp(-2 * kappa * t)))
 
-  mixture = directional.VonMisesFisherMixture(
+  mixture = directional.VonMisesFisherMixture.uniform(
       jnp.asarray(np.tile(mean, (2, 1, 1)), jnp.float32), jnp.full((2, 1), kappa))
   scores = jax.jit(scoring_directional.per_example_rotation)(
       {}, jnp.asarray(labels, jnp.float32), jnp.asarray(equivalents, jnp.float32), mixture)

@@ -14,7 +14,7 @@ when no test can tell it apart.
     python tools/mutate.py --list            # the mutants, and whether each applies
 
 `make mutate` runs the first. Not part of `make test`: a pass runs the fast
-tests of seven modules about 60 times (30-40 minutes on 2 cores). Before
+tests of ten modules about 60 times (30-40 minutes on 2 cores). Before
 the mutants, each module's tests run once unmutated; a module whose tests fail
 unmutated is reported and skipped. A mutant whose snippet is missing (the code
 changed) is reported as not applicable: update its snippet. Exit status 1 if
@@ -38,15 +38,29 @@ TESTS = {
     'losses': ['tests/losses_test.py', '--doctest-modules', 'propel_jax/losses.py'],
     'mixtures': ['tests/mixtures_test.py', '--doctest-modules', 'propel_jax/mixtures.py'],
     'scoring': ['tests/scoring_test.py', '--doctest-modules', 'propel_jax/scoring.py'],
+    'directional': ['tests/directional_test.py', '--doctest-modules',
+                    'propel_jax/directional.py'],
+    'rotation_grid': ['tests/rotation_grid_test.py', '--doctest-modules',
+                      'propel_jax/rotation_grid.py'],
+    'scoring_directional': ['tests/scoring_directional_test.py', '--doctest-modules',
+                            'propel_jax/scoring_directional.py'],
     'input_pipeline': ['tests/input_pipeline_test.py'],
     'checkpointing': ['tests/checkpoint_test.py'],
     'image_folder': ['tests/image_folder_test.py'],
     'workdir_lock': ['tests/workdir_lock_test.py'],
 }
+# The files a module's mutants may edit: a public module and the private ones
+# behind it (a snippet must occur exactly once among them).
 FILES = {
-    'losses': 'propel_jax/losses.py',
-    'mixtures': 'propel_jax/mixtures.py',
+    'losses': ['propel_jax/losses.py', 'propel_jax/_diagonal.py',
+               'propel_jax/_full_covariance.py', 'propel_jax/_linalg.py',
+               'propel_jax/_common.py', 'propel_jax/_shapes.py'],
+    'mixtures': ['propel_jax/mixtures.py', 'propel_jax/_common.py',
+                 'propel_jax/_linalg.py'],
     'scoring': 'propel_jax/scoring.py',
+    'directional': ['propel_jax/directional.py', 'propel_jax/rotations.py'],
+    'rotation_grid': ['propel_jax/rotation_grid.py', 'propel_jax/rotations.py'],
+    'scoring_directional': ['propel_jax/scoring_directional.py', 'propel_jax/rotations.py'],
     'input_pipeline': 'propel_jax/data/input_pipeline.py',
     'checkpointing': 'propel_jax/training/checkpointing.py',
     'image_folder': 'propel_jax/data/builders/image_folder.py',
@@ -81,8 +95,8 @@ MUTANTS = [
     M('losses', 'ρ: exp(-d) for exp(-d/2)', 'rho = lax.rsqrt(spread) * jnp.exp(-0.5 * sq_dist)',
       'rho = lax.rsqrt(spread) * jnp.exp(-sq_dist)'),
     M('losses', 'self overlap: shift once',
-      'return 2.0 * shift + jnp.log(total), terms / total, rows / total\n\n\ndef _self_overlap_gradients(',
-      'return shift + jnp.log(total), terms / total, rows / total\n\n\ndef _self_overlap_gradients('),
+      'return 2.0 * shift + jnp.log(total), terms / total, rows / total\n\n\ndef self_overlap_gradients(',
+      'return shift + jnp.log(total), terms / total, rows / total\n\n\ndef self_overlap_gradients('),
     M('losses', 'custom gradient: sign of ∂/∂μ', 'return -scaled_diff, scaled_diff * scaled_diff',
       'return scaled_diff, scaled_diff * scaled_diff'),
     M('losses', 'custom gradient: ∂/∂v not halved',
@@ -90,7 +104,7 @@ MUTANTS = [
       'return grad_means, grad_vars, 2.0 * row_terms'),
     M('losses', 'cross gradient: q side ∂/∂v not halved',
       'grads[:3] + (-sums[0], 0.5 * sums[1]', 'grads[:3] + (-sums[0], sums[1]'),
-    M('losses', 'cross gradient: q side skipped', 'if _perturbed(tangents[3:]):',
+    M('losses', 'cross gradient: q side skipped', 'if perturbed(tangents[3:]):',
       'if False:'),
     M('losses', 'cross overlap: log 2π once, not per dimension',
       'log_g = -0.5 * (num_dims * _LOG_2PI', 'log_g = -0.5 * (_LOG_2PI'),
@@ -99,14 +113,14 @@ MUTANTS = [
     M('losses', 'contiguous copy: dimensions reversed',
       "eye = jnp.eye(array.shape[1], dtype=array.dtype)",
       "eye = jnp.eye(array.shape[1], dtype=array.dtype)[::-1]"),
-    M('losses', 'distance: no log 2', '- math.log(2.0) - _log_cross_integral(p, q))',
-      '- _log_cross_integral(p, q))'),
-    M('losses', 'mse: sum over axes', 'return jnp.mean(jnp.square(jnp.asarray(predictions)',
-      'return jnp.sum(jnp.square(jnp.asarray(predictions)'),
-    M('losses', 'l1: squared', 'return jnp.mean(jnp.abs(jnp.asarray(predictions) - targets)',
-      'return jnp.mean(jnp.square(jnp.asarray(predictions) - targets)'),
+    M('losses', 'distance: no log 2', 'jnp.logaddexp(log_pp, log_qq) - LOG_2 - log_pq',
+      'jnp.logaddexp(log_pp, log_qq) - log_pq'),
+    M('losses', 'mse: sum over axes', 'return jnp.mean(jnp.square(predictions - targets)',
+      'return jnp.sum(jnp.square(predictions - targets)'),
+    M('losses', 'l1: squared', 'return jnp.mean(jnp.abs(predictions - targets)',
+      'return jnp.mean(jnp.square(predictions - targets)'),
     M('losses', 'per-example target scale not broadcast over n',
-      'return target_scale[..., None]', 'return target_scale'),
+      'return width[..., None]', 'return width'),
 
     # mixtures: densities, moments, modes, sampling, affine maps.
     M('mixtures', 'modes: bandwidth from the largest scale',
@@ -167,6 +181,50 @@ MUTANTS = [
       'result[name] = float(values.sum())'),
     M('scoring', 'summary CRPS: sum over examples', "per_axis('crps', mean)",
       "per_axis('crps', jnp.asarray(value))"),
+
+    M('scoring', 'mode recall: one axis close enough',
+      'close = jnp.all(jnp.abs(modes[..., None, :, :]', 'close = jnp.any(jnp.abs(modes[..., None, :, :]'),
+    M('scoring', 'count: one per batch',
+      "sums = {'count': jnp.float32(equivalent_labels.shape[0])}", "sums = {'count': jnp.float32(1)}"),
+
+    # directional: the vMF overlap, normaliser, modes, mean axis, conversions.
+    M('directional', 'distance: ∫pq from the p block', 'log_pq = block_lse(terms[..., :num, num:])',
+      'log_pq = block_lse(terms[..., :num, :num])'),
+    M('directional', 'sphere normaliser: log 2π not halved',
+      'return -0.5 * _LOG_2PI - jnp.log(r) + jnp.log(-jnp.expm1(-2.0 * r))',
+      'return -_LOG_2PI - jnp.log(r) + jnp.log(-jnp.expm1(-2.0 * r))'),
+    M('directional', 'Bessel series used up to κ = 2', '_SERIES_MAX = 0.25', '_SERIES_MAX = 4.0'),
+    M('directional', 'antipodal modes: halves of the weight not halved',
+      'comp_log_w_peak = jnp.concatenate([log_w_peak, log_w_peak], axis=-1) - _LOG_2',
+      'comp_log_w_peak = jnp.concatenate([log_w_peak, log_w_peak], axis=-1)'),
+    M('directional', 'antipodal modes: x and -x not merged', 'gap = jnp.minimum(gap, jnp.sum(',
+      'gap = jnp.maximum(gap, jnp.sum('),
+    M('directional', 'mean axis: sign not fixed',
+      'return jnp.where(axis[..., :1] < 0, -axis, axis)', 'return axis'),
+    M('directional', 'quaternion: sign not fixed', 'return jnp.where(q[..., :1] < 0, -q, q)',
+      'return q'),
+
+    # rotation_grid: the Hopf grid, its cells and the densities on them.
+    M('rotation_grid', 'cells: 4^L, not 8^L', 'return 72 * 8**level', 'return 72 * 4**level'),
+    M('rotation_grid', 'Hopf: sin for cos of (ψ − φ)/2',
+      's * np.sin(difference), s * np.cos(difference),',
+      's * np.cos(difference), s * np.cos(difference),'),
+    M('rotation_grid', 'nearest cell: q and −q differ',
+      'jnp.argmax(jnp.abs(quaternions @ cells.T), axis=-1)', 'jnp.argmax(quaternions @ cells.T, axis=-1)'),
+    M('rotation_grid', 'cell density: cell volume dropped',
+      'return log_p + (math.log(count) - LOG_SO3_VOLUME)', 'return log_p - LOG_SO3_VOLUME'),
+
+    # scoring_directional: errors, densities in their measures, mode recall.
+    M('scoring_directional', 'angular error: farthest equivalent',
+      'return jnp.min(angle_between_deg(', 'return jnp.max(angle_between_deg('),
+    M('scoring_directional', 'geodesic angle: halved', 'return jnp.rad2deg(4.0 * half)',
+      'return jnp.rad2deg(2.0 * half)'),
+    M('scoring_directional', 'rotation density: S³ measure, not SO(3)',
+      'antipodal=True) + _LOG_2', 'antipodal=True)'),
+    M('scoring_directional', 'circle grid density: wrong cell width',
+      'math.log(2.0 * math.pi / grid.shape[0])', 'math.log(math.pi / grid.shape[0])'),
+    M('scoring_directional', 'rotation modes: no density floor',
+      'valid = valid & (mode_log_density > _LOG_MODE_FLOOR_ROTATION)', 'valid = valid'),
 
     # input_pipeline: shards, order, chunks, resizing, augmentation, padding.
     M('input_pipeline', 'train rows without the process offset',
@@ -259,20 +317,29 @@ def _snapshot(rev: str | None, into: str) -> None:
       shutil.copy2(os.path.join(REPO, name), os.path.join(into, name))
 
 
+def _files(module: str) -> list[str]:
+  files = FILES[module]
+  return [files] if isinstance(files, str) else files
+
+
 def _apply(tree: str, mutant: Mutant | None) -> str | None:
   """Applies `mutant` in `tree`; None if done, else why it does not apply."""
   if mutant is None:
     return None
-  path = os.path.join(tree, FILES[mutant.module])
-  if not os.path.exists(path):
+  paths = [os.path.join(tree, name) for name in _files(mutant.module)]
+  texts = {}
+  for path in paths:
+    if os.path.exists(path):
+      with open(path) as f:
+        texts[path] = f.read()
+  if not texts:
     return 'no such module'
-  with open(path) as f:
-    text = f.read()
-  count = text.count(mutant.old)
-  if count != 1:
-    return f'snippet found {count} times'
+  counts = {path: text.count(mutant.old) for path, text in texts.items()}
+  if sum(counts.values()) != 1:
+    return f'snippet found {sum(counts.values())} times'
+  path = next(path for path, count in counts.items() if count)
   with open(path, 'w') as f:
-    f.write(text.replace(mutant.old, mutant.new))
+    f.write(texts[path].replace(mutant.old, mutant.new))
   return None
 
 
@@ -331,7 +398,8 @@ def main() -> int:
       return 0
     print(f'Mutating {args.rev or "the working tree"}: {len(mutants)} mutants of '
           f'{", ".join(modules)}, {args.jobs} at a time.', flush=True)
-    absent = {m for m in modules if not os.path.exists(os.path.join(snapshot, FILES[m]))}
+    absent = {m for m in modules
+              if not os.path.exists(os.path.join(snapshot, _files(m)[0]))}
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
       baselines = {module: pool.submit(_run_tests, snapshot, module, None, cache, args.timeout)
                    for module in modules if module not in absent}

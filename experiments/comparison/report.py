@@ -24,6 +24,7 @@ import numpy as np
 
 from experiments.comparison import plots
 from experiments.comparison import results as results_lib
+from propel_jax import scoring
 from propel_jax import scoring_directional
 from propel_jax.nn import registry
 from propel_jax.training import evaluation
@@ -127,7 +128,7 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
   lines += ['', '## Density, modes and cost', '',
             'NLL: nats per example, density in degrees; CRPS in degrees (mean over axes); '
             'coverage of the central 90% interval of each marginal (calibrated: 0.90); mode '
-            f'recall: share of equivalent labels with a mode within {evaluation.MODE_RADIUS_DEG:g}° on '
+            f'recall: share of equivalent labels with a mode within {scoring.MODE_RADIUS_DEG:g}° on '
             'every axis; all modes: share of test images where every equivalent label has one. '
             'Density metrics score the equivalent label the model finds most likely. Train time: '
             'wall seconds of train_and_evaluate (compilation and evaluation included; runs trained '

@@ -181,7 +181,7 @@ def collect(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       'method_settings': {m.name: method_settings(config, m) for m in methods},
       'seeds': list(config.compare.seeds),
       'coverage_levels': list(scoring.COVERAGE_LEVELS),
-      'mode_radius_deg': evaluation.MODE_RADIUS_DEG,
+      'mode_radius_deg': scoring.MODE_RADIUS_DEG,
       'config': config.to_dict(),
       'missing_runs': missing,
       'runs': runs,

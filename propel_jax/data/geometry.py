@@ -19,24 +19,8 @@ out with zero padding beyond the image border and resized (`crop_square`).
 import numpy as np
 from PIL import Image
 
-
-def euler_zyx(matrix):
-  """Angles (α, β, γ) in radians with matrix = Rz(γ) Ry(β) Rx(α).
-
-  Rx, Ry, Rz are the right-handed rotations about the x, y, z axes. β is in
-  [−π/2, π/2]; at β = ±π/2 (gimbal lock) α absorbs the shared rotation.
-
-  Args:
-    matrix: [..., 3, 3] rotation matrices.
-
-  Returns:
-    [..., 3] array of (α, β, γ).
-  """
-  m = np.asarray(matrix, np.float64)
-  alpha = np.arctan2(m[..., 2, 1], m[..., 2, 2])
-  beta = np.arctan2(-m[..., 2, 0], np.hypot(m[..., 2, 1], m[..., 2, 2]))
-  gamma = np.arctan2(m[..., 1, 0], m[..., 0, 0])
-  return np.stack([alpha, beta, gamma], axis=-1)
+# Importable from here too.
+from propel_jax.rotations import euler_zyx
 
 
 def angles_from_biwi_rotation(rotation):

@@ -241,8 +241,9 @@ class _TrainRows:
   Epoch e visits the split in an order drawn from (seed, e) alone, with a
   flip decision (probability 1/2) per position drawn along with it; global
   batch t is slice t mod (N // B) of epoch t // (N // B). One vectorised
-  permutation per epoch: Grain's per-record index shuffle costs about 17 µs
-  per record, which would be the slowest part of the pipeline.
+  permutation per epoch: Grain's per-record index shuffle does Python work
+  for every record, which would be the slowest part of the pipeline
+  (docs/benchmarks.md).
   """
 
   def __init__(self, num_records, global_batch_size, first_row, num_rows, seed):

@@ -55,7 +55,8 @@ from propel_jax.data import input_pipeline
 from propel_jax.data import labels as labels_lib
 from propel_jax.training import parallel
 
-MODE_RADIUS_DEG = 5.0
+# The mode-recall radius, `scoring`'s (importable from here too).
+MODE_RADIUS_DEG = scoring.MODE_RADIUS_DEG
 # Predictions closer than this to 0 or 1 (normalised label units, i.e. 0.1% of
 # the label range) count as saturated.
 SATURATION_MARGIN = 1e-3
@@ -211,7 +212,7 @@ def _metric_sums(predictions, equivalent_labels, mixture, modes, *,
     # Modes map with the mixture: the mode search is affine equivariant.
     modes = (labels.to_degrees(modes['locations']), modes['valid'])
   return scoring.batch_sums(predictions, labels.to_degrees(equivalent_labels),
-                            mixture=mixture, modes=modes, radius_deg=MODE_RADIUS_DEG)
+                            mixture=mixture, modes=modes)
 
 
 # Per-example scores of unit-vector labels, by LabelSpec kind.
