@@ -27,7 +27,6 @@ from experiments.comparison import results as results_lib
 from propel_jax import scoring
 from propel_jax import scoring_directional
 from propel_jax.nn import registry
-from propel_jax.training import evaluation
 from propel_jax.training import parallel
 
 RESULTS_JSON = 'results.json'
