@@ -40,12 +40,18 @@ import functools
 import itertools
 import math
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
 from propel_jax import directional
 from propel_jax.data import labels as labels_lib
 from propel_jax.data.builders import generated
+
+# Compiled, as the images were made: op by op, XLA rounds a few rotations an ulp
+# differently, and a pixel on a silhouette's edge can flip by one grey level.
+_to_matrix = jax.jit(directional.quaternion_to_rotation_matrix)
+_to_quaternion = jax.jit(directional.rotation_matrix_to_quaternion)
 
 _DTYPE = np.float32
 _SUPERSAMPLING = 4
@@ -146,8 +152,7 @@ def symmetry_group(solid: str) -> np.ndarray:
     mapped = normals @ rotation.T
     if np.all(np.min(np.linalg.norm(mapped[:, None] - normals[None], axis=-1), 1) < 1e-9):
       quaternions.append(rotation)
-  return np.asarray(directional.rotation_matrix_to_quaternion(np.array(quaternions)),
-                    np.float64)
+  return np.asarray(_to_quaternion(np.array(quaternions)), np.float64)
 
 
 # ----------------------------------------------------------------------------
@@ -208,7 +213,6 @@ def _visible_normals(solid, rotations, scale, u, v):
   Returns:
     hit [N, S, S] bool, normal [N, S, S, 3] (meaningless where not hit).
   """
-  n = rotations.shape[0]
   if solid in SOLIDS:
     normals = np.einsum('nij,fj->nfi', rotations, SOLIDS[solid]).astype(_DTYPE)  # [N, F, 3]
     offsets = (_INRADIUS[solid] * scale).astype(_DTYPE)[:, None]  # [N, F]
@@ -265,7 +269,7 @@ def render_solids(solid, quaternions, *, image_size=64, scale=1.0):
   """
   if solid not in SOLID_NAMES:
     raise ValueError(f'Unknown solid {solid!r}; use one of {SOLID_NAMES}.')
-  rotations = np.asarray(directional.quaternion_to_rotation_matrix(
+  rotations = np.asarray(_to_matrix(
       np.atleast_2d(np.asarray(quaternions, np.float32)))).astype(_DTYPE)  # [N, 3, 3]
   n = rotations.shape[0]
   scale = np.broadcast_to(np.asarray(scale, np.float64), (n,))
