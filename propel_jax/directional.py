@@ -56,11 +56,11 @@ from typing import NamedTuple, Sequence
 import jax
 from jax import lax
 import jax.numpy as jnp
-from jax.scipy import linalg
 from jax.scipy import special
 from jax.typing import ArrayLike
 
 from propel_jax import _common
+from propel_jax import _linalg
 from propel_jax import _shapes
 from propel_jax import _von_mises_fisher
 from propel_jax import mixtures
@@ -522,13 +522,13 @@ def _modes(mean_directions, concentrations, log_weights, *, antipodal, num_iters
     riemannian = proj @ hessian @ proj - radial * proj - outer
     tangent_grad = jnp.einsum('...de,...e->...d', proj, grad)
     # Newton only where the model is concave (at a maximum: -riemannian is
-    # positive definite, so its Cholesky factor is finite), the step short
-    # and the density no lower than after the fixed-point step, which keeps
-    # the ascent monotone; near a mode it converges quadratically where the
-    # fixed-point iteration may crawl.
-    factor = jnp.linalg.cholesky(-riemannian)
-    concave = jnp.all(jnp.isfinite(factor), axis=(-2, -1))
-    move = linalg.cho_solve((factor, True), tangent_grad[..., None])[..., 0]
+    # positive definite, so the solve is finite), the step short and the
+    # density no lower than after the fixed-point step, which keeps the
+    # ascent monotone; near a mode it converges quadratically where the
+    # fixed-point iteration may crawl. The d × d systems are solved by
+    # unrolled scalar code, as the Gaussian modes' are (docs/benchmarks.md).
+    move = _linalg.positive_definite_solve(-riemannian, tangent_grad)
+    concave = jnp.all(jnp.isfinite(move), axis=-1)
     newton = _common.normalize(x + move)
     short = jnp.sum(jnp.square(move), axis=-1) < 0.25
     better = log_density_at(newton)[0] >= log_density_at(fixed_point)[0]
