@@ -179,6 +179,9 @@ def test_per_example_and_summarize():
   means, scales, weights = _random_mixture(b, i, n)
   # Example 1 has a component on each equivalent: every mode is found.
   means[1, :2], scales[1] = equivalents[1], 1.0
+  # Example 2 has one on the first of its two equivalents only: half found.
+  equivalents[2] = [[0.0, 0.0], [20.0, 20.0]]
+  means[2], scales[2] = [[0.0, 0.0], [-50.0, 50.0], [50.0, -50.0]], 1.0
   mixture = _mixture(means, scales, np.log(weights))
   levels = (0.5, 0.9)
   per_example = jax.jit(scoring.per_example, static_argnames='levels')
@@ -205,7 +208,7 @@ def test_per_example_and_summarize():
   np.testing.assert_array_equal(scores['mode_recall_all'], recall == 1.0)
   np.testing.assert_allclose(summary['mode_recall'], recall.mean(), rtol=1e-5)
   np.testing.assert_allclose(summary['mode_recall_all'], np.mean(recall == 1.0), rtol=1e-5)
-  assert recall[1] == 1.0 and np.mean(recall == 1.0) < 1.0
+  assert recall[1] == 1.0 and recall[2] == 0.5
   coverage = np.stack([np.asarray(scoring.interval_coverage(mixture, label, level=level))
                        for level in levels], axis=1)
   np.testing.assert_array_equal(scores['coverage'], coverage)
