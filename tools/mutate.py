@@ -224,6 +224,10 @@ MUTANTS = [
       'antipodal=True) + _LOG_2', 'antipodal=True)'),
     M('scoring_directional', 'circle grid density: wrong cell width',
       'math.log(2.0 * math.pi / grid.shape[0])', 'math.log(math.pi / grid.shape[0])'),
+    M('scoring_directional', 'all modes found: any found',
+      "'mode_recall_all': jnp.all(found, axis=-1)", "'mode_recall_all': jnp.any(found, axis=-1)"),
+    M('scoring_directional', 'summary: the mean for the median angular error',
+      'float(jnp.median(values))', 'float(jnp.mean(values))'),
     M('scoring_directional', 'rotation modes: no density floor',
       'valid = valid & (mode_log_density > _LOG_MODE_FLOOR_ROTATION)', 'valid = valid'),
 
