@@ -1,7 +1,8 @@
 """A symmetric positive-definite solve for small matrices, S = U D Uᵀ.
 
 Private: the full-covariance losses (`propel_jax._full_covariance`, through
-`solve`) and the Gaussian modes' Newton steps (`propel_jax.mixtures`, through
+`solve`) and the modes' Newton steps of both mixture families
+(`propel_jax.mixtures`, `propel_jax.directional`, through
 `positive_definite_solve`) factorise many small matrices with it. Written as elementwise scalar code rather than batched
 LAPACK calls, which XLA:CPU runs one small matrix at a time (see
 docs/benchmarks.md).

@@ -45,7 +45,7 @@ The grid has GRID_POINTS angles (0.1° apart); densities sharper than that
 (σ ≪ 0.1°) would be under-resolved, which the heads' concentration floors
 and scales keep far away in practice.
 
-Rotations (`per_example_rotation`): labels are unit quaternions, q and −q one
+Rotations (`rotation_per_example`): labels are unit quaternions, q and −q one
 rotation, and densities antipodally symmetric vMF mixtures on S³ or
 `rotation_grid.GridDistribution`s (the grid classifier); `rotation_log_density`
 puts both in the SO(3) measure above. The error is the geodesic angle
@@ -59,6 +59,17 @@ mixture the same expectation by Monte Carlo over SPREAD_SAMPLES draws (a grid
 would under-resolve densities sharper than its cells). Modes are
 `directional.modes` of the symmetrised mixture, or the grid cells that are
 local maxima among their neighbours, that reach twice the uniform density.
+
+The contract of both scoring modules (`propel_jax.scoring`'s docstring):
+`angular_errors` / `rotation_errors(predictions, equivalent_labels)`;
+`per_example` / `rotation_per_example(predictions, labels, equivalent_labels,
+distribution=None, *, ..., radius_deg=MODE_RADIUS_DEG)` -> {name: [N]}, with
+'angular_error/<decoder>' for every point estimate and, with a distribution,
+'mode_recall' and 'mode_recall_all'; `summarize(scores)` -> {metric: float},
+means over the examples; a distribution is passed before the points it is
+scored at (`log_density(distribution, points)`); `MODE_RADIUS_DEG`, here a
+geodesic angle. The labels as drawn (`labels`) are an argument here because
+the log-likelihoods score them; the Gaussian scores use only the equivalents.
 
 References:
   Murphy, Esteves, Jampani, Ramalingam, Makadia, "Implicit-PDF:
@@ -191,6 +202,12 @@ def _check_labels(labels, equivalent_labels, dim: int) -> None:
                      'for the label alone: equivalent_labels = labels[:, None]).')
 
 
+def _recall(found) -> dict[str, jax.Array]:
+  """The mode-recall scores from found [N, K] (whether a mode finds each equivalent)."""
+  return {'mode_recall': found.mean(axis=-1, dtype=jnp.float32),
+          'mode_recall_all': jnp.all(found, axis=-1).astype(jnp.float32)}
+
+
 def _point_scores(predictions, equivalent_labels, errors) -> dict[str, jax.Array]:
   """Angular error and accuracies of every decoder, with `errors` the error function."""
   scores = {}
@@ -251,9 +268,7 @@ def per_example(predictions, labels, equivalent_labels, distribution=None, *,
              & (on_grid >= jnp.roll(on_grid, -1, axis=-1))
              & (on_grid > _LOG_MODE_FLOOR_CIRCLE))
   found = jnp.any(is_mode[..., None] & (distance <= radius_deg), axis=-2)  # [N, K]
-  scores['mode_recall'] = found.mean(axis=-1, dtype=jnp.float32)
-  scores['mode_recall_all'] = jnp.all(found, axis=-1).astype(jnp.float32)
-  return scores
+  return scores | _recall(found)
 
 
 def rotation_errors(predictions, equivalent_labels) -> jax.Array:
@@ -311,7 +326,7 @@ def rotation_log_density(distribution, quaternions) -> jax.Array:
                    f'distributions only; got {type(distribution).__name__}.')
 
 
-def per_example_rotation(predictions, labels, equivalent_labels, distribution=None, *,
+def rotation_per_example(predictions, labels, equivalent_labels, distribution=None, *,
                          key=None, num_samples: int = SPREAD_SAMPLES,
                          radius_deg: float = MODE_RADIUS_DEG):
   """Every per-example score on SO(3) (see the module docstring).
@@ -339,7 +354,7 @@ def per_example_rotation(predictions, labels, equivalent_labels, distribution=No
     >>> from propel_jax import rotation_grid
     >>> labels = jnp.array([[1.0, 0.0, 0.0, 0.0]])
     >>> uniform = rotation_grid.GridDistribution(jnp.zeros((1, 576)))
-    >>> scores = per_example_rotation({}, labels, labels[:, None], uniform)
+    >>> scores = rotation_per_example({}, labels, labels[:, None], uniform)
     >>> round(float(scores['log_likelihood'][0]), 4)  # −log π²
     -2.2895
   """
@@ -365,6 +380,40 @@ def per_example_rotation(predictions, labels, equivalent_labels, distribution=No
   close = geodesic_angle_deg(locations[:, None, :, :],
                              equivalent_labels[:, :, None, :]) <= radius_deg  # [N, K, I]
   found = jnp.any(close & valid[:, None, :], axis=-1)
-  scores['mode_recall'] = found.mean(axis=-1, dtype=jnp.float32)
-  scores['mode_recall_all'] = jnp.all(found, axis=-1).astype(jnp.float32)
-  return scores
+  return scores | _recall(found)
+
+
+def summarize(scores) -> dict[str, float]:
+  """The rows of `per_example` or `rotation_per_example` -> {metric name: float}.
+
+  Each score's mean over the examples, and for each decoder the median
+  angular error too ('median_angular_error/<decoder>').
+
+  Args:
+    scores: {name: [N]}.
+
+  Raises:
+    ValueError: if there are no examples (N = 0).
+
+  References:
+    Murphy, Esteves, Sud, Manning and Wu, "Implicit-PDF: Non-parametric
+    representation of probability distributions on the rotation manifold",
+    ICML 2021.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from propel_jax import scoring_directional
+    >>> labels = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> predictions = {'mode': jnp.array([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])}
+    >>> scores = scoring_directional.per_example(predictions, labels, labels[:, None])
+    >>> summary = scoring_directional.summarize(scores)
+    >>> [round(summary[name], 4) for name in ('angular_error/mode',
+    ...                                       'median_angular_error/mode', 'acc30/mode')]
+    [75.0, 45.0, 0.3333]
+  """
+  if any(jnp.shape(values)[0] == 0 for values in scores.values()):
+    raise ValueError('summarize got no examples (N = 0).')
+  result = {name: float(jnp.mean(values)) for name, values in scores.items()}
+  result.update({f'median_{name}': float(jnp.median(values))
+                 for name, values in scores.items() if name.startswith('angular_error/')})
+  return result

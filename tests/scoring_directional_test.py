@@ -53,6 +53,20 @@ def test_accuracies_and_point_scores():
   assert 'log_likelihood' not in scores
 
 
+def test_summarize_takes_means_and_median_angular_errors():
+  predictions = {'a': _vec([0.0, 20.0, 40.0, 100.0]), 'b': _vec([0.0, 0.0, 0.0, 0.0])}
+  labels = _vec([0.0, 0.0, 0.0, 0.0])
+  scores = scoring_directional.per_example(predictions, labels, labels[:, None])
+  summary = scoring_directional.summarize(scores)
+  assert set(summary) == set(scores) | {'median_angular_error/a', 'median_angular_error/b'}
+  np.testing.assert_allclose(summary['angular_error/a'], 40.0, rtol=1e-5)
+  np.testing.assert_allclose(summary['median_angular_error/a'], 30.0, rtol=1e-5)
+  np.testing.assert_allclose(summary['acc30/a'], 0.5)
+  np.testing.assert_allclose(summary['angular_error/b'], 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match='no examples'):
+    scoring_directional.summarize({'angular_error/a': np.zeros((0,))})
+
+
 def test_log_likelihood_is_the_density_per_radian_of_arc():
   means, kappas, weights = [[10.0, 150.0]] * 2, [[0.0, 0.0], [5.0, 40.0]], [[.5, .5], [.3, .7]]
   labels = _vec([0.0, 140.0])
@@ -181,7 +195,7 @@ def test_rotation_log_likelihood_spread_and_modes():
       jnp.zeros((3, 4)))
   # Example 1: its last component is uniform, so 270° has no mode; example 2:
   # all four components on the label.
-  scores = jax.jit(scoring_directional.per_example_rotation)({}, labels, equivalents, mixture)
+  scores = jax.jit(scoring_directional.rotation_per_example)({}, labels, equivalents, mixture)
   np.testing.assert_allclose(scores['mode_recall'], [1.0, 0.75, 0.25])
   np.testing.assert_allclose(scores['mode_recall_all'], [1.0, 0.0, 0.0])
   # Example 2: one antipodal vMF at the label: f_s(q) = C_4(κ) (e^κ + e^-κ)/2 with
@@ -212,7 +226,7 @@ def test_rotation_scores_of_a_grid_distribution():
   logits[0] = 0.0
   logits[1, nearest[:2]] = 0.0
   grid_distribution = rotation_grid.GridDistribution(jnp.asarray(logits, jnp.float32))
-  scores = jax.jit(scoring_directional.per_example_rotation)(
+  scores = jax.jit(scoring_directional.rotation_per_example)(
       {}, jnp.asarray(labels, jnp.float32), jnp.asarray(equivalents, jnp.float32),
       grid_distribution)
   # log(p_cell · G / π²), Implicit-PDF's score: uniform −log π², half the
@@ -258,7 +272,7 @@ def test_uniform_rotation_densities_score_minus_log_pi_squared():
       jnp.asarray(_haar_quaternions(rng, 6).reshape(3, 2, 4), jnp.float32), jnp.zeros((3, 2)))
   flat_grid = rotation_grid.GridDistribution(jnp.zeros((3, rotation_grid.num_cells(1))))
   for distribution in (flat_vmf, flat_grid):
-    scores = jax.jit(scoring_directional.per_example_rotation)({}, labels, equivalents,
+    scores = jax.jit(scoring_directional.rotation_per_example)({}, labels, equivalents,
                                                                 distribution)
     for name in ('log_likelihood', 'log_likelihood_all_equivalents'):
       np.testing.assert_allclose(scores[name], -math.log(math.pi**2), atol=1e-5, err_msg=name)
@@ -287,7 +301,7 @@ def test_rotation_log_likelihood_of_one_antipodal_von_mises_fisher():
 
   mixture = directional.VonMisesFisherMixture.uniform(
       jnp.asarray(np.tile(mean, (2, 1, 1)), jnp.float32), jnp.full((2, 1), kappa))
-  scores = jax.jit(scoring_directional.per_example_rotation)(
+  scores = jax.jit(scoring_directional.rotation_per_example)(
       {}, jnp.asarray(labels, jnp.float32), jnp.asarray(equivalents, jnp.float32), mixture)
   np.testing.assert_allclose(scores['log_likelihood'], log_density(labels), rtol=1e-5,
                              atol=1e-5)

@@ -20,6 +20,13 @@ def _f32(*arrays):
   return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
+def _mixture(means, scales, log_weights=None):
+  """A float32 `mixtures.Mixture`; equal weights where log_weights is None."""
+  if log_weights is None:
+    return mixtures.Mixture.uniform(*_f32(means, scales))
+  return mixtures.Mixture(*_f32(means, scales, log_weights))
+
+
 def test_absolute_errors_pick_the_nearest_equivalent():
   predictions = np.array([[10.0, 20.0], [0.0, 0.0], [5.0, 5.0]])
   equivalents = np.array([
@@ -92,20 +99,20 @@ def test_crps_matches_numerical_integration(num_components):
   means, scales, weights = _random_mixture(3, num_components, 2)
   labels = RNG.uniform(-40, 40, (3, 2))
   labels[0, 0] = 500.0  # Far outside: CRPS ≈ E|X − y|.
-  got = scoring.crps(*_f32(labels, means, scales, np.log(weights)))
+  got = scoring.crps(_mixture(means, scales, np.log(weights)), *_f32(labels))
   want = [[_crps_by_quadrature(labels[k, d], means[k, :, d], scales[k, :, d], weights[k])
            for d in range(2)] for k in range(3)]
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-4)
   # Uniform weights by default.
   uniform = np.full((3, num_components), 1.0 / num_components)
-  np.testing.assert_allclose(scoring.crps(*_f32(labels, means, scales)),
-                             scoring.crps(*_f32(labels, means, scales, np.log(uniform))),
-                             rtol=1e-6)
+  np.testing.assert_allclose(scoring.crps(_mixture(means, scales), *_f32(labels)),
+                             scoring.crps(_mixture(means, scales, np.log(uniform)),
+                                          *_f32(labels)), rtol=1e-6)
 
 
 def test_crps_of_a_gaussian_has_the_known_closed_form():
   # CRPS(N(0, 1), 0) = 2φ(0) − 1/√π = (√2 − 1)/√π.
-  got = scoring.crps(*_f32([[0.0]], [[[0.0]]], [[[1.0]]]))
+  got = scoring.crps(_mixture([[[0.0]]], [[[1.0]]]), *_f32([[0.0]]))
   np.testing.assert_allclose(got, [[(math.sqrt(2) - 1) / math.sqrt(math.pi)]], rtol=1e-6)
 
 
@@ -116,9 +123,9 @@ def test_interval_coverage_agrees_with_sampled_quantiles():
       for c in range(3)])
   low, high = np.quantile(samples, [0.05, 0.95], axis=0)
   labels = RNG.uniform(samples.min(0), samples.max(0), (300, 2))
-  covered = scoring.interval_coverage(*_f32(labels, np.repeat(means, 300, 0),
-                                            np.repeat(scales, 300, 0),
-                                            np.log(np.repeat(weights, 300, 0))))
+  covered = scoring.interval_coverage(
+      _mixture(np.repeat(means, 300, 0), np.repeat(scales, 300, 0),
+               np.log(np.repeat(weights, 300, 0))), *_f32(labels))
   expected = (labels >= low) & (labels <= high)
   # Sampled quantiles are off by ~0.1 σ at most; skip labels that close to an end.
   margin = 0.2 * scales.max()
@@ -132,8 +139,8 @@ def test_interval_coverage_is_calibrated_on_its_own_samples():
   component = RNG.choice(2, size=20_000, p=weights[0])
   labels = RNG.normal(means[0, component], scales[0, component])
   tile = lambda a: np.repeat(a, len(labels), 0)
-  covered = scoring.interval_coverage(*_f32(labels, tile(means), tile(scales),
-                                            np.log(tile(weights))), level=0.8)
+  covered = scoring.interval_coverage(
+      _mixture(tile(means), tile(scales), np.log(tile(weights))), *_f32(labels), level=0.8)
   # Binomial sd at 20k draws is 0.003 per axis.
   np.testing.assert_allclose(np.asarray(covered).mean(0), 0.8, atol=0.012)
 
@@ -161,52 +168,58 @@ def test_most_likely_equivalent():
   means = np.array([[[9.0, 11.0], [30.0, 30.0]]])
   scales = np.ones((1, 2, 2))
   np.testing.assert_allclose(
-      scoring.most_likely_equivalent(*_f32(equivalents, means, scales)), [[10.0, 10.0]])
+      scoring.most_likely_equivalent(_mixture(means, scales), *_f32(equivalents)),
+      [[10.0, 10.0]])
 
 
-def test_batch_sums_and_summarize():
-  b, k, i, n = 6, 2, 3, 2
+def test_per_example_and_summarize():
+  b, k, i, n = 4, 2, 3, 2
   equivalents = RNG.uniform(-30, 30, (b, k, n))
   predictions = {'mode': RNG.uniform(-30, 30, (b, n)), 'mean': RNG.uniform(-30, 30, (b, n))}
   means, scales, weights = _random_mixture(b, i, n)
   # Example 1 has a component on each equivalent: every mode is found.
   means[1, :2], scales[1] = equivalents[1], 1.0
-  mixture = mixtures.Mixture(*_f32(means, scales, np.log(weights)))
+  # Example 2 has one on the first of its two equivalents only: half found.
+  equivalents[2] = [[0.0, 0.0], [20.0, 20.0]]
+  means[2], scales[2] = [[0.0, 0.0], [-50.0, 50.0], [50.0, -50.0]], 1.0
+  mixture = _mixture(means, scales, np.log(weights))
   levels = (0.5, 0.9)
-  kept = slice(0, 4)
-  batch_sums = jax.jit(scoring.batch_sums, static_argnames='levels')
-  sums = batch_sums({k: jnp.asarray(v[kept], jnp.float32) for k, v in predictions.items()},
-                    jnp.asarray(equivalents[kept], jnp.float32),
-                    mixture=jax.tree.map(lambda m: m[kept], mixture), levels=levels)
-  assert float(sums['count']) == 4
+  per_example = jax.jit(scoring.per_example, static_argnames='levels')
+  scores = per_example({k: jnp.asarray(v, jnp.float32) for k, v in predictions.items()},
+                       jnp.asarray(equivalents, jnp.float32), mixture, levels=levels)
+  # One row per example.
+  assert {name: v.shape for name, v in scores.items()} == {
+      'abs_error/mode': (b, n), 'abs_error/mean': (b, n), 'nll': (b,), 'crps': (b, n),
+      'coverage': (b, len(levels), n), 'mode_recall': (b,), 'mode_recall_all': (b,)}
 
-  summary = scoring.summarize(sums, ('yaw', 'pitch'), levels)
-  errors = np.abs(predictions['mode'][kept] -
-                  np.asarray(scoring.nearest_equivalent(
-                      *_f32(predictions['mode'][kept], equivalents[kept]))))
+  summary = scoring.summarize(scores, ('yaw', 'pitch'), levels)
+  errors = np.abs(predictions['mode'] -
+                  np.asarray(scoring.nearest_equivalent(*_f32(predictions['mode'], equivalents))))
+  np.testing.assert_allclose(scores['abs_error/mode'], errors, rtol=1e-5)
   np.testing.assert_allclose(summary['mae/mode/yaw'], errors[:, 0].mean(), rtol=1e-5)
   np.testing.assert_allclose(summary['cmae/mode'], errors.mean(), rtol=1e-5)
-  label = np.asarray(scoring.most_likely_equivalent(
-      *_f32(equivalents[kept]), *jax.tree.map(lambda m: m[kept], mixture)))
-  want_nll = np.mean([-np.log(_mixture_pdf(label[r], means[r], scales[r], weights[r]))
-                      for r in range(4)])
-  np.testing.assert_allclose(summary['nll'], want_nll, rtol=1e-4)
+  label = np.asarray(scoring.most_likely_equivalent(mixture, *_f32(equivalents)))
+  want_nll = [-np.log(_mixture_pdf(label[r], means[r], scales[r], weights[r])) for r in range(b)]
+  np.testing.assert_allclose(scores['nll'], want_nll, rtol=1e-4)
+  np.testing.assert_allclose(summary['nll'], np.mean(want_nll), rtol=1e-4)
   # Mode recall from the mixture's own modes, in [0, 1], and example 1 finds all.
-  recall = np.asarray(scoring.mode_recall(
-      *[np.asarray(a)[kept] for a in mixtures.modes(*mixture)[::2]], equivalents[kept]))
+  recall = np.asarray(scoring.mode_recall(*mixtures.modes(*mixture)[::2], equivalents))
+  np.testing.assert_allclose(scores['mode_recall'], recall, rtol=1e-6)
+  np.testing.assert_array_equal(scores['mode_recall_all'], recall == 1.0)
   np.testing.assert_allclose(summary['mode_recall'], recall.mean(), rtol=1e-5)
   np.testing.assert_allclose(summary['mode_recall_all'], np.mean(recall == 1.0), rtol=1e-5)
-  assert recall[1] == 1.0
-  coverage = np.stack([np.asarray(scoring.interval_coverage(
-      label, *jax.tree.map(lambda m: m[kept], mixture), level=level)).mean(0)
-                       for level in levels])
-  np.testing.assert_allclose(summary['coverage_50/pitch'], coverage[0, 1], rtol=1e-5)
-  np.testing.assert_allclose(summary['coverage_90/yaw'], coverage[1, 0], rtol=1e-5)
-  np.testing.assert_allclose(summary['coverage_90'], coverage[1].mean(), rtol=1e-5)
+  assert recall[1] == 1.0 and recall[2] == 0.5
+  coverage = np.stack([np.asarray(scoring.interval_coverage(mixture, label, level=level))
+                       for level in levels], axis=1)
+  np.testing.assert_array_equal(scores['coverage'], coverage)
+  np.testing.assert_allclose(summary['coverage_50/pitch'], coverage[:, 0, 1].mean(), rtol=1e-5)
+  np.testing.assert_allclose(summary['coverage_90/yaw'], coverage[:, 1, 0].mean(), rtol=1e-5)
+  np.testing.assert_allclose(summary['coverage_90'], coverage[:, 1].mean(), rtol=1e-5)
   # CRPS against the most likely equivalent (not the first), a mean over the
   # examples and then over the axes.
-  assert not np.allclose(label, equivalents[kept, 0])
-  crps = np.asarray(scoring.crps(label, *jax.tree.map(lambda m: m[kept], mixture)))
+  assert not np.allclose(label, equivalents[:, 0])
+  crps = np.asarray(scoring.crps(mixture, label))
+  np.testing.assert_allclose(scores['crps'], crps, rtol=1e-6)
   np.testing.assert_allclose(summary['crps/yaw'], crps[:, 0].mean(), rtol=1e-5)
   np.testing.assert_allclose(summary['crps/pitch'], crps[:, 1].mean(), rtol=1e-5)
   np.testing.assert_allclose(summary['crps'], crps.mean(), rtol=1e-5)
@@ -215,8 +228,11 @@ def test_batch_sums_and_summarize():
       'cmae/mean', 'nll', 'crps/yaw', 'crps/pitch', 'crps', 'coverage_50/yaw',
       'coverage_50/pitch', 'coverage_50', 'coverage_90/yaw', 'coverage_90/pitch',
       'coverage_90', 'mode_recall', 'mode_recall_all'}
-  with pytest.raises(ValueError, match='count 0'):
-    scoring.summarize({'count': 0.0}, ('yaw',))
+  # Without a distribution: the point scores only.
+  assert set(scoring.per_example(predictions, equivalents)) == {'abs_error/mode',
+                                                                'abs_error/mean'}
+  with pytest.raises(ValueError, match='no examples'):
+    scoring.summarize({'abs_error/mode': np.zeros((0, 2))}, ('yaw', 'pitch'))
 
 
 def test_coverage_names():
@@ -237,14 +253,14 @@ def test_full_covariance_scores_use_the_marginals():
   full = mixtures.Mixture(*_f32(means, factors, np.log(weights)))
   diagonal = mixtures.Mixture(*_f32(means, scales, np.log(weights)))
   labels = jnp.asarray(RNG.uniform(-30, 30, (b, n)), jnp.float32)
-  np.testing.assert_allclose(scoring.crps(labels, *full), scoring.crps(labels, *diagonal),
+  np.testing.assert_allclose(scoring.crps(full, labels), scoring.crps(diagonal, labels),
                              rtol=1e-5)
-  np.testing.assert_array_equal(scoring.interval_coverage(labels, *full),
-                                scoring.interval_coverage(labels, *diagonal))
+  np.testing.assert_array_equal(scoring.interval_coverage(full, labels),
+                                scoring.interval_coverage(diagonal, labels))
   equivalents = jnp.asarray(RNG.uniform(-30, 30, (b, k, n)), jnp.float32)
-  sums = jax.jit(scoring.batch_sums)({'mode': labels}, equivalents, mixture=full)
-  summary = scoring.summarize(sums, ('yaw', 'pitch'))
-  label = np.asarray(scoring.most_likely_equivalent(equivalents, *full))
+  scores = jax.jit(scoring.per_example)({'mode': labels}, equivalents, full)
+  summary = scoring.summarize(scores, ('yaw', 'pitch'))
+  label = np.asarray(scoring.most_likely_equivalent(full, equivalents))
   cov = factors @ np.swapaxes(factors, -1, -2)
   want_nll = np.mean([-np.log(sum(
       weights[r, c] * stats.multivariate_normal.pdf(label[r], means[r, c], cov[r, c])

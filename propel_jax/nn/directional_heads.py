@@ -79,11 +79,10 @@ class VonMisesFisherHead(nnx.Module):
     means = _normalize(raw[..., :i * d].reshape(raw.shape[:-1] + (i, d)))
     concentrations = (self.min_concentration + self.concentration_scale
                       * jax.nn.softplus(raw[..., i * d:i * (d + 1)]))
-    if self.learn_weights:
-      log_weights = jax.nn.log_softmax(raw[..., i * (d + 1):], axis=-1)
-    else:
-      log_weights = jnp.full(concentrations.shape, -math.log(i), concentrations.dtype)
-    return directional.VonMisesFisherMixture(means, concentrations, log_weights)
+    if not self.learn_weights:
+      return directional.VonMisesFisherMixture.uniform(means, concentrations)
+    return directional.VonMisesFisherMixture(
+        means, concentrations, jax.nn.log_softmax(raw[..., i * (d + 1):], axis=-1))
 
   def _loss_log_weights(self, mixture):
     # None selects the uniform-weight path of the losses.

@@ -202,27 +202,27 @@ def run(predict: Callable[..., dict[str, Any]], *, state: Any,
 
 
 @functools.partial(jax.jit, static_argnames=('labels',))
-def _metric_sums(predictions, equivalent_labels, mixture, modes, *,
-                 labels: labels_lib.LabelSpec):
-  """`scoring.batch_sums` in degrees, jitted: op by op it would compile for seconds."""
+def _per_example_scores(predictions, equivalent_labels, mixture, modes, *,
+                        labels: labels_lib.LabelSpec):
+  """`scoring.per_example` in degrees, jitted: op by op it would compile for seconds."""
   predictions = {name: labels.to_degrees(value) for name, value in predictions.items()}
   if mixture is not None:
     mixture = labels.mixture_to_degrees(mixture)
   if modes is not None:
     # Modes map with the mixture: the mode search is affine equivariant.
     modes = (labels.to_degrees(modes['locations']), modes['valid'])
-  return scoring.batch_sums(predictions, labels.to_degrees(equivalent_labels),
-                            mixture=mixture, modes=modes)
+  return scoring.per_example(predictions, labels.to_degrees(equivalent_labels), mixture,
+                             modes=modes)
 
 
 # Per-example scores of unit-vector labels, by LabelSpec kind.
 _DIRECTIONAL_SCORES = {'circle': jax.jit(scoring_directional.per_example),
-                       'rotation': jax.jit(scoring_directional.per_example_rotation)}
+                       'rotation': jax.jit(scoring_directional.rotation_per_example)}
 
 
 def directional_scores(outputs: Outputs, kind: str = 'circle') -> dict[str, np.ndarray]:
   """Every example's `scoring_directional.per_example` (kind 'circle') or
-  `per_example_rotation` (kind 'rotation'), computed in equal chunks."""
+  `rotation_per_example` (kind 'rotation'), computed in equal chunks."""
   score = _DIRECTIONAL_SCORES[kind]
   count = outputs.label.shape[0]
   size = max(1, min(_SCORE_CHUNK, _SCORE_PAIRS // outputs.equivalent_labels.shape[1]))
@@ -237,22 +237,14 @@ def directional_scores(outputs: Outputs, kind: str = 'circle') -> dict[str, np.n
   return {k: np.concatenate([c[k] for c in chunks])[:count] for k in chunks[0]}
 
 
-def _directional_metrics(outputs: Outputs, kind: str) -> dict[str, Any]:
-  scores = directional_scores(outputs, kind)
-  result = {k: float(np.mean(v)) for k, v in scores.items()}
-  result.update({f'median_{k}': float(np.median(v)) for k, v in scores.items()
-                 if k.startswith('angular_error/')})
-  return result
-
-
 def compute_metrics(outputs: Outputs, info: Any) -> dict[str, Any]:
   """Metrics in degrees from per-example outputs (see the module docstring)."""
   if info.labels.is_directional:
-    result = _directional_metrics(outputs, info.labels.kind)
+    result = scoring_directional.summarize(directional_scores(outputs, info.labels.kind))
   else:
-    sums = _metric_sums(outputs.predictions, outputs.equivalent_labels, outputs.mixture,
-                        outputs.modes, labels=info.labels)
-    result = scoring.summarize(sums, info.labels.names)
+    scores = _per_example_scores(outputs.predictions, outputs.equivalent_labels,
+                                 outputs.mixture, outputs.modes, labels=info.labels)
+    result = scoring.summarize(scores, info.labels.names)
     result['saturated'] = max(float(np.mean(np.minimum(p, 1 - p) < SATURATION_MARGIN))
                               for p in outputs.predictions.values())
   result['loss'] = float(np.mean(outputs.loss))
