@@ -14,6 +14,8 @@ from jax import lax
 import jax.numpy as jnp
 
 LOG_2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
+LOG_4PI = math.log(4.0 * math.pi)
 
 
 def normalize(x: jax.Array) -> jax.Array:

@@ -6,15 +6,14 @@ vectorise them. Inputs are dimension-major: means, variances and
 1/√(2 variances) [n, I] per mixture, normalised log weights [I].
 """
 
-import math
 
 import jax
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 import jax.numpy as jnp
 
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_4PI = math.log(4.0 * math.pi)
+from propel_jax import _common
+
 
 # Most dimensions a scan step handles unrolled (see `_over_dims`).
 _MAX_UNROLL = 8
@@ -179,7 +178,7 @@ def self_overlap_terms(means_t, vars_t, roots_t, log_weights):
   """
   num_dims, num = means_t.shape
   # log(w_i √H_i), H_i = (4π)^(-n/2) Π_d v_id^(-1/2).
-  log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
+  log_c = (log_weights - 0.25 * num_dims * _common.LOG_4PI
            - 0.25 * _sum_over_dims(jnp.log, vars_t))
   shift = jnp.max(log_c)
   c = jnp.exp(log_c - shift)
@@ -285,7 +284,7 @@ def _cross_overlap_terms(p_means_t, p_vars_t, p_log_weights, q_means_t,
   # 1/var as the gradient computes it: XLA:CPU then writes it out once,
   # rather than one division kernel per dimension here.
   inv_var = 1.0 / var
-  log_g = -0.5 * (num_dims * _LOG_2PI
+  log_g = -0.5 * (num_dims * _common.LOG_2PI
                   + _sum_over_dims(lambda d, v, inv: jnp.log(v) + d * d * inv,
                                    diff, var, inv_var))
   return log_sum_and_shares(p_log_weights[:, None] + q_log_weights[None, :]

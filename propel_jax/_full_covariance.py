@@ -5,17 +5,15 @@ full-covariance Gaussians, each pair's summed covariance factorised by
 `propel_jax._linalg.solve`.
 """
 
-import math
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 
+from propel_jax import _common
 from propel_jax import _diagonal
 from propel_jax import _linalg
 
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_4PI = math.log(4.0 * math.pi)
 
 
 # ----------------------------------------------------------------------------
@@ -102,7 +100,7 @@ def _self_overlap_terms_full(means_t, covs_t, log_weights):
   num_dims = means_t.shape[0]
   rsqrt_pivots = _rsqrt_pivots(covs_t, num_dims)
   # log(w_i √H_i), H_i = (4π)^(-n/2) det(Σ_i)^(-1/2).
-  log_c = (log_weights - 0.25 * num_dims * _LOG_4PI
+  log_c = (log_weights - 0.25 * num_dims * _common.LOG_4PI
            + 0.5 * jnp.sum(jnp.log(rsqrt_pivots), axis=0))
   shift = jnp.max(log_c)
   c = jnp.exp(log_c - shift)
@@ -167,7 +165,7 @@ def _cross_overlap_terms_full(p_means_t, p_covs_t, p_log_weights, q_means_t,
                                                 q_covs_t)
   log_total, terms = _diagonal.log_sum_and_shares(
       p_log_weights[:, None] + q_log_weights[None, :] + log_g)
-  return log_total - 0.5 * num_dims * _LOG_2PI, terms
+  return log_total - 0.5 * num_dims * _common.LOG_2PI, terms
 
 
 @jax.custom_jvp

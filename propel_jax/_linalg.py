@@ -10,7 +10,6 @@ docs/benchmarks.md).
 
 import functools
 
-import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np

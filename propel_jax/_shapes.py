@@ -28,6 +28,13 @@ import jax
 import jax.numpy as jnp
 
 
+
+def reject_complex(**arrays) -> None:
+  """Raises ValueError naming the first complex array (None values are skipped)."""
+  for name, value in arrays.items():
+    if value is not None and jnp.iscomplexobj(value):
+      raise ValueError(f'{name} must be real; got dtype {jnp.result_type(value)}.')
+
 def as_arrays(*values):
   """The public functions' one input conversion: array-likes to jax arrays.
 
@@ -134,8 +141,7 @@ def target_width(width: jax.Array, targets_shape: tuple[int, ...], *,
   Raises:
     ValueError: naming the shapes and what was probably meant.
   """
-  if jnp.iscomplexobj(width):
-    raise ValueError(f'{name} must be real; got dtype {width.dtype}.')
+  reject_complex(**{name: width})
   shape, batch, num_dims = width.shape, targets_shape[:-1], targets_shape[-1]
   if not shape:
     return width

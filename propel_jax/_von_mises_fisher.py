@@ -41,7 +41,6 @@ from jax.scipy import special
 
 from propel_jax import _common
 
-_LOG_2PI = math.log(2.0 * math.pi)
 _LOG_2 = _common.LOG_2
 
 # Below this value of κ² (κ < ½) the power series is used; at and above it
@@ -95,7 +94,7 @@ def _log_scaled_bessel_large(r, dim):
     return jnp.log(special.i0e(r))
   if dim == 3:
     # I_½(r) = √(2/(πr)) sinh r, and e^{-r} sinh r = -expm1(-2r) / 2.
-    return -0.5 * _LOG_2PI - jnp.log(r) + jnp.log(-jnp.expm1(-2.0 * r))
+    return -0.5 * _common.LOG_2PI - jnp.log(r) + jnp.log(-jnp.expm1(-2.0 * r))
   return jnp.log(special.i1e(r)) - jnp.log(r)
 
 
@@ -165,7 +164,7 @@ def _log_overlap(kappa_a, h_a, kappa_b, h_b, sum_sq, diff_sq, dim):
                   - _log_series(r_sq_small, dim))
   excess_large = (kappa_a * kappa_b * diff_sq / (kappa_a + kappa_b + r_large)
                   + h_a + h_b - _log_scaled_bessel_large(r_large, dim))
-  return -0.5 * dim * _LOG_2PI - jnp.where(small, excess_small, excess_large), r_sq
+  return -0.5 * dim * _common.LOG_2PI - jnp.where(small, excess_small, excess_large), r_sq
 
 
 def _pairwise_terms(mu, kappa, antipodal):
@@ -251,7 +250,7 @@ def _pairwise_log_overlap_jvp(antipodal, primals, tangents):
 
 def log_peak_density(kappa, dim):
   """log f(μ; μ, κ) = log C(κ) + κ = -(d/2) log 2π - h(κ), the density at the mean."""
-  return -0.5 * dim * _LOG_2PI - _log_scaled_bessel(kappa, dim)
+  return -0.5 * dim * _common.LOG_2PI - _log_scaled_bessel(kappa, dim)
 
 
 def component_log_prob(x, mu, kappa, log_peak, antipodal):

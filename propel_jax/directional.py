@@ -79,17 +79,11 @@ _LOG_2 = _common.LOG_2
 # ---------------------------------------------------------------------------
 
 
-def _reject_complex(**arrays):
-  for name, value in arrays.items():
-    if value is not None and jnp.iscomplexobj(value):
-      raise ValueError(f'{name} must be real; got dtype {jnp.result_type(value)}.')
-
-
 def _check_mixture(mean_directions, concentrations, log_weights, prefix=''):
   """Checks a mixture's shapes, naming the public arguments; returns d."""
   md, conc, lw = (f'{prefix}mean_directions', f'{prefix}concentrations',
                   f'{prefix}log_weights')
-  _reject_complex(**{md: mean_directions, conc: concentrations, lw: log_weights})
+  _shapes.reject_complex(**{md: mean_directions, conc: concentrations, lw: log_weights})
   shape = jnp.shape(mean_directions)
   if len(shape) < 2:
     raise ValueError(f'{md} must be [..., I, d]; got shape {shape}. For a single '
@@ -231,7 +225,7 @@ def _mixture_distance(p_mean_directions, p_concentrations, p_log_weights,
 def _check_points(x, mean_directions, name):
   """The rule of both families: mean_directions has one more axis than x."""
   md_shape, x_shape = mean_directions.shape, x.shape
-  _reject_complex(**{name: x})
+  _shapes.reject_complex(**{name: x})
   if len(x_shape) < 1:
     raise ValueError(f'{name} must be [..., d]; got shape {x_shape}.')
   if len(md_shape) != len(x_shape) + 1:

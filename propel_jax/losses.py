@@ -363,10 +363,7 @@ def l1_loss(predictions: ArrayLike, targets: ArrayLike) -> jax.Array:
 
 
 def _check_same_shape(predictions, targets):
-  for name, value in (('predictions', predictions), ('targets', targets)):
-    if jnp.iscomplexobj(value):
-      raise ValueError(f'{name} must be real; got dtype '
-                       f'{value.dtype}.')
+  _shapes.reject_complex(predictions=predictions, targets=targets)
   shape = predictions.shape
   if shape != targets.shape:
     raise ValueError(f'predictions shape {shape} must equal '

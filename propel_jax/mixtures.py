@@ -186,10 +186,7 @@ def check_shapes(means: ArrayLike, scales: ArrayLike,
   name.update(names or {})
   arrays = {'x': x, 'means': means, 'scales': scales,
             'log_weights': log_weights}
-  for role, array in arrays.items():
-    if array is not None and jnp.iscomplexobj(array):
-      raise ValueError(f'{name[role]} must be real; got dtype '
-                       f'{jnp.result_type(array)}.')
+  _shapes.reject_complex(**{name[role]: array for role, array in arrays.items()})
   means_shape, scales_shape = jnp.shape(means), jnp.shape(scales)
   m, s, w = name['means'], name['scales'], name['log_weights']
   if x is not None:
@@ -839,9 +836,8 @@ def affine(means: ArrayLike, scales: ArrayLike,
       means, scales, log_weights, shift, scale)
   check_shapes(means, scales, log_weights)
   points_shape = means.shape[:-2] + means.shape[-1:]
+  _shapes.reject_complex(shift=shift, scale=scale)
   for arg, value in (('shift', shift), ('scale', scale)):
-    if jnp.iscomplexobj(value):
-      raise ValueError(f'{arg} must be real; got dtype {value.dtype}.')
     # The rule of the points, with [n] (one per dimension) allowed too.
     if value.ndim and not (
         value.ndim in (1, len(points_shape))

@@ -84,6 +84,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from propel_jax import _common
 from propel_jax import directional
 from propel_jax import mixtures
 from propel_jax import rotation_grid
@@ -105,12 +106,10 @@ LOG_LIKELIHOOD_MEASURES = {
     'rotation': 'nats w.r.t. the Haar measure of total volume π² on SO(3), Implicit-PDF\'s '
                 'convention (uniform: −log π² ≈ −2.289)',
 }
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_2 = math.log(2.0)
 # Modes must reach twice the uniform density: log(2 / 2π) on the circle,
 # log(2 / π²) on SO(3).
-_LOG_MODE_FLOOR_CIRCLE = _LOG_2 - _LOG_2PI
-_LOG_MODE_FLOOR_ROTATION = _LOG_2 - rotation_grid.LOG_SO3_VOLUME
+_LOG_MODE_FLOOR_CIRCLE = _common.LOG_2 - _common.LOG_2PI
+_LOG_MODE_FLOOR_ROTATION = _common.LOG_2 - rotation_grid.LOG_SO3_VOLUME
 
 
 def circle_grid(num_points: int = GRID_POINTS) -> jax.Array:
@@ -319,7 +318,7 @@ def rotation_log_density(distribution, quaternions) -> jax.Array:
   """
   if isinstance(distribution, directional.VonMisesFisherMixture):
     return directional.log_prob(quaternions, *_lead(distribution, quaternions.ndim - 2),
-                                antipodal=True) + _LOG_2
+                                antipodal=True) + _common.LOG_2
   if isinstance(distribution, rotation_grid.GridDistribution):
     return distribution.log_prob(quaternions)
   raise ValueError('Rotations are scored for von Mises-Fisher mixtures and grid '
@@ -370,7 +369,7 @@ def rotation_per_example(predictions, labels, equivalent_labels, distribution=No
     draws = distribution.sample(key, (num_samples,), antipodal=True)  # [S, N, 4]
     scores['spread'] = rotation_errors(draws, equivalent_labels[None]).mean(axis=0)
     locations, log_density_s3, valid = distribution.modes(antipodal=True)  # [N, I, ...]
-    mode_log_density = log_density_s3 + _LOG_2
+    mode_log_density = log_density_s3 + _common.LOG_2
   else:
     nearest = rotation_errors(distribution.cells()[:, None, :],
                               equivalent_labels[None])  # [G, N]

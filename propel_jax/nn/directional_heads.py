@@ -32,14 +32,11 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from propel_jax import _common
 from propel_jax import directional
 from propel_jax import mixtures
 from propel_jax import rotation_grid
 from propel_jax.nn import heads
-
-
-def _normalize(x):
-  return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 class VonMisesFisherHead(nnx.Module):
@@ -76,7 +73,7 @@ class VonMisesFisherHead(nnx.Module):
     """features [B, F] -> mean directions [B, I, d], concentrations and log weights [B, I]."""
     raw = self.dense(features)
     i, d = self.num_components, self.dim
-    means = _normalize(raw[..., :i * d].reshape(raw.shape[:-1] + (i, d)))
+    means = _common.normalize(raw[..., :i * d].reshape(raw.shape[:-1] + (i, d)))
     concentrations = (self.min_concentration + self.concentration_scale
                       * jax.nn.softplus(raw[..., i * d:i * (d + 1)]))
     if not self.learn_weights:
@@ -185,7 +182,7 @@ class UnitVectorHead(nnx.Module):
     return error
 
   def decode(self, outputs):
-    return {'direct': _normalize(outputs)}
+    return {'direct': _common.normalize(outputs)}
 
   def mixture(self, outputs):
     del outputs  # A point estimate has no density.
