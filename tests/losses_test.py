@@ -258,14 +258,14 @@ def test_matches_quadrature_n1(enable_x64):
     np.testing.assert_allclose(got, expected, rtol=1e-8)
 
 
-@pytest.mark.parametrize('full', [False, True])
-def test_matches_grid_integration_n2(full, enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_matches_grid_integration_n2(kind, enable_x64):
   """The three integrals of the definition on a grid, densities from SciPy.
 
   The trapezoidal rule on a fine grid is spectrally accurate for Gaussians.
   Diagonal scales with equal weights, or Cholesky factors with weights.
   """
-  if full:
+  if kind == 'full':
     rng = np.random.default_rng(101)
     means, scales, target = random_full_problem(rng, (), 3, 2)
     covariances = covariances_of(scales)
@@ -1063,17 +1063,12 @@ def test_mse_and_l1():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize('full', [False, True])
-def test_mixture_nll_matches_scipy(full, enable_x64):
-  """Against SciPy's density: diagonal scales, or Cholesky factors."""
-  if full:
-    rng = np.random.default_rng(112)
-    means, scales, targets = random_full_problem(rng, (4,), 3, 3)
-    cov = covariances_of(scales)
-  else:
-    rng = np.random.default_rng(23)
-    means, scales, targets = random_problem(rng, (4,), 3, 2)
-    cov = np.vectorize(np.diag, signature='(n)->(n,n)')(scales ** 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixture_nll_matches_scipy(kind, enable_x64):
+  """Against SciPy's density."""
+  rng = np.random.default_rng(112 if kind == 'full' else 23)
+  means, scales, targets = random_kind_problem(kind, rng, (4,), 3, 3)
+  cov = covariances(kind, scales)
   log_w = random_log_weights(rng, (4, 3))
   expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
       targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
