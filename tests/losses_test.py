@@ -1,9 +1,11 @@
 """Tests of propel_jax.losses against references written from the definition.
 
 The references are float64 NumPy/SciPy code that evaluates the integrals
-directly: sums of Gaussian overlaps (or, for far-away targets, their logs),
-numerical quadrature, and the poster's closed-form partial derivatives.
-float64 is switched on only inside the tests that need it.
+directly: sums of Gaussian overlaps (in log space, for far-away targets too),
+numerical quadrature, the poster's closed-form partial derivatives and central
+differences. float64 is switched on only inside the tests that need it. Tests
+parametrised over `KINDS` make the same assertions for diagonal covariances
+(scales are standard deviations) and full ones (Cholesky factors).
 """
 
 import itertools
@@ -53,19 +55,6 @@ def ref_distance(pm, ps, pw, qm, qs, qw):
   return -np.log(2 * pq / (pp + qq))
 
 
-def ref_log_distance(pm, ps, pw, qm, qs, qw):
-  """As ref_distance, with every integral as a log-sum-exp (for far targets)."""
-  def log_integral(am, av, aw, bm, bv, bw):
-    logs = [np.log(aw[i]) + np.log(bw[j]) + np.sum(
-        stats.norm.logpdf(am[i], bm[j], np.sqrt(av[i] + bv[j])))
-            for i in range(len(aw)) for j in range(len(bw))]
-    return special.logsumexp(logs)
-  p = (pm, ps ** 2, pw)
-  q = (qm, qs ** 2, qw)
-  return (np.logaddexp(log_integral(*p, *p), log_integral(*q, *q))
-          - np.log(2) - log_integral(*p, *q))
-
-
 def ref_propel(means, scales, target, target_scale, weights=None):
   """PROPEL for one example: means, scales [I, n]; target [n]."""
   num = means.shape[0]
@@ -87,52 +76,143 @@ def random_log_weights(rng, shape):
   return logits - special.logsumexp(logits, axis=-1, keepdims=True)
 
 
+def random_full_problem(rng, batch, num, dim, spread=1.0):
+  """Means, Cholesky factors (some negative diagonals, junk above) and targets."""
+  means = rng.normal(size=batch + (num, dim)) * spread
+  factors = rng.normal(size=batch + (num, dim, dim)) * 0.4
+  diagonal = rng.uniform(0.3, 1.0, size=batch + (num, dim)) * rng.choice(
+      [-1.0, 1.0], size=batch + (num, dim))
+  factors[..., np.arange(dim), np.arange(dim)] = diagonal
+  # Only the lower triangle is read: the upper one holds junk.
+  factors += np.triu(np.full((dim, dim), 100.0), k=1)
+  targets = rng.normal(size=batch + (dim,)) * spread
+  return means, factors, targets
+
+
+def covariances_of(factors):
+  """Σ = L Lᵀ from the lower triangle, float64 NumPy."""
+  lower = np.tril(factors)
+  return lower @ np.swapaxes(lower, -1, -2)
+
+
+def gaussian_logpdf(x, mean, cov):
+  """log N(x; mean, cov) from its definition, float64.
+
+  Not scipy's multivariate_normal, which treats eigenvalues below 1e6 ε of
+  the largest as zero and so calls covariances spanning 1e-6 to 1e6 singular.
+  """
+  diff = x - mean
+  _, log_det = np.linalg.slogdet(2 * np.pi * cov)
+  return -0.5 * (log_det + diff @ np.linalg.solve(cov, diff))
+
+
+def ref_full_log_integral(am, ac, aw, bm, bc, bw):
+  """log ∫ a b for mixtures ([I, n] means, [I, n, n] covariances, [I] weights)."""
+  return special.logsumexp([
+      np.log(aw[i]) + np.log(bw[j]) + gaussian_logpdf(am[i], bm[j], ac[i] + bc[j])
+      for i in range(len(aw)) for j in range(len(bw))])
+
+
+def ref_full_distance(pm, pc, pw, qm, qc, qw):
+  """-log[2∫pq / ∫(p² + q²)] for Gaussian mixtures, float64."""
+  p, q = (pm, pc, pw), (qm, qc, qw)
+  return (np.logaddexp(ref_full_log_integral(*p, *p), ref_full_log_integral(*q, *q))
+          - np.log(2) - ref_full_log_integral(*p, *q))
+
+
+# The two kinds of covariance: scales [..., I, n] are standard deviations
+# ('diagonal'), [..., I, n, n] lower-triangular Cholesky factors ('full'). A
+# test parametrised over KINDS makes the same assertions about both.
+KINDS = ('diagonal', 'full')
+
+
+def random_kind_problem(kind, rng, batch, num, dim, spread=1.0):
+  """`random_problem` or `random_full_problem`: means, scales of the kind, targets."""
+  make = random_full_problem if kind == 'full' else random_problem
+  return make(rng, batch, num, dim, spread)
+
+
+def covariances(kind, scales):
+  """Σ [..., I, n, n] of the components, float64 NumPy, from scales of either kind."""
+  if kind == 'full':
+    return covariances_of(scales)
+  return np.square(scales)[..., None] * np.eye(scales.shape[-1])
+
+
+def ref_kind_propel(kind, means, scales, target, target_scale, weights=None):
+  """PROPEL for one example in log space: means [I, n], scales of the kind; float64."""
+  num, dim = means.shape
+  weights = np.full(num, 1 / num) if weights is None else weights
+  gt_cov = np.diag(np.broadcast_to(target_scale, (dim,)) ** 2)
+  return ref_full_distance(target[None], gt_cov[None], np.ones(1), means,
+                           covariances(kind, scales), weights)
+
+
+def ref_kind_loop(kind, means, scales, targets, target_scale, weights=None):
+  """`ref_kind_propel` per example [B, ...], in float64; target_scale broadcast to [B, n]."""
+  gt_scale = np.broadcast_to(target_scale, targets.shape)
+  f64 = lambda a: np.asarray(a, np.float64)
+  return [ref_kind_propel(kind, f64(means[b]), f64(scales[b]), f64(targets[b]),
+                          f64(gt_scale[b]), None if weights is None else weights[b])
+          for b in range(len(targets))]
+
+
+
 # ----------------------------------------------------------------------------
 # Values.
 
 
-@pytest.mark.parametrize('num,dim', [(1, 1), (2, 1), (1, 3), (3, 2), (4, 5)])
+# n = 9 takes the looped factorisation of full covariances
+# (`_linalg.MAX_UNROLLED_DIMS` = 8).
+@pytest.mark.parametrize('num,dim', [(1, 1), (2, 1), (1, 3), (3, 2), (4, 5), (2, 9)])
 @pytest.mark.parametrize('weighted', [False, True])
-def test_propel_matches_float64_reference(num, dim, weighted, enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_propel_matches_float64_reference(kind, num, dim, weighted, enable_x64):
   rng = np.random.default_rng(num * 10 + dim)
-  means, scales, targets = random_problem(rng, (6,), num, dim)
-  target_scale = rng.uniform(0.1, 0.5, size=dim)
-  log_w = random_log_weights(rng, (6, num)) if weighted else None
-  expected = [ref_propel(means[b], scales[b], targets[b], target_scale,
-                         None if log_w is None else np.exp(log_w[b]))
-              for b in range(6)]
+  means, scales, targets = random_kind_problem(kind, rng, (4,), num, dim)
+  target_scale = rng.uniform(0.1, 0.5, size=(1, dim))  # [n] is ambiguous for n = 4
+  log_w = random_log_weights(rng, (4, num)) if weighted else None
+  expected = ref_kind_loop(kind, means, scales, targets, target_scale,
+                           None if log_w is None else np.exp(log_w))
   with enable_x64():
     got64 = losses.propel_loss(means, scales, targets, target_scale=target_scale,
                                log_weights=log_w)
     assert got64.dtype == jnp.float64
     np.testing.assert_allclose(got64, expected, rtol=1e-10, atol=1e-12)
   got32 = losses.propel_loss(*(a.astype(np.float32) for a in (means, scales, targets)),
-                             target_scale=np.float32(target_scale),
+                             target_scale=target_scale.astype(np.float32),
                              log_weights=None if log_w is None else log_w.astype(np.float32))
   assert got32.dtype == jnp.float32
   np.testing.assert_allclose(got32, expected, rtol=2e-5, atol=2e-5)
 
 
-def test_scalar_and_per_dimension_target_scale_agree():
-  means, scales, targets = random_problem(np.random.default_rng(0), (4,), 3, 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_scalar_and_per_dimension_target_scale_agree(kind):
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(0), (4,), 3, 2)
   np.testing.assert_allclose(
       losses.propel_loss(means, scales, targets, target_scale=0.3),
       losses.propel_loss(means, scales, targets, target_scale=[0.3, 0.3]),
       rtol=1e-6)
 
 
-def test_mixture_distance_matches_reference_for_two_mixtures(enable_x64):
+@pytest.mark.parametrize('q_kind', KINDS)
+@pytest.mark.parametrize('p_kind', KINDS)
+def test_mixture_distance_matches_reference_for_two_mixtures(p_kind, q_kind, enable_x64):
+  """Either side diagonal or full, independently."""
   rng = np.random.default_rng(1)
-  pm, ps, _ = random_problem(rng, (5,), 2, 3)
-  qm, qs, _ = random_problem(rng, (5,), 4, 3)
-  pw, qw = random_log_weights(rng, (5, 2)), random_log_weights(rng, (5, 4))
-  expected = [ref_distance(pm[b], ps[b], np.exp(pw[b]), qm[b], qs[b], np.exp(qw[b]))
-              for b in range(5)]
+  pm, ps, _ = random_kind_problem(p_kind, rng, (3,), 2, 3)
+  qm, qs, _ = random_kind_problem(q_kind, rng, (3,), 4, 3)
+  pw, qw = random_log_weights(rng, (3, 2)), random_log_weights(rng, (3, 4))
+  p_cov, q_cov = covariances(p_kind, ps), covariances(q_kind, qs)
+  expected = [ref_full_distance(pm[b], p_cov[b], np.exp(pw[b]), qm[b], q_cov[b],
+                                np.exp(qw[b])) for b in range(3)]
   with enable_x64():
     got = losses.mixture_distance(pm, ps, qm, qs, p_log_weights=pw, q_log_weights=qw)
     np.testing.assert_allclose(got, expected, rtol=1e-10)
     swapped = losses.mixture_distance(qm, qs, pm, ps, p_log_weights=qw, q_log_weights=pw)
     np.testing.assert_allclose(swapped, got, rtol=1e-12)
+    # D(q, q) = 0.
+    np.testing.assert_allclose(losses.mixture_distance(qm, qs, qm, qs), 0.0, atol=1e-12)
 
 
 def test_ambiguous_label_as_mixture_target():
@@ -178,14 +258,14 @@ def test_matches_quadrature_n1(enable_x64):
     np.testing.assert_allclose(got, expected, rtol=1e-8)
 
 
-@pytest.mark.parametrize('full', [False, True])
-def test_matches_grid_integration_n2(full, enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_matches_grid_integration_n2(kind, enable_x64):
   """The three integrals of the definition on a grid, densities from SciPy.
 
   The trapezoidal rule on a fine grid is spectrally accurate for Gaussians.
   Diagonal scales with equal weights, or Cholesky factors with weights.
   """
-  if full:
+  if kind == 'full':
     rng = np.random.default_rng(101)
     means, scales, target = random_full_problem(rng, (), 3, 2)
     covariances = covariances_of(scales)
@@ -215,35 +295,53 @@ def test_matches_grid_integration_n2(full, enable_x64):
   np.testing.assert_allclose(got, expected, rtol=1e-7)
 
 
-@pytest.mark.parametrize('num,dim', [(1, 1), (1, 3), (4, 3), (2, 8)])
-def test_zero_at_perfect_prediction(num, dim):
+def as_factors(scales, rng):
+  """Standard deviations [..., n] as Cholesky factors [..., n, n] of the same Σ.
+
+  Some columns' signs flipped and junk above the diagonal: neither is read.
+  """
+  dim = scales.shape[-1]
+  signs = rng.choice([-1.0, 1.0], size=scales.shape)
+  return scales[..., None] * np.eye(dim) * signs[..., None, :] + np.triu(
+      np.full((dim, dim), 100.0), k=1)
+
+
+@pytest.mark.parametrize('num,dim', [(1, 1), (1, 3), (4, 3), (2, 6)])
+@pytest.mark.parametrize('kind', KINDS)
+def test_zero_at_perfect_prediction(kind, num, dim):
   rng = np.random.default_rng(4)
   targets = rng.normal(size=(5, dim)).astype(np.float32)
   target_scale = rng.uniform(0.1, 1.0, size=dim).astype(np.float32)
   means = np.repeat(targets[:, None], num, axis=1)
   scales = np.broadcast_to(target_scale, means.shape)
+  if kind == 'full':
+    scales = as_factors(scales, rng).astype(np.float32)
   loss = losses.propel_loss(means, scales, targets, target_scale=target_scale)
   np.testing.assert_allclose(loss, 0.0, atol=2e-6)
   # Also for general mixtures: D(p, p) = 0 whatever the weights.
-  pm, ps, _ = random_problem(rng, (5,), num, dim)
+  pm, ps, _ = random_kind_problem(kind, rng, (5,), num, dim)
   pw = random_log_weights(rng, (5, num))
   np.testing.assert_allclose(
       losses.mixture_distance(pm, ps, pm, ps, p_log_weights=pw, q_log_weights=pw),
       0.0, atol=1e-5)
 
 
-def test_nonnegative_and_positive_away_from_the_target():
+@pytest.mark.parametrize('kind', KINDS)
+def test_nonnegative_and_positive_away_from_the_target(kind):
   rng = np.random.default_rng(5)
-  means, scales, targets = random_problem(rng, (2000,), 3, 2, spread=2.0)
-  scales = scales * np.exp(rng.normal(size=scales.shape))
+  means, scales, targets = random_kind_problem(kind, rng, (2000,), 3, 2, spread=2.0)
+  # Widths over orders of magnitude: each dimension's (each row of L's) scaled.
+  stretch = np.exp(rng.normal(size=means.shape))
+  scales = stretch[..., None] * scales if kind == 'full' else stretch * scales
   loss = losses.propel_loss(means, scales, targets, target_scale=0.2)
   # Float32 rounding can give -1e-7 at a perfect fit; none is that close here.
   assert np.all(np.asarray(loss) > 0), float(np.min(loss))
 
 
-def test_translation_invariance(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_translation_invariance(kind, enable_x64):
   rng = np.random.default_rng(6)
-  means, scales, targets = random_problem(rng, (8,), 3, 4)
+  means, scales, targets = random_kind_problem(kind, rng, (8,), 3, 4)
   shift = rng.normal(size=4) * 5
   with enable_x64():
     base = losses.propel_loss(means, scales, targets, target_scale=0.3)
@@ -256,10 +354,11 @@ def test_translation_invariance(enable_x64):
 # Gradients.
 
 
-def test_check_grads_all_float_arguments(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_check_grads_all_float_arguments(kind, enable_x64):
   """Finite differences, first order both modes, second order (custom JVP)."""
   rng = np.random.default_rng(7)
-  means, scales, targets = random_problem(rng, (2,), 3, 2)
+  means, scales, targets = random_kind_problem(kind, rng, (2,), 3, 2)
   log_w = random_log_weights(rng, (2, 3))
   # [1, n]: per dimension; [n] would be ambiguous with B = n = 2.
   target_scale = np.array([[0.3, 0.5]])
@@ -269,9 +368,32 @@ def test_check_grads_all_float_arguments(enable_x64):
     args = (means, scales, targets, target_scale, log_w)
     check_grads(loss, args, order=1, modes=('fwd', 'rev'), eps=1e-5)
     check_grads(loss, args, order=2, modes=('rev',), eps=1e-5)
-    qm, qs, _ = random_problem(rng, (2,), 2, 2)
+    qm, qs, _ = random_kind_problem(kind, rng, (2,), 2, 2)
     check_grads(jax.jit(lambda pm, ps, qm, qs: losses.mixture_distance(pm, ps, qm, qs)),
                 (means, scales, qm, qs), order=1, modes=('rev',), eps=1e-5)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_gradients_match_central_differences_of_the_reference(kind, enable_x64):
+  """∂L/∂μ and ∂L/∂scales entry by entry against the float64 reference."""
+  rng = np.random.default_rng(105)
+  means, scales, target = random_kind_problem(kind, rng, (), 3, 3)
+  with enable_x64():
+    grads = jax.grad(lambda m, s: losses.propel_loss(m, s, target, target_scale=0.4),
+                     argnums=(0, 1))(means, scales)
+  ref = lambda m, s: ref_kind_propel(kind, m, s, target, 0.4)
+  # Scales entries: [i, d] for standard deviations, [i, r, c] for factors.
+  cases = [(0, (0, 1)), (0, (2, 2))] + [
+      (1, index[:scales.ndim]) for index in [(0, 0, 0), (1, 2, 1), (2, 1, 0), (2, 2, 2)]]
+  for arg, index in cases:
+    args = [means, scales]
+    step = np.zeros_like(args[arg])
+    step[index] = 1e-6
+    plus, minus = list(args), list(args)
+    plus[arg], minus[arg] = args[arg] + step, args[arg] - step
+    expected = (ref(*plus) - ref(*minus)) / 2e-6
+    np.testing.assert_allclose(grads[arg][index], expected, rtol=1e-5, atol=1e-8,
+                               err_msg=f'argument {arg}, entry {index}')
 
 
 def test_gradient_of_each_argument_alone_matches_all_at_once():
@@ -381,33 +503,56 @@ def test_gradients_match_poster_closed_form(num, dim, enable_x64):
 # Transformations.
 
 
-class TransformsTest(chex.TestCase):
+def ref_gradients(kind, means, scales, target, target_scale):
+  """(∂L/∂μ, ∂L/∂scales) of one example, equal weights, float64.
 
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_jit_equals_eager(self):
-    means, scales, targets = random_problem(np.random.default_rng(9), (4, 2), 3, 2)
-    fn = lambda m, s, y: losses.propel_loss(m, s, y, target_scale=0.2)
-    expected = [ref_propel(means[a, b], scales[a, b], targets[a, b], 0.2)
-                for a in range(4) for b in range(2)]
-    got = self.variant(fn)(means, scales, targets)
-    chex.assert_shape(got, (4, 2))
-    np.testing.assert_allclose(np.ravel(got), expected, rtol=2e-5)
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_value_and_grad(self):
-    means, scales, targets = random_problem(np.random.default_rng(9), (4,), 3, 2)
-    fn = lambda m, s: losses.propel_loss(m, s, targets, target_scale=0.2).mean()
-    value, grads = self.variant(jax.value_and_grad(fn, argnums=(0, 1)))(means, scales)
-    expected = np.mean([ref_propel(means[b], scales[b], targets[b], 0.2)
-                        for b in range(4)])
-    np.testing.assert_allclose(value, expected, rtol=2e-5)
-    ref_grads = np.stack([poster_partials(means[b], scales[b], targets[b], 0.2) / 4
-                          for b in range(4)], axis=1)
-    np.testing.assert_allclose(np.stack(grads), ref_grads, rtol=2e-4, atol=1e-6)
+  The poster's closed form for standard deviations; central differences of
+  the reference for Cholesky factors, entry by entry.
+  """
+  if kind == 'diagonal':
+    return poster_partials(means, scales, target, target_scale)
+  ref = lambda m, s: ref_kind_propel(kind, m, s, target, target_scale)
+  grads = [np.zeros_like(means), np.zeros_like(scales)]
+  for arg, grad in enumerate(grads):
+    for index in np.ndindex(grad.shape):
+      plus, minus = [means, scales], [means, scales]
+      step = np.zeros_like(grad)
+      step[index] = 1e-6
+      plus[arg], minus[arg] = plus[arg] + step, minus[arg] - step
+      grad[index] = (ref(*plus) - ref(*minus)) / 2e-6
+  return grads
 
 
-def test_vmap_equals_batched():
-  means, scales, targets = random_problem(np.random.default_rng(10), (5, 3), 4, 2)
+@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('kind', KINDS)
+def test_jit_equals_eager(kind, jit):
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(9), (4, 2), 3, 2)
+  fn = lambda m, s, y: losses.propel_loss(m, s, y, target_scale=0.2)
+  expected = ref_kind_loop(kind, *(a.reshape((8,) + a.shape[2:])
+                                   for a in (means, scales, targets)), 0.2)
+  got = (jax.jit(fn) if jit else fn)(means, scales, targets)
+  chex.assert_shape(got, (4, 2))
+  np.testing.assert_allclose(np.ravel(got), expected, rtol=2e-5)
+
+
+@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('kind', KINDS)
+def test_value_and_grad(kind, jit):
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(9), (4,), 3, 2)
+  fn = lambda m, s: losses.propel_loss(m, s, targets, target_scale=0.2).mean()
+  value_and_grad = jax.value_and_grad(fn, argnums=(0, 1))
+  value, grads = (jax.jit(value_and_grad) if jit else value_and_grad)(means, scales)
+  np.testing.assert_allclose(value, np.mean(ref_kind_loop(kind, means, scales, targets, 0.2)),
+                             rtol=2e-5)
+  expected = [ref_gradients(kind, means[b], scales[b], targets[b], 0.2) for b in range(4)]
+  for arg in range(2):
+    np.testing.assert_allclose(grads[arg], np.stack([e[arg] for e in expected]) / 4,
+                               rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_vmap_equals_batched(kind):
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(10), (5, 3), 4, 2)
   log_w = random_log_weights(np.random.default_rng(11), (5, 3, 4))
   fn = lambda m, s, y, lw: losses.propel_loss(m, s, y, target_scale=0.3,
                                               log_weights=lw)
@@ -420,9 +565,10 @@ def test_vmap_equals_batched():
   np.testing.assert_allclose(np.ravel(batched), one_by_one, rtol=1e-6)
 
 
-def test_batch_shapes_broadcast():
+@pytest.mark.parametrize('kind', KINDS)
+def test_batch_shapes_broadcast(kind):
   """One mixture against several targets: size-1 leading axes broadcast."""
-  means, scales, targets = random_problem(np.random.default_rng(12), (), 3, 2)
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(12), (), 3, 2)
   many = np.random.default_rng(13).normal(size=(7, 2))
   got = losses.propel_loss(means[None], scales[None], many, target_scale=0.2)
   chex.assert_shape(got, (7,))
@@ -446,56 +592,53 @@ def _assert_finite(*trees):
     assert np.all(np.isfinite(leaf)), leaf
 
 
-def test_far_targets_finite_and_accurate():
-  """1000 standard deviations away: the loss grows like a squared error."""
+@pytest.mark.parametrize('kind', KINDS)
+def test_far_targets_finite_and_accurate(kind):
+  """1000 standard deviations away, in float32: the loss grows like a squared error."""
   rng = np.random.default_rng(14)
-  means, scales, _ = random_problem(rng, (4,), 3, 3)
-  scales = np.full_like(scales, 0.1)
+  means, scales, _ = random_kind_problem(kind, rng, (4,), 3, 3)
+  scales = scales * 0.1 if kind == 'full' else np.full_like(scales, 0.1)
   targets = means[:, 0] + 1000 * 0.1 * rng.choice([-1.0, 1.0], size=(4, 3))
   args = [a.astype(np.float32) for a in (means, scales, targets)]
   value, grads = _value_and_grads(*args, 0.1)
   _assert_finite(value, grads)
   loss = losses.propel_loss(*args, target_scale=0.1)
-  expected = [ref_log_distance(args[2][b][None].astype(np.float64), np.full((1, 3), 0.1),
-                               np.ones(1), args[0][b].astype(np.float64),
-                               args[1][b].astype(np.float64), np.full(3, 1 / 3))
-              for b in range(4)]
-  assert min(expected) > 1e5
+  expected = ref_kind_loop(kind, *args, 0.1)
+  assert min(expected) > 1e4
   np.testing.assert_allclose(loss, expected, rtol=1e-5)
   # The gradient pulls the nearest component towards the target.
   assert np.all(np.sign(grads[2]) != 0)
 
 
 @pytest.mark.parametrize('scale', [1e-4, 1e-2, 1e2, 1e4])
-def test_tiny_and_huge_scales_finite_and_accurate(scale):
+@pytest.mark.parametrize('kind', KINDS)
+def test_tiny_and_huge_scales_finite_and_accurate(kind, scale):
   rng = np.random.default_rng(15)
-  means, scales, targets = random_problem(rng, (4,), 3, 2)
-  means, targets = means * scale, targets * scale
-  scales = scales * scale
+  means, scales, targets = random_kind_problem(kind, rng, (4,), 3, 2)
+  means, scales, targets = means * scale, scales * scale, targets * scale
   args = [a.astype(np.float32) for a in (means, scales, targets)]
   value, grads = _value_and_grads(*args, np.float32(0.3 * scale))
   _assert_finite(value, grads)
-  expected = [ref_log_distance(targets[b][None], np.full((1, 2), 0.3 * scale),
-                               np.ones(1), means[b], scales[b], np.full(3, 1 / 3))
-              for b in range(4)]
   np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.3 * scale),
-                             expected, rtol=1e-4)
+                             ref_kind_loop(kind, means, scales, targets, 0.3 * scale),
+                             rtol=1e-4)
 
 
-def test_mixed_scales_within_one_mixture():
-  """Components from 1e-4 to 1e4 in one mixture and across dimensions."""
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixed_scales_within_one_mixture(kind):
+  """Components from 1e-4 to 1e4 in one mixture, across dimensions and within a factor."""
   rng = np.random.default_rng(16)
-  scales = 10.0 ** rng.uniform(-4, 4, size=(8, 6, 4))
-  means = rng.normal(size=(8, 6, 4)) * scales
+  scales = magnitudes = 10.0 ** rng.uniform(-4, 4, size=(8, 6, 4))
+  if kind == 'full':
+    correlated = np.tril(rng.normal(size=(8, 6, 4, 4)) * 0.3, k=-1) + np.eye(4)
+    scales = magnitudes[..., None] * correlated  # D C: Σ = D C Cᵀ D
+  means = rng.normal(size=(8, 6, 4)) * magnitudes
   targets = rng.normal(size=(8, 4))
   args = [a.astype(np.float32) for a in (means, scales, targets)]
   value, grads = _value_and_grads(*args, 0.5)
   _assert_finite(value, grads)
-  expected = [ref_log_distance(targets[b][None], np.full((1, 4), 0.5), np.ones(1),
-                               means[b], scales[b], np.full(6, 1 / 6))
-              for b in range(8)]
   np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.5),
-                             expected, rtol=1e-4)
+                             ref_kind_loop(kind, *args, 0.5), rtol=1e-4)
 
 
 def test_many_components_and_dimensions_finite(enable_x64):
@@ -512,8 +655,9 @@ def test_many_components_and_dimensions_finite(enable_x64):
 
 
 @pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16])
-def test_low_precision_inputs(dtype):
-  means, scales, targets = random_problem(np.random.default_rng(18), (6,), 4, 3)
+@pytest.mark.parametrize('kind', KINDS)
+def test_low_precision_inputs(kind, dtype):
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(18), (6,), 4, 3)
   low = [jnp.asarray(a, dtype) for a in (means, scales, targets)]
   loss = losses.propel_loss(*low, target_scale=0.3)
   assert loss.dtype == jnp.float32
@@ -604,12 +748,13 @@ def test_check_inputs_log_weights_and_eager():
     losses.check_inputs(means[:, 0], scales[:, 0], targets)
 
 
-def test_nan_and_zero_scale_behaviour_is_as_documented():
-  means, scales, targets = random_problem(np.random.default_rng(21), (2,), 2, 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_nan_and_zero_scale_behaviour_is_as_documented(kind):
+  means, scales, targets = random_kind_problem(kind, np.random.default_rng(21), (2,), 2, 2)
   targets[0, 0] = np.nan
   loss = losses.propel_loss(means, scales, targets, target_scale=0.1)
   assert np.isnan(loss[0]) and np.isfinite(loss[1])
-  scales[1, 0, 0] = 0.0
+  scales[1, 0, 0] = 0.0  # for factors, a zero on the diagonal: Σ singular
   assert not np.isfinite(losses.propel_loss(means, scales, targets, target_scale=0.1)[1])
 
 
@@ -688,16 +833,17 @@ def _logit_shifts(rng, log_w):
   return [log_w, log_w + 5.0, log_w + per_example]
 
 
-def test_propel_logits_shift_invariant_values_and_gradients(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_propel_logits_shift_invariant_values_and_gradients(kind, enable_x64):
   rng = np.random.default_rng(31)
-  means, scales, targets = random_problem(rng, (5,), 3, 2)
+  means, scales, targets = random_kind_problem(kind, rng, (5,), 3, 2)
   log_w = random_log_weights(rng, (5, 3))
   fn = jax.jit(jax.value_and_grad(
       lambda m, s, lw: losses.propel_loss(m, s, targets, target_scale=0.3,
                                           log_weights=lw).sum(), argnums=(0, 1, 2)))
   with enable_x64():
     results = [fn(means, scales, lw) for lw in _logit_shifts(rng, log_w)]
-    expected = ref_propel_loop(means, scales, targets, 0.3, np.exp(log_w))
+    expected = ref_kind_loop(kind, means, scales, targets, 0.3, np.exp(log_w))
     np.testing.assert_allclose(results[0][0], np.sum(expected), rtol=1e-10)
     for value, grads in results[1:]:
       np.testing.assert_allclose(value, results[0][0], rtol=1e-10)
@@ -710,10 +856,11 @@ def test_propel_logits_shift_invariant_values_and_gradients(enable_x64):
   np.testing.assert_allclose(value32, expected, rtol=2e-5)
 
 
-def test_mixture_distance_and_nll_logits_shift_invariant(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixture_distance_and_nll_logits_shift_invariant(kind, enable_x64):
   rng = np.random.default_rng(32)
-  pm, ps, targets = random_problem(rng, (4,), 2, 3)
-  qm, qs, _ = random_problem(rng, (4,), 3, 3)
+  pm, ps, targets = random_kind_problem(kind, rng, (4,), 2, 3)
+  qm, qs, _ = random_kind_problem(kind, rng, (4,), 3, 3)
   pw, qw = random_log_weights(rng, (4, 2)), random_log_weights(rng, (4, 3))
   distance = jax.value_and_grad(
       lambda pw, qw: losses.mixture_distance(pm, ps, qm, qs, p_log_weights=pw,
@@ -722,8 +869,9 @@ def test_mixture_distance_and_nll_logits_shift_invariant(enable_x64):
       lambda qw: losses.mixture_nll(qm, qs, targets, log_weights=qw).sum())
   with enable_x64():
     base_d, base_nll = distance(pw, qw), nll(qw)
-    expected = [ref_distance(pm[b], ps[b], np.exp(pw[b]), qm[b], qs[b], np.exp(qw[b]))
-                for b in range(4)]
+    p_cov, q_cov = covariances(kind, ps), covariances(kind, qs)
+    expected = [ref_full_distance(pm[b], p_cov[b], np.exp(pw[b]), qm[b], q_cov[b],
+                                  np.exp(qw[b])) for b in range(4)]
     np.testing.assert_allclose(base_d[0], np.sum(expected), rtol=1e-10)
     for p_shift, q_shift in zip(_logit_shifts(rng, pw)[1:], _logit_shifts(rng, qw)[1:]):
       value, grads = distance(p_shift, q_shift)
@@ -879,9 +1027,10 @@ def test_mixture_distance_axis_count_must_match():
       rtol=1e-6)
 
 
-def test_jit_and_vmap_of_per_example_scales_and_logits():
+@pytest.mark.parametrize('kind', KINDS)
+def test_jit_and_vmap_of_per_example_scales_and_logits(kind):
   rng = np.random.default_rng(37)
-  means, scales, targets = random_problem(rng, (6,), 3, 2)
+  means, scales, targets = random_kind_problem(kind, rng, (6,), 3, 2)
   logits = rng.normal(size=(6, 3)) * 3
   target_scale = rng.uniform(0.1, 0.5, size=6)
   args = [a.astype(np.float32) for a in (means, scales, targets, target_scale, logits)]
@@ -891,8 +1040,8 @@ def test_jit_and_vmap_of_per_example_scales_and_logits():
   np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-6)
   # vmap: each call sees one example with a scalar target_scale.
   np.testing.assert_allclose(jax.vmap(fn)(*args), eager, rtol=1e-6)
-  np.testing.assert_allclose(eager, ref_propel_loop(
-      means, scales, targets, target_scale[:, None], special.softmax(logits, -1)),
+  np.testing.assert_allclose(eager, ref_kind_loop(
+      kind, means, scales, targets, target_scale[:, None], special.softmax(logits, -1)),
                              rtol=2e-5)
   grads = jax.jit(jax.grad(lambda *a: fn(*a).sum(), argnums=(3, 4)))(*args)
   _assert_finite(grads)
@@ -914,17 +1063,12 @@ def test_mse_and_l1():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize('full', [False, True])
-def test_mixture_nll_matches_scipy(full, enable_x64):
-  """Against SciPy's density: diagonal scales, or Cholesky factors."""
-  if full:
-    rng = np.random.default_rng(112)
-    means, scales, targets = random_full_problem(rng, (4,), 3, 3)
-    cov = covariances_of(scales)
-  else:
-    rng = np.random.default_rng(23)
-    means, scales, targets = random_problem(rng, (4,), 3, 2)
-    cov = np.vectorize(np.diag, signature='(n)->(n,n)')(scales ** 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixture_nll_matches_scipy(kind, enable_x64):
+  """Against SciPy's density."""
+  rng = np.random.default_rng(112 if kind == 'full' else 23)
+  means, scales, targets = random_kind_problem(kind, rng, (4,), 3, 3)
+  cov = covariances(kind, scales)
   log_w = random_log_weights(rng, (4, 3))
   expected = [-special.logsumexp([log_w[b, i] + stats.multivariate_normal.logpdf(
       targets[b], means[b, i], cov[b, i]) for i in range(3)]) for b in range(4)]
@@ -933,128 +1077,44 @@ def test_mixture_nll_matches_scipy(full, enable_x64):
     np.testing.assert_allclose(got, expected, rtol=1e-10)
 
 
+
 # ----------------------------------------------------------------------------
-# Full covariance: scales [..., I, n, n] are lower-triangular Cholesky factors.
+# Full covariance: what only Cholesky factors have (the form they are read in,
+# the two factorisations, many dimensions), and the diagonal written as one.
 
 
-def random_full_problem(rng, batch, num, dim, spread=1.0):
-  """Means, Cholesky factors (some negative diagonals, junk above) and targets."""
-  means = rng.normal(size=batch + (num, dim)) * spread
-  factors = rng.normal(size=batch + (num, dim, dim)) * 0.4
-  diagonal = rng.uniform(0.3, 1.0, size=batch + (num, dim)) * rng.choice(
-      [-1.0, 1.0], size=batch + (num, dim))
-  factors[..., np.arange(dim), np.arange(dim)] = diagonal
-  # Only the lower triangle is read: the upper one holds junk.
-  factors += np.triu(np.full((dim, dim), 100.0), k=1)
-  targets = rng.normal(size=batch + (dim,)) * spread
-  return means, factors, targets
-
-
-def covariances_of(factors):
-  """Σ = L Lᵀ from the lower triangle, float64 NumPy."""
-  lower = np.tril(factors)
-  return lower @ np.swapaxes(lower, -1, -2)
-
-
-def gaussian_logpdf(x, mean, cov):
-  """log N(x; mean, cov) from its definition, float64.
-
-  Not scipy's multivariate_normal, which treats eigenvalues below 1e6 ε of
-  the largest as zero and so calls covariances spanning 1e-6 to 1e6 singular.
-  """
-  diff = x - mean
-  _, log_det = np.linalg.slogdet(2 * np.pi * cov)
-  return -0.5 * (log_det + diff @ np.linalg.solve(cov, diff))
-
-
-def ref_full_log_integral(am, ac, aw, bm, bc, bw):
-  """log ∫ a b for mixtures ([I, n] means, [I, n, n] covariances, [I] weights)."""
-  return special.logsumexp([
-      np.log(aw[i]) + np.log(bw[j]) + gaussian_logpdf(am[i], bm[j], ac[i] + bc[j])
-      for i in range(len(aw)) for j in range(len(bw))])
-
-
-def ref_full_distance(pm, pc, pw, qm, qc, qw):
-  """-log[2∫pq / ∫(p² + q²)] for Gaussian mixtures, float64."""
-  p, q = (pm, pc, pw), (qm, qc, qw)
-  return (np.logaddexp(ref_full_log_integral(*p, *p), ref_full_log_integral(*q, *q))
-          - np.log(2) - ref_full_log_integral(*p, *q))
-
-
-def ref_full_propel(means, factors, target, target_scale, weights=None):
-  """PROPEL for one example with full covariances: means [I, n], factors [I, n, n]."""
-  num, dim = means.shape
-  weights = np.full(num, 1 / num) if weights is None else weights
-  gt_cov = np.diag(np.broadcast_to(target_scale, (dim,)) ** 2)
-  return ref_full_distance(target[None], gt_cov[None], np.ones(1), means,
-                           covariances_of(factors), weights)
-
-
-# n = 9 takes the looped factorisation (`_linalg.MAX_UNROLLED_DIMS` = 8).
-@pytest.mark.parametrize('num,dim', [(1, 1), (3, 2), (4, 3), (2, 5), (2, 9)])
-@pytest.mark.parametrize('weighted', [False, True])
-def test_full_covariance_matches_float64_reference(num, dim, weighted, enable_x64):
-  rng = np.random.default_rng(100 + num * 10 + dim)
-  means, factors, targets = random_full_problem(rng, (2,), num, dim)
-  target_scale = rng.uniform(0.2, 0.5, size=(1, dim))  # [n] is ambiguous for n = 2
-  log_w = random_log_weights(rng, (2, num)) if weighted else None
-  expected = [ref_full_propel(means[b], factors[b], targets[b], target_scale[0],
-                              None if log_w is None else np.exp(log_w[b]))
-              for b in range(2)]
-  with enable_x64():
-    got64 = losses.propel_loss(means, factors, targets, target_scale=target_scale,
-                               log_weights=log_w)
-    assert got64.dtype == jnp.float64
-    np.testing.assert_allclose(got64, expected, rtol=1e-9, atol=1e-11)
-  got32 = losses.propel_loss(means.astype(np.float32), factors.astype(np.float32),
-                             targets.astype(np.float32),
-                             target_scale=target_scale.astype(np.float32),
-                             log_weights=None if log_w is None else log_w.astype(np.float32))
-  np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_diagonal_factors_reproduce_the_diagonal_path(enable_x64):
+@pytest.mark.parametrize('fn', ['propel_loss', 'mixture_distance', 'mixture_nll'])
+def test_diagonal_factors_reproduce_the_diagonal_path(fn, enable_x64):
+  """Standard deviations written as Cholesky factors: the same values and gradients."""
   rng = np.random.default_rng(102)
   means, scales, targets = random_problem(rng, (4,), 3, 3)
-  factors = scales[..., None] * np.eye(3)
   log_w = random_log_weights(rng, (4, 3))
-  loss = lambda m, s: losses.propel_loss(m, s, targets, target_scale=0.3,
-                                         log_weights=log_w)
-  grads = jax.grad(lambda m, s: loss(m, s).sum(), argnums=(0, 1))
+  qm, qs, _ = random_problem(rng, (4,), 2, 3)
+  q_factors = as_factors(qs, rng)
+  factors = as_factors(scales, rng)
+  # q_scales is q's (mixture_distance) in the same kind as s.
+  loss = {
+      'propel_loss': lambda m, s, q_scales: losses.propel_loss(
+          m, s, targets, target_scale=0.3, log_weights=log_w),
+      'mixture_distance': lambda m, s, q_scales: losses.mixture_distance(
+          m, s, qm, q_scales, p_log_weights=log_w),
+      'mixture_nll': lambda m, s, q_scales: losses.mixture_nll(
+          m, s, targets, log_weights=log_w),
+  }[fn]
+  grads = jax.grad(lambda *a: loss(*a).sum(), argnums=(0, 1))
   with enable_x64():
-    np.testing.assert_allclose(loss(means, factors), loss(means, scales), rtol=1e-12)
-    d_means_full, d_factors = grads(means, factors)
-    d_means, d_scales = grads(means, scales)
+    np.testing.assert_allclose(loss(means, factors, q_factors), loss(means, scales, qs),
+                               rtol=1e-12)
+    d_means_full, d_factors = grads(means, factors, q_factors)
+    d_means, d_scales = grads(means, scales, qs)
     np.testing.assert_allclose(d_means_full, d_means, rtol=1e-10, atol=1e-12)
-    # ∂/∂σ_d of the diagonal path is ∂/∂L_dd of the full one.
-    np.testing.assert_allclose(np.diagonal(d_factors, axis1=-2, axis2=-1), d_scales,
+    # ∂/∂σ_d of the diagonal path is ∂/∂L_dd of the full one, times L_dd's sign.
+    diagonal = lambda a: np.diagonal(a, axis1=-2, axis2=-1)
+    np.testing.assert_allclose(diagonal(d_factors), d_scales * np.sign(diagonal(factors)),
                                rtol=1e-9, atol=1e-12)
-  np.testing.assert_allclose(loss(means, factors.astype(np.float32)),
-                             loss(means, scales.astype(np.float32)), rtol=1e-5)
-
-
-@pytest.mark.parametrize('p_full,q_full', [(False, True), (True, False), (True, True)])
-def test_mixture_distance_mixed_diagonal_and_full_sides(p_full, q_full, enable_x64):
-  rng = np.random.default_rng(103)
-  pm, pf, _ = random_full_problem(rng, (3,), 2, 3)
-  qm, qf, _ = random_full_problem(rng, (3,), 4, 3)
-  ps, qs = rng.uniform(0.2, 1.0, size=(3, 2, 3)), rng.uniform(0.2, 1.0, size=(3, 4, 3))
-  pw, qw = random_log_weights(rng, (3, 2)), random_log_weights(rng, (3, 4))
-  p_scales, p_cov = (pf, covariances_of(pf)) if p_full else (
-      ps, ps[..., None] ** 2 * np.eye(3))
-  q_scales, q_cov = (qf, covariances_of(qf)) if q_full else (
-      qs, qs[..., None] ** 2 * np.eye(3))
-  expected = [ref_full_distance(pm[b], p_cov[b], np.exp(pw[b]), qm[b], q_cov[b],
-                                np.exp(qw[b])) for b in range(3)]
-  with enable_x64():
-    got = losses.mixture_distance(pm, p_scales, qm, q_scales, p_log_weights=pw,
-                                  q_log_weights=qw)
-    np.testing.assert_allclose(got, expected, rtol=1e-9)
-    swapped = losses.mixture_distance(qm, q_scales, pm, p_scales, p_log_weights=qw,
-                                      q_log_weights=pw)
-    np.testing.assert_allclose(swapped, got, rtol=1e-10)
-    # D(q, q) = 0 for a full q.
-    np.testing.assert_allclose(losses.mixture_distance(qm, qf, qm, qf), 0.0, atol=1e-12)
+  f32 = lambda a: a.astype(np.float32)
+  np.testing.assert_allclose(loss(means, f32(factors), f32(q_factors)),
+                             loss(means, f32(scales), f32(qs)), rtol=1e-5)
 
 
 def test_full_covariance_upper_triangle_and_diagonal_signs_not_read():
@@ -1068,34 +1128,6 @@ def test_full_covariance_upper_triangle_and_diagonal_signs_not_read():
   np.testing.assert_allclose(loss(np.tril(factors))[0], value, rtol=1e-6)
   np.testing.assert_allclose(loss(np.tril(factors) * signs)[0], value, rtol=1e-6)
   np.testing.assert_array_equal(np.triu(grad, k=1), 0.0)
-
-
-def test_full_covariance_check_grads_and_finite_differences(enable_x64):
-  """check_grads (both modes, and order 2), and central differences of the reference."""
-  rng = np.random.default_rng(105)
-  means, factors, targets = random_full_problem(rng, (1,), 2, 2)
-  factors = np.tril(factors)  # finite differences of junk entries are 0 anyway
-  log_w = random_log_weights(rng, (1, 2))
-  qm, qf, _ = random_full_problem(rng, (1,), 2, 2)
-  with enable_x64():
-    loss = jax.jit(lambda m, f, y, ts, lw: losses.propel_loss(
-        m, f, y, target_scale=ts, log_weights=lw).sum())
-    args = (means, factors, targets, np.array([0.3, 0.5]), log_w)
-    check_grads(loss, args, order=1, modes=('fwd', 'rev'), eps=1e-5)
-    check_grads(loss, args, order=2, modes=('rev',), eps=1e-5)
-    check_grads(jax.jit(lambda pm, pf, qm, qf: losses.mixture_distance(pm, pf, qm, qf)),
-                (means, factors, qm, np.tril(qf)), order=1, modes=('rev',), eps=1e-5)
-    means, factors, targets = random_full_problem(rng, (1,), 3, 3)
-    factors = np.tril(factors)
-    # Against central differences of the SciPy reference, entry by entry.
-    grad = jax.grad(lambda f: losses.propel_loss(means[0], f, targets[0],
-                                                 target_scale=0.4))(factors[0])
-  ref = lambda f: ref_full_propel(means[0], f, targets[0], 0.4)
-  for index in [(0, 0, 0), (1, 2, 1), (2, 1, 0), (2, 2, 2)]:
-    step = np.zeros_like(factors[0])
-    step[index] = 1e-6
-    expected = (ref(factors[0] + step) - ref(factors[0] - step)) / 2e-6
-    np.testing.assert_allclose(grad[index], expected, rtol=1e-5, atol=1e-8)
 
 
 @pytest.mark.parametrize('dim', [3, 9])  # unrolled and looped factorisations
@@ -1125,92 +1157,16 @@ def test_full_covariance_above_the_unrolled_size_runs_repeatedly():
     np.testing.assert_array_equal(a, b)
 
 
-def test_full_covariance_jit_vmap_and_broadcasting():
-  rng = np.random.default_rng(106)
-  means, factors, targets = random_full_problem(rng, (4, 2), 3, 2)
-  args = [a.astype(np.float32) for a in (means, factors, targets)]
-  fn = lambda m, f, y: losses.propel_loss(m, f, y, target_scale=0.3)
-  eager = fn(*args)
-  chex.assert_shape(eager, (4, 2))
-  np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-6)
-  np.testing.assert_allclose(jax.vmap(jax.vmap(fn))(*args), eager, rtol=1e-6)
-  expected = [ref_full_propel(means[a, b], factors[a, b], targets[a, b], 0.3)
-              for a in range(4) for b in range(2)]
-  np.testing.assert_allclose(np.ravel(eager), expected, rtol=1e-4)
-  # One mixture shared by several targets: size-1 batch axes broadcast.
-  shared = fn(args[0][:1, :1], args[1][:1, :1], args[2])
-  np.testing.assert_allclose(
-      shared[1, 1], fn(args[0][0, 0], args[1][0, 0], args[2][1, 1]), rtol=1e-6)
-
-
-def _full_value_and_grads(means, factors, targets, target_scale):
-  fn = lambda m, f, y: losses.propel_loss(m, f, y, target_scale=target_scale).sum()
-  return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))(means, factors, targets)
-
-
-def _ref_full_loop(means, factors, targets, target_scale):
-  return [ref_full_propel(means[b].astype(np.float64), factors[b].astype(np.float64),
-                          targets[b].astype(np.float64), target_scale)
-          for b in range(len(targets))]
-
-
-def test_full_covariance_far_targets_finite_and_accurate():
-  """1000 standard deviations away, in float32: finite, and a squared error."""
-  rng = np.random.default_rng(107)
-  means, factors, _ = random_full_problem(rng, (4,), 3, 3)
-  factors = np.tril(factors) * 0.1
-  targets = means[:, 0] + 1000 * 0.1 * rng.choice([-1.0, 1.0], size=(4, 3))
-  args = [a.astype(np.float32) for a in (means, factors, targets)]
-  value, grads = _full_value_and_grads(*args, 0.1)
-  _assert_finite(value, grads)
-  expected = _ref_full_loop(*args, 0.1)
-  assert min(expected) > 1e4
-  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.1), expected,
-                             rtol=1e-5)
-  assert np.all(np.abs(grads[2]) > 0)  # the target pulls
-
-
-def test_full_covariance_scales_from_1e_minus_3_to_1e3():
-  """Scales spanning six orders of magnitude within one mixture and one factor."""
-  rng = np.random.default_rng(108)
-  dim = 4
-  magnitudes = 10.0 ** rng.uniform(-3, 3, size=(6, 5, dim))
-  correlated = np.tril(rng.normal(size=(6, 5, dim, dim)) * 0.3, k=-1) + np.eye(dim)
-  factors = magnitudes[..., :, None] * correlated  # D C: Σ = D C Cᵀ D
-  means = rng.normal(size=(6, 5, dim)) * magnitudes
-  targets = rng.normal(size=(6, dim))
-  args = [a.astype(np.float32) for a in (means, factors, targets)]
-  value, grads = _full_value_and_grads(*args, 0.5)
-  _assert_finite(value, grads)
-  np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.5),
-                             _ref_full_loop(*args, 0.5), rtol=1e-4)
-
-
 def test_full_covariance_sixteen_dimensions_and_32_components():
   """n = 16 (the looped factorisation), I = 32, in float32."""
   rng = np.random.default_rng(109)
   means, factors, targets = random_full_problem(rng, (1,), 32, 16)
   factors = np.tril(factors) / 4  # keep Σ well conditioned: ≈ I/4 + noise
   args = [a.astype(np.float32) for a in (means, factors, targets)]
-  value, grads = _full_value_and_grads(*args, 0.2)
+  value, grads = _value_and_grads(*args, 0.2)
   _assert_finite(value, grads)
   np.testing.assert_allclose(losses.propel_loss(*args, target_scale=0.2),
-                             _ref_full_loop(*args, 0.2), rtol=1e-4)
-
-
-def test_full_covariance_zero_at_perfect_prediction_and_translation_invariant(enable_x64):
-  rng = np.random.default_rng(110)
-  targets = rng.normal(size=(3, 2))
-  gt = np.broadcast_to(np.diag([0.3, 0.2]), (3, 1, 2, 2))
-  np.testing.assert_allclose(
-      losses.propel_loss(targets[:, None], gt, targets, target_scale=np.array([0.3, 0.2])),
-      0.0, atol=2e-6)
-  means, factors, targets = random_full_problem(rng, (3,), 3, 2)
-  shift = rng.normal(size=2) * 5
-  with enable_x64():
-    base = losses.propel_loss(means, factors, targets, target_scale=0.3)
-    moved = losses.propel_loss(means + shift, factors, targets + shift, target_scale=0.3)
-  np.testing.assert_allclose(moved, base, rtol=1e-10)
+                             ref_kind_loop('full', *args, 0.2), rtol=1e-4)
 
 
 @pytest.mark.parametrize('fn', ['propel_loss', 'mixture_nll'])

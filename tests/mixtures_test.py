@@ -20,16 +20,56 @@ def random_mixture(rng, batch, num, dim):
   return means, scales, logits - special.logsumexp(logits, axis=-1, keepdims=True)
 
 
+def random_full_mixture(rng, batch, num, dim):
+  """Means, Cholesky factors (junk above the diagonal, some negative diagonals), logits."""
+  means, scales, log_w = random_mixture(rng, batch, num, dim)
+  factors = rng.normal(size=batch + (num, dim, dim)) * 0.5
+  factors[..., np.arange(dim), np.arange(dim)] = scales * rng.choice([-1, 1], scales.shape)
+  factors += np.triu(np.full((dim, dim), 7.0), k=1)  # not read
+  return means, factors, log_w
+
+
+# The two kinds of covariance: scales [..., I, n] are standard deviations
+# ('diagonal'), [..., I, n, n] lower-triangular Cholesky factors ('full'). A
+# test parametrised over KINDS makes the same assertions about both.
+KINDS = ('diagonal', 'full')
+
+
+def random_kind_mixture(kind, rng, batch, num, dim):
+  make = random_full_mixture if kind == 'full' else random_mixture
+  return make(rng, batch, num, dim)
+
+
+def as_factors(scales):
+  """Standard deviations [..., n] as Cholesky factors [..., n, n] of the same Σ.
+
+  Every other column's sign flipped and junk above the diagonal: neither is read.
+  """
+  dim = scales.shape[-1]
+  signs = np.where(np.arange(dim) % 2, -1.0, 1.0)
+  return scales[..., None] * np.eye(dim) * signs + np.triu(np.full((dim, dim), 7.0), k=1)
+
+
+def covariances_of(means, scales):
+  """Σ [..., I, n, n], float64 NumPy, from standard deviations or Cholesky factors."""
+  if np.ndim(scales) == np.ndim(means) + 1:
+    lower = np.tril(scales)
+    return lower @ np.swapaxes(lower, -1, -2)
+  return np.square(scales)[..., None] * np.eye(np.shape(means)[-1])
+
+
 def scipy_pdf(x, means, scales, log_weights):
-  """Mixture density at x [..., n] for one mixture, from scipy.stats."""
-  return sum(np.exp(lw) * stats.multivariate_normal.pdf(x, m, np.diag(s ** 2))
-             for m, s, lw in zip(means, scales, log_weights))
+  """Mixture density at x [..., n] for one mixture of either kind, from scipy.stats."""
+  return sum(np.exp(lw) * stats.multivariate_normal.pdf(x, m, c)
+             for m, c, lw in zip(means, covariances_of(means, scales), log_weights))
 
 
-def test_log_prob_matches_scipy(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_log_prob_and_components_match_scipy(kind, enable_x64):
   rng = np.random.default_rng(0)
-  means, scales, log_w = random_mixture(rng, (3,), 4, 2)
-  x = rng.normal(size=(3, 2))
+  means, scales, log_w = random_kind_mixture(kind, rng, (3,), 4, 3)
+  x = rng.normal(size=(3, 3))
+  cov = covariances_of(means, scales)
   expected = [np.log(scipy_pdf(x[b], means[b], scales[b], log_w[b])) for b in range(3)]
   with enable_x64():
     np.testing.assert_allclose(mixtures.log_prob(x, means, scales, log_w), expected,
@@ -39,19 +79,31 @@ def test_log_prob_matches_scipy(enable_x64):
     np.testing.assert_allclose(
         mixtures.log_prob(x[0], means[0], scales[0]),
         np.log(scipy_pdf(x[0], means[0], scales[0], uniform)), rtol=1e-12)
+    np.testing.assert_allclose(
+        mixtures.component_log_prob(x, means, scales),
+        [[stats.multivariate_normal.logpdf(x[b], means[b, i], cov[b, i]) for i in range(4)]
+         for b in range(3)], rtol=1e-12)
+    np.testing.assert_allclose(mixtures.component_covariances(means, scales), cov,
+                               rtol=1e-12)
+    np.testing.assert_allclose(mixtures.marginal_scales(means, scales),
+                               np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1)), rtol=1e-12)
+  assert mixtures.is_full_covariance(means, scales) == (kind == 'full')
 
 
-def test_log_prob_far_away_is_finite():
+@pytest.mark.parametrize('kind', KINDS)
+def test_log_prob_far_away_is_finite(kind):
   means, scales = np.zeros((2, 1)), np.full((2, 1), 0.1)
+  if kind == 'full':
+    scales = -scales[..., None]  # 1×1 factors, of either sign
   value = mixtures.log_prob(np.array([1e3], np.float32), means, scales)
   np.testing.assert_allclose(value, -0.5 * (1e4) ** 2 - np.log(0.1 * np.sqrt(2 * np.pi)),
                              rtol=1e-6)
 
 
-def _grid_2d(means, scales, log_w, half_width=12.0, points=801, pdf_fn=None):
+def _grid_2d(means, scales, log_w, half_width=12.0, points=801):
   axis = np.linspace(-half_width, half_width, points)
   x, y = np.meshgrid(axis, axis, indexing='ij')
-  pdf = (pdf_fn or scipy_pdf)(np.stack([x, y], -1), means, scales, log_w)
+  pdf = scipy_pdf(np.stack([x, y], -1), means, scales, log_w)
   integral = lambda f: integrate.trapezoid(integrate.trapezoid(f, axis, axis=1), axis)
   return x, y, pdf, integral
 
@@ -71,14 +123,14 @@ def _assert_moments_match_integration(means, scales, log_w, grid, cov_atol):
   np.testing.assert_allclose(mixtures.covariance(means, scales, log_w), cov, atol=cov_atol)
 
 
-@pytest.mark.parametrize('full', [False, True])
-def test_mean_and_covariance_match_numerical_integration(full, enable_x64):
-  """Diagonal scales, or Cholesky factors (a wider, finer grid for their tails)."""
+@pytest.mark.parametrize('kind', KINDS)
+def test_mean_and_covariance_match_numerical_integration(kind, enable_x64):
+  """Cholesky factors on a wider, finer grid, for their tails."""
+  full = kind == 'full'
   if full:
     rng = np.random.default_rng(41)
     means, scales, log_w = random_full_mixture(rng, (), 3, 2)
-    grid = _grid_2d(means, scales, log_w, half_width=14.0, points=1001,
-                    pdf_fn=scipy_full_pdf)
+    grid = _grid_2d(means, scales, log_w, half_width=14.0, points=1001)
   else:
     rng = np.random.default_rng(1)
     means, scales, log_w = random_mixture(rng, (), 3, 2)
@@ -88,18 +140,41 @@ def test_mean_and_covariance_match_numerical_integration(full, enable_x64):
                                       cov_atol=1e-7 if full else 1e-8)
 
 
-def test_marginal_cdf_matches_scipy_and_integration(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_marginal_cdf_matches_scipy_and_integration(kind, enable_x64):
+  """Each dimension's marginal density integrated; its variance is Σ_dd."""
   rng = np.random.default_rng(2)
-  means, scales, log_w = random_mixture(rng, (2,), 3, 2)
-  x = rng.normal(size=(2, 2))
+  means, scales, log_w = random_kind_mixture(kind, rng, (2,), 3, 3)
+  x = rng.normal(size=(2, 3))
+  marginal_std = np.sqrt(np.diagonal(covariances_of(means, scales), axis1=-2, axis2=-1))
   with enable_x64():
     got = mixtures.marginal_cdf(x, means, scales, log_w)
   for b in range(2):
-    for d in range(2):
+    for d in range(3):
       marginal_pdf = lambda t: sum(np.exp(log_w[b, i]) * stats.norm.pdf(
-          t, means[b, i, d], scales[b, i, d]) for i in range(3))
+          t, means[b, i, d], marginal_std[b, i, d]) for i in range(3))
       expected = integrate.quad(marginal_pdf, -np.inf, x[b, d], epsabs=1e-13)[0]
       np.testing.assert_allclose(got[b, d], expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_marginal_is_the_covariance_block(kind, enable_x64):
+  """The marginals of a Gaussian are Gaussian: dims of the means and covariance."""
+  rng = np.random.default_rng(42)
+  means, scales, log_w = random_kind_mixture(kind, rng, (2,), 3, 3)
+  cov = covariances_of(means, scales)
+  with enable_x64():
+    pair = mixtures.marginal(means, scales, log_w, dims=(2, 0))
+    pair_cov = mixtures.component_covariances(*pair[:2])
+  assert pair.is_full_covariance == (kind == 'full')
+  assert pair.scales.shape == (2, 3, 2) + ((2,) if kind == 'full' else ())
+  np.testing.assert_allclose(pair.means, means[..., [2, 0]])
+  np.testing.assert_allclose(pair_cov, cov[..., [2, 0], :][..., [2, 0]], rtol=1e-10)
+  np.testing.assert_array_equal(pair.log_weights, log_w)
+  with pytest.raises(ValueError, match=r'dims \[0, 0\] must name distinct dimensions'):
+    mixtures.marginal(means, scales, dims=(0, 0))
+  with pytest.raises(ValueError, match=r'dims \[3\]'):
+    mixtures.marginal(means, scales, dims=(3,))
 
 
 def _grid_modes_1d(means, scales, log_w):
@@ -118,11 +193,14 @@ def _grid_modes_1d(means, scales, log_w):
     ([-3.0, -2.8, 0.0, 3.0], [0.3, 0.3, 0.4, 0.6], [0.2, 0.2, 0.3, 0.3]),
     ([0.0, 1.0], [0.5, 1.0], [0.5, 0.5]),            # one mode, pulled by unequal scales
 ])
-def test_modes_1d_match_grid_search(means, scales, weights, enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_modes_1d_match_grid_search(kind, means, scales, weights, enable_x64):
   means = np.array(means)[:, None]
   scales = np.array(scales)[:, None]
   log_w = np.log(np.array(weights))
   expected_x, expected_log_p = _grid_modes_1d(means, scales, log_w)
+  if kind == 'full':
+    scales = -scales[..., None]  # 1×1 factors, of either sign
   with enable_x64():
     x, log_p, valid = mixtures.modes(means, scales, log_w)
   assert int(np.sum(valid)) == len(expected_x)
@@ -134,11 +212,14 @@ def test_modes_1d_match_grid_search(means, scales, weights, enable_x64):
                                expected_x[:1], atol=1e-4)
 
 
-def test_modes_2d_batched_and_jitted():
+@pytest.mark.parametrize('kind', KINDS)
+def test_modes_2d_batched_and_jitted(kind):
   """Two well separated 2-D clusters of two components each, in a batch."""
   means = np.array([[[0.0, 0.0], [0.1, -0.1], [5.0, 5.0], [5.1, 4.9]]] * 3)
   means[1] *= -1
   scales = np.full_like(means, 0.5)
+  if kind == 'full':
+    scales = as_factors(scales)
   log_w = np.log(np.array([[0.1, 0.1, 0.4, 0.4]] * 3))
   x, log_p, valid = jax.jit(mixtures.modes)(means, scales, log_w)
   assert x.shape == (3, 4, 2) and log_p.shape == (3, 4) and valid.shape == (3, 4)
@@ -152,22 +233,28 @@ def test_modes_2d_batched_and_jitted():
   assert log_p[0, 0] > log_p[0, 1]
 
 
-def test_modes_of_a_nan_example_do_not_stop_the_others():
+@pytest.mark.parametrize('kind', KINDS)
+def test_modes_of_a_nan_example_do_not_stop_the_others(kind):
   means = np.array([[[-1.1], [1.1]], [[np.nan], [0.0]]])  # Example 0 takes a few steps.
   scales = np.array([[[1.0], [1.0]], [[1.0], [1.0]]])
-  x, _, valid = mixtures.modes(means, scales, num_iters=100, tol=1e-4)
   expected_x, _ = _grid_modes_1d(means[0], scales[0], np.log([0.5, 0.5]))
+  if kind == 'full':
+    scales = scales[..., None]
+  x, _, valid = mixtures.modes(means, scales, num_iters=100, tol=1e-4)
   np.testing.assert_allclose(np.sort(np.asarray(x[0, :, 0])), np.sort(expected_x), atol=1e-4)
   assert np.asarray(valid[0]).tolist() == [True, True]
   assert not np.any(valid[1])
 
 
-def test_modes_tolerances_scale_with_the_narrowest_component(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_modes_tolerances_scale_with_the_narrowest_component(kind, enable_x64):
   # Two narrow modes 0.05 apart (50 of their σ) beside a wide component: the
   # merge and convergence tolerances are in units of the smallest scale, so
   # the wide one does not blur the narrow ones into one mode.
   means = np.array([[0.0], [0.05], [100.0]])
   scales = np.array([[0.001], [0.001], [10.0]])
+  if kind == 'full':
+    scales = scales[..., None]
   with enable_x64():
     x, _, valid = mixtures.modes(means, scales)
   assert np.asarray(valid).tolist() == [True, True, True]
@@ -187,18 +274,20 @@ def test_modes_just_apart_stay_apart_by_default(enable_x64):
   assert 0.26 < np.ptp(expected_x) < 0.28
 
 
-def test_single_component_mode_is_its_mean():
+@pytest.mark.parametrize('kind', KINDS)
+def test_single_component_mode_is_its_mean(kind):
   means = np.array([[[1.0, -2.0, 3.0]]])
-  x, _, valid = mixtures.modes(means, np.full((1, 1, 3), 0.3))
+  _, scales, _ = random_kind_mixture(kind, np.random.default_rng(5), (1,), 1, 3)
+  x, _, valid = mixtures.modes(means, scales)
   np.testing.assert_allclose(x[0, 0], means[0, 0], atol=1e-6)
   assert bool(valid[0, 0])
 
 
-@pytest.mark.parametrize('covariance, seed', [('diagonal', 3), ('full', 43)])
-def test_sample_shape_and_moments(covariance, seed):
-  """Moments of 100,000 samples; scales are Cholesky factors for 'full'."""
-  make = random_mixture if covariance == 'diagonal' else random_full_mixture
-  means, scales, log_w = make(np.random.default_rng(seed), (2,), 3, 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_sample_shape_and_moments(kind):
+  """Moments of 100,000 samples."""
+  seed = 43 if kind == 'full' else 3
+  means, scales, log_w = random_kind_mixture(kind, np.random.default_rng(seed), (2,), 3, 2)
   samples = mixtures.sample(jax.random.key(0), means, scales, log_w,
                             sample_shape=(100000,))
   assert samples.shape == (100000, 2, 2)
@@ -226,11 +315,15 @@ def test_shape_errors():
     mixtures.covariance(means, scales, np.zeros(4))
   with pytest.raises(ValueError, match=r'means must be \[\.\.\., I, n\] .*got shape \(3,\)'):
     mixtures.modes(np.zeros(3), np.ones(3))
+  with pytest.raises(ValueError, match=(r'scales shape \(4, 2, 3, 2\) must equal means '
+                                        r'shape \(4, 2, 3\).*or be \(4, 2, 3, 3\)')):
+    mixtures.log_prob(np.zeros((4, 3)), means, np.ones((4, 2, 3, 2)))
 
 
-def test_functions_vmap_and_differentiate():
+@pytest.mark.parametrize('kind', KINDS)
+def test_functions_vmap_and_differentiate(kind):
   rng = np.random.default_rng(4)
-  means, scales, log_w = random_mixture(rng, (5,), 3, 2)
+  means, scales, log_w = random_kind_mixture(kind, rng, (5,), 3, 2)
   x = rng.normal(size=(5, 2))
   batched = mixtures.log_prob(x, means, scales, log_w)
   np.testing.assert_allclose(jax.vmap(mixtures.log_prob)(x, means, scales, log_w),
@@ -267,10 +360,11 @@ def _shifted_logits(log_w):
   return [log_w + 5.0, log_w + rng.normal(size=log_w.shape[:-1] + (1,)) * 10]
 
 
-def test_every_function_takes_logits(enable_x64):
+@pytest.mark.parametrize('kind', KINDS)
+def test_every_function_takes_logits(kind, enable_x64):
   """Adding a constant over I to log_weights changes nothing anywhere."""
   rng = np.random.default_rng(12)
-  means, scales, log_w = random_mixture(rng, (3,), 4, 2)
+  means, scales, log_w = random_kind_mixture(kind, rng, (3,), 4, 2)
   x = rng.normal(size=(3, 2))
   key = jax.random.key(1)
   functions = {
@@ -337,23 +431,26 @@ def test_complex_and_empty_inputs_raise():
 # The Mixture type and affine maps.
 
 
-def test_mixture_methods_equal_module_functions():
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixture_methods_equal_module_functions(kind):
   rng = np.random.default_rng(14)
-  means, scales, log_w = random_mixture(rng, (3,), 4, 2)
+  means, scales, log_w = random_kind_mixture(kind, rng, (3,), 4, 2)
   log_w = log_w + 2.0  # logits
   m = mixtures.Mixture(*map(jnp.asarray, (means, scales, log_w)))
   x = jnp.asarray(rng.normal(size=(3, 2)))
   key = jax.random.key(2)
   assert (m.num_components, m.num_dims, m.batch_shape) == (4, 2, (3,))
+  assert m.is_full_covariance == (kind == 'full')
   methods = (lambda m: [
       m.log_prob(x), m.mean(), m.covariance(), m.modes(num_iters=50),
       m.most_likely_mode(tol=1e-3), m.sample(key, (7,)), m.marginal_cdf(x),
-      m.affine(1.0, jnp.array([2.0, -3.0]))])
+      m.affine(1.0, jnp.array([2.0, -3.0])), m.marginal((1,))])
   functions = (lambda m: [
       mixtures.log_prob(x, *m), mixtures.mean(*m), mixtures.covariance(*m),
       mixtures.modes(*m, num_iters=50), mixtures.most_likely_mode(*m, tol=1e-3),
       mixtures.sample(key, *m, sample_shape=(7,)), mixtures.marginal_cdf(x, *m),
-      mixtures.affine(*m, shift=1.0, scale=jnp.array([2.0, -3.0]))])
+      mixtures.affine(*m, shift=1.0, scale=jnp.array([2.0, -3.0])),
+      mixtures.marginal(*m, dims=(1,))])
   # One compilation for both sides.
   for method, function in zip(*jax.jit(lambda m: (methods(m), functions(m)))(m)):
     chex.assert_trees_all_equal(method, function)
@@ -364,8 +461,9 @@ def test_mixture_methods_equal_module_functions():
   chex.assert_trees_all_equal(mixtures.log_prob(x, means_, scales_, log_w_), m.log_prob(x))
 
 
-def test_uniform_mixture():
-  means, scales, _ = random_mixture(np.random.default_rng(15), (2, 3), 4, 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_uniform_mixture(kind):
+  means, scales, _ = random_kind_mixture(kind, np.random.default_rng(15), (2, 3), 4, 2)
   m = mixtures.Mixture.uniform(means, scales)
   assert isinstance(m.means, jax.Array) and m.log_weights.shape == (2, 3, 4)
   np.testing.assert_allclose(m.log_weights, -np.log(4), rtol=1e-6)
@@ -373,12 +471,13 @@ def test_uniform_mixture():
   np.testing.assert_allclose(m.log_prob(x), mixtures.log_prob(x, means, scales),
                              rtol=1e-6)
   with pytest.raises(ValueError, match=r'scales shape \(2, 3, 4\) must equal'):
-    mixtures.Mixture.uniform(means, scales[..., 0])
+    mixtures.Mixture.uniform(means, scales[..., 0, 0] if kind == 'full' else scales[..., 0])
 
 
-def test_mixture_is_a_pytree_under_jit_and_vmap():
+@pytest.mark.parametrize('kind', KINDS)
+def test_mixture_is_a_pytree_under_jit_and_vmap(kind):
   rng = np.random.default_rng(16)
-  means, scales, log_w = random_mixture(rng, (5,), 3, 2)
+  means, scales, log_w = random_kind_mixture(kind, rng, (5,), 3, 2)
   m = mixtures.Mixture(*map(jnp.asarray, (means, scales, log_w + 1.0)))
   x = jnp.asarray(rng.normal(size=(5, 2)))
   expected = m.log_prob(x)
@@ -399,14 +498,15 @@ def test_mixture_is_a_pytree_under_jit_and_vmap():
 
 
 @pytest.mark.parametrize('shift,scale', [
-    (1.5, 2.0),
+    (1.5, -2.0),
     ([-90.0, 10.0], [180.0, -0.5]),
     ('per_example', 'per_example'),
 ])
-def test_affine_maps_the_density_with_its_jacobian(shift, scale, enable_x64):
-  """log p_y(shift + scale x) = log p_x(x) - Σ_d log|scale_d|."""
+@pytest.mark.parametrize('kind', KINDS)
+def test_affine_maps_the_density_with_its_jacobian(kind, shift, scale, enable_x64):
+  """log p_y(shift + scale x) = log p_x(x) - Σ_d log|scale_d|; Σ_i becomes D Σ_i D."""
   rng = np.random.default_rng(17)
-  means, scales, log_w = random_mixture(rng, (4,), 3, 2)
+  means, scales, log_w = random_kind_mixture(kind, rng, (4,), 3, 2)
   if isinstance(shift, str):
     shift = rng.normal(size=(4, 2))
     scale = rng.uniform(0.5, 2.0, size=(4, 2)) * rng.choice([-1, 1], size=(4, 2))
@@ -428,13 +528,24 @@ def test_affine_maps_the_density_with_its_jacobian(shift, scale, enable_x64):
     cdf_x = np.asarray(mixtures.marginal_cdf(x, means, scales, log_w))
     np.testing.assert_allclose(y.marginal_cdf(shift + scale * x),
                                np.where(diag > 0, cdf_x, 1 - cdf_x), rtol=1e-12)
+    np.testing.assert_allclose(
+        mixtures.component_covariances(*y[:2]),
+        diag[:, None, :, None] * covariances_of(means, scales) * diag[:, None, None, :],
+        rtol=1e-12, atol=1e-12)
   np.testing.assert_array_equal(y.log_weights, log_w)  # weights unchanged
+  # Standard deviations, or a factor's diagonal, become |scale_d| times theirs
+  # (the diagonal keeps its signs).
+  diagonal = lambda a: np.diagonal(a, axis1=-2, axis2=-1) if kind == 'full' else a
+  np.testing.assert_allclose(diagonal(y.scales), np.abs(diag)[:, None] * diagonal(scales),
+                             rtol=1e-12)
 
 
-def test_affine_broadcasts_and_checks_shapes():
-  means, scales, _ = random_mixture(np.random.default_rng(18), (), 3, 2)
+@pytest.mark.parametrize('kind', KINDS)
+def test_affine_broadcasts_and_checks_shapes(kind):
+  means, scales, _ = random_kind_mixture(kind, np.random.default_rng(18), (), 3, 2)
   y = mixtures.affine(means[None], scales[None], shift=np.zeros((5, 2)), scale=1.0)
   assert y.batch_shape == (5,) and y.log_weights.shape == (5, 3)
+  assert y.scales.shape == (5,) + scales.shape
   np.testing.assert_allclose(y.log_weights, -np.log(3), rtol=1e-6)
   with pytest.raises(ValueError, match=r'^scale shape \(3,\) must be a scalar, \[n\] or \[\.\.\., n\]'):
     mixtures.affine(means, scales, shift=0.0, scale=np.ones(3))
@@ -447,76 +558,8 @@ def test_affine_broadcasts_and_checks_shapes():
 
 
 # ----------------------------------------------------------------------------
-# Full covariance: scales [..., I, n, n] are lower-triangular Cholesky factors.
-
-
-def random_full_mixture(rng, batch, num, dim):
-  """Means, Cholesky factors (junk above the diagonal, some negative diagonals), logits."""
-  means, scales, log_w = random_mixture(rng, batch, num, dim)
-  factors = rng.normal(size=batch + (num, dim, dim)) * 0.5
-  factors[..., np.arange(dim), np.arange(dim)] = scales * rng.choice([-1, 1], scales.shape)
-  factors += np.triu(np.full((dim, dim), 7.0), k=1)  # not read
-  return means, factors, log_w
-
-
-def full_covariances(factors):
-  lower = np.tril(factors)
-  return lower @ np.swapaxes(lower, -1, -2)
-
-
-def scipy_full_pdf(x, means, factors, log_weights):
-  return sum(np.exp(lw) * stats.multivariate_normal.pdf(x, m, c)
-             for m, c, lw in zip(means, full_covariances(factors), log_weights))
-
-
-def test_full_log_prob_nll_and_components_match_scipy(enable_x64):
-  rng = np.random.default_rng(40)
-  means, factors, log_w = random_full_mixture(rng, (3,), 4, 3)
-  x = rng.normal(size=(3, 3))
-  cov = full_covariances(factors)
-  with enable_x64():
-    np.testing.assert_allclose(
-        mixtures.log_prob(x, means, factors, log_w),
-        [np.log(scipy_full_pdf(x[b], means[b], factors[b], log_w[b])) for b in range(3)],
-        rtol=1e-12)
-    np.testing.assert_allclose(
-        mixtures.component_log_prob(x, means, factors),
-        [[stats.multivariate_normal.logpdf(x[b], means[b, i], cov[b, i]) for i in range(4)]
-         for b in range(3)], rtol=1e-12)
-    np.testing.assert_allclose(mixtures.component_covariances(means, factors), cov,
-                               rtol=1e-12)
-    np.testing.assert_allclose(mixtures.marginal_scales(means, factors),
-                               np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1)), rtol=1e-12)
-  assert mixtures.is_full_covariance(means, factors)
-  assert not mixtures.is_full_covariance(means, factors[..., 0])
-
-
-def test_full_marginal_cdf_and_marginal_match_scipy(enable_x64):
-  """The marginals of a Gaussian are Gaussian: dims of the means and covariance."""
-  rng = np.random.default_rng(42)
-  means, factors, log_w = random_full_mixture(rng, (2,), 3, 3)
-  x = rng.normal(size=(2, 3))
-  cov = full_covariances(factors)
-  with enable_x64():
-    cdf = mixtures.marginal_cdf(x, means, factors, log_w)
-    pair = mixtures.marginal(means, factors, log_w, dims=(2, 0))
-    pair_cov = mixtures.component_covariances(*pair[:2])
-    diagonal_pair = mixtures.marginal(means, factors[..., 0, :], log_w, dims=(2, 0))
-  for b in range(2):
-    for d in range(3):
-      expected = sum(np.exp(log_w[b, i]) * stats.norm.cdf(x[b, d], means[b, i, d],
-                                                          np.sqrt(cov[b, i, d, d]))
-                     for i in range(3))
-      np.testing.assert_allclose(cdf[b, d], expected, rtol=1e-10)
-  assert pair.is_full_covariance and pair.scales.shape == (2, 3, 2, 2)
-  np.testing.assert_allclose(pair.means, means[..., [2, 0]])
-  np.testing.assert_allclose(pair_cov, cov[..., [2, 0], :][..., [2, 0]], rtol=1e-10)
-  np.testing.assert_array_equal(pair.log_weights, log_w)
-  np.testing.assert_allclose(diagonal_pair.scales, factors[..., 0, [2, 0]])
-  with pytest.raises(ValueError, match=r'dims \[0, 0\] must name distinct dimensions'):
-    mixtures.marginal(means, factors, dims=(0, 0))
-  with pytest.raises(ValueError, match=r'dims \[3\]'):
-    mixtures.marginal(means, factors, dims=(3,))
+# Full covariance: a mode where the tilt puts it, and the diagonal written as
+# Cholesky factors.
 
 
 def test_full_modes_match_grid_search(enable_x64):
@@ -531,7 +574,7 @@ def test_full_modes_match_grid_search(enable_x64):
   log_w = np.log(np.array([0.4, 0.3, 0.3]))
   axis = np.linspace(-6, 6, 1201)
   grid = np.stack(np.meshgrid(axis, axis, indexing='ij'), -1)
-  pdf = scipy_full_pdf(grid, means, factors, log_w)
+  pdf = scipy_pdf(grid, means, factors, log_w)
   peak = (pdf[1:-1, 1:-1] > np.maximum.reduce([
       pdf[:-2, 1:-1], pdf[2:, 1:-1], pdf[1:-1, :-2], pdf[1:-1, 2:],
       pdf[:-2, :-2], pdf[2:, 2:], pdf[:-2, 2:], pdf[2:, :-2]]))
@@ -544,48 +587,51 @@ def test_full_modes_match_grid_search(enable_x64):
   np.testing.assert_allclose(x[:num_modes], found, atol=0.02)
   np.testing.assert_allclose(x[0], [0.466, 0.389], atol=1e-3)
   np.testing.assert_allclose(
-      log_p[:num_modes], np.log(scipy_full_pdf(np.asarray(x[:num_modes]), means, factors,
+      log_p[:num_modes], np.log(scipy_pdf(np.asarray(x[:num_modes]), means, factors,
                                                log_w)), rtol=1e-10)
   np.testing.assert_allclose(mixtures.most_likely_mode(means, factors, log_w), x[0],
                              atol=1e-6)
 
 
-@pytest.mark.parametrize('shift,scale', [(1.5, -2.0), ([-90.0, 10.0], [180.0, -0.5])])
-def test_full_affine_maps_density_and_factors(shift, scale, enable_x64):
-  rng = np.random.default_rng(44)
-  means, factors, log_w = random_full_mixture(rng, (4,), 3, 2)
-  shift, scale = np.asarray(shift), np.asarray(scale)
-  x = rng.normal(size=(4, 2))
-  diag = np.broadcast_to(scale, (2,))
+@pytest.mark.parametrize('fn', [
+    'log_prob', 'component_log_prob', 'marginal_cdf', 'mean', 'covariance',
+    'component_covariances', 'marginal_scales', 'modes', 'sample', 'affine', 'marginal'])
+def test_diagonal_factors_give_the_diagonal_results(fn, enable_x64):
+  """Standard deviations written as Cholesky factors: the same results, function by function.
+
+  The mixtures that affine and marginal return are compared by their
+  densities and component covariances.
+  """
+  rng = np.random.default_rng(60)
+  means, scales, log_w = random_mixture(rng, (3,), 4, 3)
+  x = rng.normal(size=(3, 3))
+  key = jax.random.key(3)
+  factors = as_factors(scales)
+  if fn == 'sample':
+    # A flipped column flips its noise: the same distribution, other draws.
+    factors = np.abs(factors)
+  compare = lambda y, points: (y.log_prob(points), mixtures.component_covariances(*y[:2]))
+  call = {
+      'log_prob': lambda s: mixtures.log_prob(x, means, s, log_w),
+      'component_log_prob': lambda s: mixtures.component_log_prob(x, means, s),
+      'marginal_cdf': lambda s: mixtures.marginal_cdf(x, means, s, log_w),
+      'mean': lambda s: mixtures.mean(means, s, log_w),
+      'covariance': lambda s: mixtures.covariance(means, s, log_w),
+      'component_covariances': lambda s: mixtures.component_covariances(means, s),
+      'marginal_scales': lambda s: mixtures.marginal_scales(means, s),
+      'modes': lambda s: mixtures.modes(means, s, log_w),
+      'sample': lambda s: mixtures.sample(key, means, s, log_w, sample_shape=(5,)),
+      'affine': lambda s: compare(mixtures.affine(means, s, log_w, shift=1.0,
+                                                  scale=np.array([2.0, -1.0, 0.5])), x),
+      'marginal': lambda s: compare(mixtures.marginal(means, s, log_w, dims=(2, 0)),
+                                    x[:, [2, 0]]),
+  }[fn]
   with enable_x64():
-    y = mixtures.affine(means, factors, log_w, shift=shift, scale=scale)
-    np.testing.assert_allclose(
-        y.log_prob(shift + scale * x),
-        mixtures.log_prob(x, means, factors, log_w) - np.sum(np.log(np.abs(diag))),
-        rtol=1e-12)
-    np.testing.assert_allclose(mixtures.component_covariances(*y[:2]),
-                               diag[:, None] * full_covariances(factors) * diag[None, :],
-                               rtol=1e-12)
-  # The diagonal keeps its signs: |scale_d| times L_dd.
-  np.testing.assert_allclose(np.diagonal(y.scales, axis1=-2, axis2=-1),
-                             np.abs(diag) * np.diagonal(factors, axis1=-2, axis2=-1))
+    chex.assert_trees_all_close(call(factors), call(scales), rtol=1e-12, atol=1e-12)
 
 
-def test_full_mixture_type_methods_and_shape_errors():
-  rng = np.random.default_rng(45)
-  means, factors, log_w = random_full_mixture(rng, (3,), 2, 2)
-  m = mixtures.Mixture.uniform(means, factors)
-  assert m.is_full_covariance and (m.num_components, m.num_dims, m.batch_shape) == (
-      2, 2, (3,))
-  x = jnp.asarray(rng.normal(size=(3, 2)))
-  np.testing.assert_allclose(jax.jit(lambda m: m.log_prob(x))(m),
-                             mixtures.log_prob(x, means, factors), rtol=1e-6)
-  np.testing.assert_allclose(jax.vmap(lambda m, x: m.log_prob(x))(m, x),
-                             mixtures.log_prob(x, means, factors), rtol=1e-6)
-  assert m.marginal((1,)).scales.shape == (3, 2, 1, 1)
-  with pytest.raises(ValueError, match=(r'scales shape \(3, 2, 2, 3\) must equal means '
-                                        r'shape \(3, 2, 2\).*or be \(3, 2, 2, 2\)')):
-    mixtures.log_prob(x, means, np.ones((3, 2, 2, 3)))
+# ----------------------------------------------------------------------------
+# Modes against a fixed-point reference.
 
 
 def _reference_modes(means, covariances, log_w):
@@ -638,15 +684,13 @@ def _assert_modes_match(got, expected, atol):
   np.testing.assert_allclose(log_p[:num], expected[1], atol=100 * atol)
 
 
-@pytest.mark.parametrize('full', [False, True])
-def test_modes_of_random_mixtures_match_the_fixed_point_reference(full, enable_x64):
-  """Random 2-D and 3-D mixtures, diagonal and full, in float64 and float32."""
-  rng = np.random.default_rng(50 + full)
+@pytest.mark.parametrize('kind', KINDS)
+def test_modes_of_random_mixtures_match_the_fixed_point_reference(kind, enable_x64):
+  """Random 2-D and 3-D mixtures, in float64 and float32."""
+  rng = np.random.default_rng(50 + (kind == 'full'))
   for dim in (2, 3):
-    make = random_full_mixture if full else random_mixture
-    means, scales, log_w = make(rng, (12,), 6, dim)
-    covariances = (full_covariances(scales) if full
-                   else scales[..., None] * scales[..., None, :] * np.eye(dim))
+    means, scales, log_w = random_kind_mixture(kind, rng, (12,), 6, dim)
+    covariances = covariances_of(means, scales)
     expected = [_reference_modes(*a) for a in zip(means, covariances, log_w)]
     assert len({len(e[0]) for e in expected}) >= 3  # Merged and separate components.
     with enable_x64():

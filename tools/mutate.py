@@ -14,7 +14,7 @@ when no test can tell it apart.
     python tools/mutate.py --list            # the mutants, and whether each applies
 
 `make mutate` runs the first. Not part of `make test`: a pass runs the fast
-tests of ten modules about 60 times (30-40 minutes on 2 cores). Before
+tests of ten modules about 110 times (more than an hour on 2 cores). Before
 the mutants, each module's tests run once unmutated; a module whose tests fail
 unmutated is reported and skipped. A mutant whose snippet is missing (the code
 changed) is reported as not applicable: update its snippet. Exit status 1 if
@@ -122,6 +122,45 @@ MUTANTS = [
       'return jnp.mean(jnp.square(predictions - targets)'),
     M('losses', 'per-example target scale not broadcast over n',
       'return width[..., None]', 'return width'),
+    # losses, full covariance: the overlaps, their closed-form gradients, the
+    # factorisation, the mixed diagonal/full pairs.
+    M('losses', 'full overlap: log det S dropped',
+      'return -0.5 * (sum(jnp.log(p) for p in pivots) + mahalanobis)',
+      'return -0.5 * mahalanobis'),
+    M('losses', 'full ρ: spread not halved',
+      'spread = spread * (0.5 * pivot * rsqrt_pivots_a[k] * rsqrt_pivots_b[k])',
+      'spread = spread * (pivot * rsqrt_pivots_a[k] * rsqrt_pivots_b[k])'),
+    M('losses', 'full self overlap: det(Σ)^-1 for det(Σ)^-1/2',
+      '+ 0.5 * jnp.sum(jnp.log(rsqrt_pivots), axis=0))',
+      '+ jnp.sum(jnp.log(rsqrt_pivots), axis=0))'),
+    M('losses', 'full cross overlap: log 2π once, not per dimension',
+      'return log_total - 0.5 * num_dims * _LOG_2PI, terms',
+      'return log_total - 0.5 * _LOG_2PI, terms'),
+    M('losses', 'full gradient: sign of ∂/∂μ', 'return [-u_k for u_k in u], d_cov',
+      'return [u_k for u_k in u], d_cov'),
+    M('losses', 'full gradient: off-diagonal entries not doubled',
+      'd_cov = [(0.5 if r == c else 1.0) * (u[r] * u[c] - inverse[r, c])',
+      'd_cov = [0.5 * (u[r] * u[c] - inverse[r, c])'),
+    M('losses', 'full self gradient: pairs counted once',
+      'means_t, covs_t, means_t, covs_t)\n  weights = 2.0 * terms',
+      'means_t, covs_t, means_t, covs_t)\n  weights = terms'),
+    M('losses', 'full cross gradient: q side ∂/∂μ sign',
+      'grads = grads[:3] + (-jnp.stack(sums[:num_dims]),',
+      'grads = grads[:3] + (jnp.stack(sums[:num_dims]),'),
+    M('losses', 'factorisation: Schur complement added',
+      'entry[r, c] = entry[r, c] - multipliers[r, k] * entry[c, k]',
+      'entry[r, c] = entry[r, c] + multipliers[r, k] * entry[c, k]'),
+    M('losses', 'factorisation: Mahalanobis term without 1/D',
+      'mahalanobis = sum(y_k * y_k * inv for y_k, inv in zip(y, inverses))',
+      'mahalanobis = sum(y_k * y_k for y_k in y)'),
+    M('losses', 'factorisation: S⁻¹ off-diagonal seeded with 1/D',
+      'value = inverses[r] if r == c else 0.0', 'value = inverses[r]'),
+    M('losses', 'looped factorisation (n > 8): Schur update without the pivot',
+      'remaining = remaining - pivot * jnp.outer(column, column)',
+      'remaining = remaining - jnp.outer(column, column)'),
+    M('losses', 'diagonal side of a mixed pair: 1/√(2v) for v',
+      'entries = [mixture.variances[r] if r == c else zeros',
+      'entries = [mixture.roots[r] if r == c else zeros'),
 
     # mixtures: densities, moments, modes, sampling, affine maps.
     M('mixtures', 'modes: bandwidth from the largest scale',
@@ -150,6 +189,29 @@ MUTANTS = [
       'order = jnp.argsort(log_density, axis=-1)'),
     M('mixtures', 'affine: signed scales', 'new_scales = jnp.abs(per_component(scale)) * scales',
       'new_scales = per_component(scale) * scales'),
+    # mixtures, full covariance: Σ = L Lᵀ and what is built from L.
+    M('mixtures', 'full: Σ = LᵀL', 'return tril @ jnp.swapaxes(tril, -1, -2)',
+      'return jnp.swapaxes(tril, -1, -2) @ tril'),
+    M('mixtures', 'full density: whitened with the upper triangle',
+      'left_side=True,\n                                     lower=True)[..., 0]',
+      'left_side=True,\n                                     lower=False)[..., 0]'),
+    M('mixtures', 'full density: log det with the signs of the diagonal',
+      'jnp.log(jnp.abs(jnp.diagonal(scales, axis1=-2, axis2=-1)))',
+      'jnp.log(jnp.diagonal(scales, axis1=-2, axis2=-1))'),
+    M('mixtures', 'full modes: precision L⁻¹L⁻ᵀ',
+      'return jnp.swapaxes(inverse, -1, -2) @ inverse',
+      'return inverse @ jnp.swapaxes(inverse, -1, -2)'),
+    M('mixtures', 'full marginal scales: column norms',
+      'return jnp.sqrt(jnp.sum(jnp.square(jnp.tril(scales)), axis=-1))',
+      'return jnp.sqrt(jnp.sum(jnp.square(jnp.tril(scales)), axis=-2))'),
+    M('mixtures', 'full sample: the upper triangle read', 'jnp.tril(pick(scales, 2)), noise)',
+      'pick(scales, 2), noise)'),
+    M('mixtures', 'full affine: signs on the rows',
+      'columns = jnp.sign(scale)[..., None, None, :] if scale.ndim',
+      'columns = jnp.sign(scale)[..., None, :, None] if scale.ndim'),
+    M('mixtures', 'full marginal: the block\'s columns sorted',
+      'jnp.linalg.cholesky(covariances[..., index[:, None], index])',
+      'jnp.linalg.cholesky(covariances[..., index[:, None], np.sort(index)])'),
     M('mixtures', 'modes: iterate to num_iters regardless of tol',
       'return (i < num_iters) & (change > tol)', 'return i < num_iters',
       equivalent='Only stops later: the points then move by less than tol times the smallest '
