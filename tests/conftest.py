@@ -11,6 +11,12 @@ import jax
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+  """The `slow` runs first, so that with `-n 2` both workers start on them and the many short
+  tests fill in after (the last long test does not start on a worker that is otherwise done)."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
   """An empty TFDS data directory shared by a module's tests (they build into it)."""

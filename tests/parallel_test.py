@@ -135,7 +135,7 @@ _COLLECTIVES_IN_LOOPS_SCRIPT = textwrap.dedent('''
     failures, checked = [], 0
     for config_file, overrides in [
         ('synthetic.py', ['--config.model.conv_weight_gradient=' + option])
-        for option in ('auto', 'row_blocks', 'xla')] + [
+        for option in ('auto', 'xla')] + [  # 'auto' is 'row_blocks' on CPU.
         ('compare_orientation.py:mixed', ['--config.head=vmfpropel']),
         ('compare_orientation.py:cube', ['--config.head=vmfpropel'])]:
       argv = [f'--config=experiments/configs/{config_file}', '--config.batch_size=16', *overrides]
@@ -171,4 +171,4 @@ def test_no_collective_runs_inside_a_loop(tmp_path):
   result = subprocess.run([sys.executable, '-c', _COLLECTIVES_IN_LOOPS_SCRIPT, str(tmp_path)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-  assert 'checked 10 programs' in result.stdout
+  assert 'checked 8 programs' in result.stdout
