@@ -13,7 +13,8 @@ log-likelihood averaged over every equivalent label of each test image (nats
 w.r.t. the measure of total volume π² on SO(3), SYMSOL I's protocol) and the
 spread (the expected angle in degrees from a draw of the prediction to the
 nearest equivalent). Cells are mean ± std over seeds; the average is over the
-shapes a method has a result for, and is left out where one is missing.
+shapes in the table, and is left out where one is missing. Heads without a density
+(MSE) have no row.
 """
 
 import json
@@ -87,6 +88,8 @@ def per_shape_table(reports: Sequence[dict[str, Any]]) -> str:
               '|---|---|' + '---|' * len(shapes)]
     for method in methods:
       stats = [by_shape[s]['summary'].get(method, {}).get(metric) for s in shapes]
+      if all(stat is None for stat in stats):
+        continue  # A point head (MSE): no density to score.
       means = [s['mean'] for s in stats if s is not None]
       average = (f'{math.fsum(means) / len(means):.{digits}f}'
                  if len(means) == len(shapes) else '–')

@@ -33,6 +33,10 @@ def test_columns_follow_implicit_pdf_and_the_average_is_over_shapes():
   assert _row(text, 'Spread', 'a') == '| a | 7.5 | 4.0 ± 0.0 | 11.0 ± 1.4 |'
   # b has no cone result: no average, a dash in its cell; one seed: no std.
   assert _row(text, 'Log-likelihood', 'b') == '| b | – | – | 0.50 |'
+  # A head without a density (MSE's summary has neither metric) gets no row.
+  reports[0]['methods'].append('mse')
+  reports[0]['summary']['mse'] = {'angular_error/direct': {'mean': 40.0, 'std': None}}
+  assert '| mse |' not in symsol_table.per_shape_table(reports)
 
 
 def test_reports_that_cannot_share_a_table_are_refused():
