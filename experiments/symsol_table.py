@@ -25,6 +25,8 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 
+from experiments.comparison import report
+
 # Implicit-PDF's column order.
 SHAPES = ('cone', 'cylinder', 'tetrahedron', 'cube', 'icosahedron')
 METRICS = (('log_likelihood_all_equivalents',
@@ -46,14 +48,6 @@ def _shape(results: dict[str, Any]) -> str:
     raise ValueError(f'{results["dataset"]!r} is not one of SYMSOL I\'s solids '
                      f'(symmetric_solids/<{"|".join(SHAPES)}>[_small|_medium]).')
   return shape
-
-
-def _cell(stat: dict[str, Any] | None, digits: int) -> str:
-  if stat is None:
-    return '–'
-  if stat['std'] is None:
-    return f'{stat["mean"]:.{digits}f}'
-  return f'{stat["mean"]:.{digits}f} ± {stat["std"]:.{digits}f}'
 
 
 def per_shape_table(reports: Sequence[dict[str, Any]]) -> str:
@@ -94,7 +88,7 @@ def per_shape_table(reports: Sequence[dict[str, Any]]) -> str:
       average = (f'{math.fsum(means) / len(means):.{digits}f}'
                  if len(means) == len(shapes) else '–')
       lines.append(f'| {method} | {average} | ' +
-                   ' | '.join(_cell(s, digits) for s in stats) + ' |')
+                   ' | '.join(report.format_stat(s, digits) for s in stats) + ' |')
     lines.append('')
   lines += ['Reports: ' + '; '.join(
       f'{s}: `{by_shape[s]["dataset"]}`, seeds {by_shape[s]["seeds"]}, '

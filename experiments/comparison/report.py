@@ -52,7 +52,7 @@ def _weights_and_covariance(settings):
   return ('learned' if settings['learn_weights'] else 'equal'), settings.get('covariance', '–')
 
 
-def _fmt(stat: dict[str, Any] | None, digits: int = 2) -> str:
+def format_stat(stat: dict[str, Any] | None, digits: int = 2) -> str:
   """'mean ± std' (or 'mean' for one seed, '–' if absent)."""
   if stat is None:
     return '–'
@@ -122,8 +122,8 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
   for name in results['methods']:
     stats = summary.get(name, {})
     for decoder in _decoders(stats):
-      lines.append(f'| {name} | {decoder} | {_fmt(stats.get(f"cmae/{decoder}"))} | ' +
-                   ' | '.join(_fmt(stats.get(f'mae/{decoder}/{a}')) for a in axes) + ' |')
+      lines.append(f'| {name} | {decoder} | {format_stat(stats.get(f"cmae/{decoder}"))} | ' +
+                   ' | '.join(format_stat(stats.get(f'mae/{decoder}/{a}')) for a in axes) + ' |')
   lines += ['', '## Density, modes and cost', '',
             'NLL: nats per example, density in degrees; CRPS in degrees (mean over axes); '
             'coverage of the central 90% interval of each marginal (calibrated: 0.90); mode '
@@ -139,11 +139,11 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
     stats = summary.get(name, {})
     params = stats.get('num_params')
     lines.append(' | '.join([
-        f'| {name}', _fmt(stats.get('nll')), _fmt(stats.get('crps')),
-        _fmt(stats.get('coverage_90'), 3), _fmt(stats.get('mode_recall'), 3),
-        _fmt(stats.get('mode_recall_all'), 3),
+        f'| {name}', format_stat(stats.get('nll')), format_stat(stats.get('crps')),
+        format_stat(stats.get('coverage_90'), 3), format_stat(stats.get('mode_recall'), 3),
+        format_stat(stats.get('mode_recall_all'), 3),
         f'{int(params["mean"]):,}' if params else '–',
-        _fmt(stats.get('train_seconds'), 0), _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
+        format_stat(stats.get('train_seconds'), 0), format_stat(stats.get('steps_per_sec'), 1)]) + ' |')
   if results['sweep']:
     lines += ['', '## Sensitivity of PROPEL to I, target_scale, weights and covariance', '',
               'target_scale is σ of the ground-truth Gaussian in normalised label units '
@@ -161,9 +161,9 @@ def markdown(results: dict[str, Any], *, command: str, wall_seconds: float | Non
       lines.append(' | '.join([
           f'| {name}', str(settings['num_components']), f'{settings["target_scale"]:g}',
           *_weights_and_covariance(settings),
-          _fmt(stats.get('cmae/mode')), _fmt(stats.get('cmae/mean')), _fmt(stats.get('nll')),
-          _fmt(stats.get('coverage_90'), 3), _fmt(stats.get('mode_recall'), 3),
-          _fmt(stats.get('mode_recall_all'), 3)]) + ' |')
+          format_stat(stats.get('cmae/mode')), format_stat(stats.get('cmae/mean')), format_stat(stats.get('nll')),
+          format_stat(stats.get('coverage_90'), 3), format_stat(stats.get('mode_recall'), 3),
+          format_stat(stats.get('mode_recall_all'), 3)]) + ' |')
   if plot_files:
     lines += ['', '## Plots', '']
     lines += [f'![{os.path.splitext(os.path.basename(p))[0]}]({p})' for p in plot_files]
@@ -194,9 +194,9 @@ def _directional_tables(results: dict[str, Any]) -> list[str]:
     decoders = sorted(k.split('/', 1)[1] for k in stats if k.startswith('angular_error/'))
     for decoder in decoders:
       lines.append(' | '.join([
-          f'| {name}', decoder, _fmt(stats.get(f'angular_error/{decoder}')),
-          _fmt(stats.get(f'median_angular_error/{decoder}')),
-          _fmt(stats.get(f'acc15/{decoder}'), 3), _fmt(stats.get(f'acc30/{decoder}'), 3)])
+          f'| {name}', decoder, format_stat(stats.get(f'angular_error/{decoder}')),
+          format_stat(stats.get(f'median_angular_error/{decoder}')),
+          format_stat(stats.get(f'acc15/{decoder}'), 3), format_stat(stats.get(f'acc30/{decoder}'), 3)])
                    + ' |')
   kind = results['label_kind']
   lines += ['', '## Density, modes and cost', '',
@@ -216,11 +216,11 @@ def _directional_tables(results: dict[str, Any]) -> list[str]:
     stats = summary.get(name, {})
     params = stats.get('num_params')
     lines.append(' | '.join([
-        f'| {name}', _fmt(stats.get('log_likelihood'), 3),
-        _fmt(stats.get('log_likelihood_all_equivalents'), 3), _fmt(stats.get('spread')),
-        _fmt(stats.get('mode_recall'), 3), _fmt(stats.get('mode_recall_all'), 3),
-        f'{int(params["mean"]):,}' if params else '–', _fmt(stats.get('train_seconds'), 0),
-        _fmt(stats.get('steps_per_sec'), 1)]) + ' |')
+        f'| {name}', format_stat(stats.get('log_likelihood'), 3),
+        format_stat(stats.get('log_likelihood_all_equivalents'), 3), format_stat(stats.get('spread')),
+        format_stat(stats.get('mode_recall'), 3), format_stat(stats.get('mode_recall_all'), 3),
+        f'{int(params["mean"]):,}' if params else '–', format_stat(stats.get('train_seconds'), 0),
+        format_stat(stats.get('steps_per_sec'), 1)]) + ' |')
   return lines
 
 
